@@ -1,0 +1,53 @@
+# One command to run the service, one to test it. Python 3.11+ is the only prerequisite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
+
+.PHONY: install run test lint format lock db-start db-stop db-status clean
+
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + ")")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+## Serve on 127.0.0.1:8000 (BIND, WEB_CONCURRENCY override) with gunicorn + gevent.
+run: install
+	$(PY) manage.py migrate --noinput
+	exec $(VENV)/bin/gunicorn -c gunicorn.conf.py
+
+## Run the test suite (what CI runs).
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+## Re-resolve requirements.in into exact pins in requirements.txt.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --disable-pip-version-check -r requirements.in
+	{ sed -n '1,2p' requirements.txt; .venv-lock/bin/pip freeze --exclude-editable | sort -f; } > requirements.txt.new
+	mv requirements.txt.new requirements.txt
+	rm -rf .venv-lock
+
+## The embedded development PostgreSQL (.data/postgres); `make run` starts it.
+db-start: install
+	$(PY) -m project.embedded_pg start
+db-stop: install
+	$(PY) -m project.embedded_pg stop
+db-status: install
+	$(PY) -m project.embedded_pg status
+
+clean: db-stop
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,188 @@
+"""Fixtures shared by the whole test suite."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import requests
+
+BASE_DIR = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings() -> Iterator[None]:
+    """Start the throwaway test cluster (if used) before the test DB is created."""
+    from django.conf import settings as django_settings
+
+    from project import embedded_pg
+
+    data_dir = django_settings.EMBEDDED_PG_DATA_DIR
+    started_here = bool(data_dir) and not embedded_pg.is_running(Path(data_dir))
+    if data_dir:
+        embedded_pg.ensure_running(Path(data_dir), "postgres")
+    yield
+    if started_here:
+        embedded_pg.stop(Path(data_dir))
+
+
+def free_port() -> int:
+    """Return a loopback TCP port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(
+    url: str, timeout: float = 30.0, process: subprocess.Popen | None = None
+) -> None:
+    """Poll ``url`` until it answers 200, or fail with the process's exit status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                f"server exited with {process.returncode} before answering {url}"
+            )
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate ``process`` and wait for it; kill it if it lingers."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def test_database_url(django_db_setup, django_db_blocker) -> str:
+    """``DATABASE_URL`` of the test database, for servers started as subprocesses."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    credentials = quote(db["USER"] or "", safe="")
+    if db.get("PASSWORD"):
+        credentials += ":" + quote(db["PASSWORD"], safe="")
+    host = quote(db["HOST"] or "", safe="")
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{credentials}@{host}{port}/{quote(db['NAME'], safe='')}"
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[str]:
+    """Base URL of a real stub upstream (``loadtests.upstream``) on loopback."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loadtests.upstream", "--port", "0"],
+        cwd=BASE_DIR,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = process.stdout.readline()
+    match = re.search(r"http://[\d.]+:\d+", line)
+    if not match:
+        stop_process(process)
+        raise RuntimeError(f"stub upstream did not start: {line!r}")
+    yield match.group(0)
+    stop_process(process)
+
+
+class Server:
+    """A gunicorn started by the tests: its base URL, process and log file."""
+
+    def __init__(self, url: str, process: subprocess.Popen, log: Path) -> None:
+        self.url = url
+        self.process = process
+        self.log = log
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        """GET ``path`` on this server (10 s timeout unless given)."""
+        kwargs.setdefault("timeout", 10)
+        return requests.get(self.url + path, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def start_gunicorn(tmp_path_factory) -> Iterator[Callable[..., Server]]:
+    """Factory: start a real gunicorn with our gunicorn.conf.py; stopped at the end."""
+    started: list[Server] = []
+
+    def start(database_url: str, workers: int = 1, **env: str) -> Server:
+        port = free_port()
+        log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("DJANGO_SETTINGS_MODULE", "DEMO_UPSTREAM_URL")
+        }
+        environment.update(
+            ENVIRONMENT="test",
+            DATABASE_URL=database_url,
+            BIND=f"127.0.0.1:{port}",
+            WEB_CONCURRENCY=str(workers),
+            GUNICORN_ACCESS_LOG="",
+        )
+        environment.update(env)
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+                cwd=BASE_DIR,
+                env=environment,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        server = Server(f"http://127.0.0.1:{port}", process, log)
+        started.append(server)
+        try:
+            wait_for_http(server.url + "/healthz", process=process)
+        except Exception as exc:
+            raise RuntimeError(
+                f"{exc}\n--- gunicorn log ---\n{log.read_text()}"
+            ) from exc
+        return server
+
+    yield start
+    for server in started:
+        stop_process(server.process)
+
+
+@pytest.fixture(scope="module")
+def gunicorn_server(start_gunicorn, test_database_url, upstream) -> Server:
+    """One gevent worker on the test database, HTTP legs aimed at the stub upstream."""
+    return start_gunicorn(
+        test_database_url,
+        workers=1,
+        DEMO_UPSTREAM_URL=upstream,
+        DB_APPLICATION_NAME=LIVE_APPLICATION_NAME,
+    )
+
+
+LIVE_APPLICATION_NAME = "gevent-django-live"
+
+
+def app_backends(application_name: str = LIVE_APPLICATION_NAME) -> int:
+    """Count PostgreSQL backends opened by the service (by application_name)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        # pg_stat_activity is cached for the rest of a transaction otherwise.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = %s AND pid <> pg_backend_pid()",
+            [application_name],
+        )
+        return cursor.fetchone()[0]

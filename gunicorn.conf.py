@@ -1,0 +1,77 @@
+"""gunicorn configuration: gevent workers, one per core.
+
+Values come from the environment (and ``.env``). Nothing here imports Django:
+the master must stay unpatched and Django-free, and each worker imports the
+app only after gevent has patched it (``preload_app = False``).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import settings as _settings  # noqa: E402  (stdlib-only package; reads .env)
+
+_settings.load_env_file()
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
+# Server socket
+bind = os.environ.get("BIND") or "127.0.0.1:8000"
+backlog = _int("BACKLOG", 2048)
+
+# Worker processes
+# One gevent worker per core: each holds worker_connections concurrent requests.
+workers = _int("WEB_CONCURRENCY", _cores())
+worker_class = "gevent"
+worker_connections = _int("WORKER_CONNECTIONS", 1000)
+# For gevent workers timeout is only a heartbeat; requests have their own deadline.
+timeout = _int("GUNICORN_TIMEOUT", 30)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+keepalive = _int("GUNICORN_KEEPALIVE", 5)
+# Recycle workers now and then to bound slow leaks; jitter avoids all at once.
+max_requests = _int("GUNICORN_MAX_REQUESTS", 100000)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 10000)
+# Preloading would import Django in the unpatched master (MonkeyPatchWarning).
+preload_app = False
+wsgi_app = "wsgi:application"
+chdir = str(Path(__file__).resolve().parent)
+
+# Logging
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+capture_output = True
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+proc_name = "gevent-django"
+
+# Server hooks
+
+
+def on_starting(server) -> None:
+    """Start the embedded PostgreSQL once, in the master, before any worker forks."""
+    _settings.select()
+    _settings.ensure_embedded_database()
+
+
+def post_worker_init(worker) -> None:
+    """Log the worker's concurrency and patching state (tests read it)."""
+    from project import green
+
+    worker.log.info(
+        "gevent worker %s ready (worker_connections=%s, patched=%s)",
+        worker.pid,
+        worker_connections,
+        green.is_patched(),
+    )

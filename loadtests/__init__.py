@@ -1,0 +1,1 @@
+"""Load-test tooling: the stub upstream server and Locust scenarios."""

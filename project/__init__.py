@@ -1,0 +1,1 @@
+"""A gevent-powered Django service for IO-heavy work."""

@@ -1,0 +1,57 @@
+"""Small helpers shared by the JSON views."""
+
+from collections.abc import Callable
+from functools import wraps
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from project.core.deadline import Deadline, deadline_from_header
+
+
+def json_get(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Allow only GET/HEAD; answer anything else with a JSON 405.
+
+    Exempt from CSRF checks: the view never acts on an unsafe method, and a 403
+    about cookies would hide the real answer (405).
+    """
+
+    @csrf_exempt
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            return JsonResponse(
+                {"error": f"method {request.method} not allowed", "allowed": ["GET"]},
+                status=405,
+                headers={"Allow": "GET, HEAD"},
+            )
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def request_deadline(request: HttpRequest) -> Deadline:
+    """Return the request's deadline (``X-Request-Timeout-Ms`` or the default)."""
+    return deadline_from_header(
+        request.headers.get("X-Request-Timeout-Ms"),
+        default_ms=settings.REQUEST_DEADLINE_MS,
+        max_ms=settings.REQUEST_DEADLINE_MAX_MS,
+    )
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """JSON 404 for unknown paths."""
+    return JsonResponse({"error": "not found", "path": request.path}, status=404)
+
+
+def server_error(request: HttpRequest) -> JsonResponse:
+    """JSON 500: a bug on our side; the details are in the log, not the response."""
+    return JsonResponse({"error": "internal server error"}, status=500)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
+    """JSON 403 for CSRF failures (``CSRF_FAILURE_VIEW``)."""
+    return JsonResponse(
+        {"error": "CSRF verification failed", "reason": reason}, status=403
+    )

@@ -1,0 +1,16 @@
+"""The project's own app config: start-up checks that need logging configured."""
+
+from django.apps import AppConfig
+
+
+class ProjectConfig(AppConfig):
+    """Runs the late-patching check once Django's logging is set up."""
+
+    name = "project"
+    label = "project_core"
+
+    def ready(self) -> None:
+        """Warn when gevent patching came too late to take effect."""
+        from project import green
+
+        green.warn_if_patched_late()

@@ -1,0 +1,138 @@
+"""Run independent legs of IO concurrently in greenlets, under one deadline."""
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+from gevent.lock import BoundedSemaphore
+
+from .deadline import Deadline
+
+logger = logging.getLogger(__name__)
+
+OK = "ok"
+ERROR = "error"
+TIMEOUT = "timeout"
+
+
+class _LegTimeout(Exception):
+    """Raised inside a leg by its own ``gevent.Timeout``; never escapes a leg."""
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One unit of IO: ``call(timeout_seconds)`` returns a JSON-able value.
+
+    A leg reports its own timeouts by raising ``TimeoutError``; any other
+    exception marks it as an error. ``timeout`` caps the leg below the deadline.
+    """
+
+    name: str
+    call: Callable[[float], Any]
+    timeout: float | None = None
+
+
+@dataclass
+class LegResult:
+    """What became of one leg."""
+
+    name: str
+    status: str
+    value: Any = None
+    error: str | None = None
+    elapsed_ms: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the result as a JSON-able dict (``error`` only when set)."""
+        data = {
+            "name": self.name,
+            "status": self.status,
+            "elapsed_ms": round(self.elapsed_ms, 1),
+        }
+        if self.value is not None:
+            data["value"] = self.value
+        if self.error is not None:
+            data["error"] = self.error
+        return data | self.extra
+
+
+def fan_out(
+    legs: Sequence[Leg],
+    *,
+    deadline: Deadline,
+    max_concurrency: int | None = None,
+) -> list[LegResult]:
+    """Run ``legs`` at once (``max_concurrency`` in flight); return results in order.
+
+    Each leg gets ``min(leg.timeout, deadline.remaining())`` and is interrupted
+    by a ``gevent.Timeout`` when it overruns. Whatever is still running when the
+    deadline passes is killed, not just abandoned: ``joinall(timeout=...)`` only
+    stops waiting, and an abandoned leg would keep its socket or DB connection.
+    """
+    if max_concurrency is None:
+        from django.conf import settings
+
+        max_concurrency = settings.FANOUT_MAX_CONCURRENCY
+    slots = BoundedSemaphore(max(1, max_concurrency))
+    results: list[LegResult | None] = [None] * len(legs)
+    started = time.monotonic()
+
+    def run(index: int, leg: Leg) -> None:
+        if not slots.acquire(timeout=deadline.remaining()):
+            results[index] = LegResult(
+                leg.name, TIMEOUT, error="no free slot before the deadline"
+            )
+            return
+        leg_started = time.monotonic()
+        try:
+            results[index] = _run_leg(
+                leg, deadline.leg_timeout(leg.timeout), leg_started
+            )
+        finally:
+            slots.release()
+
+    greenlets = [gevent.spawn(run, index, leg) for index, leg in enumerate(legs)]
+    gevent.joinall(greenlets, timeout=deadline.remaining())
+    unfinished = [greenlet for greenlet in greenlets if not greenlet.dead]
+    if unfinished:
+        # A blocking kill lets each leg's finally run: connections released,
+        # queries cancelled.
+        gevent.killall(unfinished, block=True, timeout=5)
+    killed_after_ms = (time.monotonic() - started) * 1000.0
+    return [
+        result
+        or LegResult(
+            leg.name,
+            TIMEOUT,
+            error="killed at the request deadline",
+            elapsed_ms=killed_after_ms,
+        )
+        for leg, result in zip(legs, results, strict=True)
+    ]
+
+
+def _run_leg(leg: Leg, timeout: float, leg_started: float) -> LegResult:
+    def elapsed() -> float:
+        return (time.monotonic() - leg_started) * 1000.0
+
+    if timeout <= 0:
+        return LegResult(leg.name, TIMEOUT, error="no time left before the deadline")
+    try:
+        with gevent.Timeout(timeout, _LegTimeout):
+            value = leg.call(timeout)
+    except (_LegTimeout, TimeoutError) as exc:
+        message = str(exc) or f"no answer within {timeout * 1000:.0f} ms"
+        return LegResult(leg.name, TIMEOUT, error=message, elapsed_ms=elapsed())
+    except Exception as exc:
+        logger.info("leg %s failed: %r", leg.name, exc)
+        return LegResult(leg.name, ERROR, error=_describe(exc), elapsed_ms=elapsed())
+    return LegResult(leg.name, OK, value=value, elapsed_ms=elapsed())
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -1,0 +1,52 @@
+"""SQL helpers: bound parameters, a server-side timeout, connections released."""
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from django.db import connections
+from django.db.utils import OperationalError
+
+T = TypeVar("T")
+
+# SQLSTATE 57014: statement cancelled (statement_timeout or a cancel request).
+_QUERY_CANCELED = "57014"
+
+
+def run_query(
+    sql: str,
+    params: Sequence[Any] = (),
+    *,
+    timeout: float | None = None,
+    using: str = "default",
+) -> list[tuple]:
+    """Run one statement on this greenlet's connection and return its rows.
+
+    ``params`` are bound by the driver, never formatted into ``sql``. With a
+    ``timeout`` the statement runs under ``SET LOCAL statement_timeout`` sent in
+    the same round trip, so the server stops it even if this process cannot.
+    A statement stopped by that timeout raises ``TimeoutError``.
+    """
+    connection = connections[using]
+    if timeout is not None:
+        sql = "SET LOCAL statement_timeout = %s; " + sql
+        params = [max(1, int(timeout * 1000)), *params]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "pgcode", None) == _QUERY_CANCELED:
+            raise TimeoutError("statement cancelled by its timeout") from exc
+        raise
+
+
+def with_own_connection(call: Callable[[], T]) -> T:
+    """Run ``call`` and then close the DB connections it opened in this greenlet.
+
+    Spawned greenlets get their own connections, which Django's
+    ``request_finished`` never closes; without this each leg would leak one.
+    """
+    try:
+        return call()
+    finally:
+        connections.close_all()

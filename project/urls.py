@@ -1,0 +1,11 @@
+"""Root URLconf."""
+
+from django.conf import settings
+from django.urls import include, path
+
+urlpatterns = [path("", include("project.health.urls"))]
+if settings.DEMO_ENDPOINTS:
+    urlpatterns.append(path("demo/", include("project.demo.urls")))
+
+handler404 = "project.api.not_found"
+handler500 = "project.api.server_error"

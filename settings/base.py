@@ -1,0 +1,124 @@
+"""Settings shared by every environment; the others import these and override."""
+
+from pathlib import Path
+from urllib.parse import unquote
+
+import environ
+
+from project import embedded_pg
+from settings import load_env_file
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+load_env_file()
+env = environ.Env()
+
+# General
+DEBUG = env.bool("DEBUG", default=False)
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+USE_I18N = False
+USE_TZ = True
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+
+# Apps: no admin, sessions or auth; the service is an API of IO-bound endpoints.
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "project.apps.ProjectConfig",
+    "project.health",
+    "project.demo",
+]
+CSRF_FAILURE_VIEW = "project.api.csrf_failure"
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "project.middleware.ApiErrorMiddleware",
+]
+
+
+def database_settings(embedded_data_dir: Path) -> tuple[dict, str | None]:
+    """Return ``(DATABASES["default"], embedded data dir or None)``.
+
+    ``DATABASE_URL`` unset or empty selects the embedded cluster in
+    ``embedded_data_dir``. Connections are not kept between requests
+    (``CONN_MAX_AGE=0``) and requests are not wrapped in a transaction: under
+    gevent each greenlet has its own connection, so both would hold one
+    connection per concurrent request for its whole life.
+    """
+    url = env.str("DATABASE_URL", default="").strip()
+    embedded = None
+    if not url:
+        embedded = str(embedded_data_dir)
+        url = embedded_pg.url(embedded_data_dir)
+    db = env.db_url_config(url)
+    db["HOST"] = unquote(db.get("HOST", ""))  # unix socket paths arrive %-encoded
+    db["CONN_MAX_AGE"] = 0
+    db["ATOMIC_REQUESTS"] = False
+    options = db.setdefault("OPTIONS", {})
+    options.setdefault("connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=5))
+    options.setdefault(
+        "application_name", env.str("DB_APPLICATION_NAME", default="gevent-django")
+    )
+    server_options = {
+        "statement_timeout": env.int("DB_STATEMENT_TIMEOUT_MS", default=30000),
+        "idle_in_transaction_session_timeout": env.int(
+            "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", default=60000
+        ),
+        "lock_timeout": env.int("DB_LOCK_TIMEOUT_MS", default=10000),
+    }
+    options["options"] = " ".join(
+        f"-c {key}={value}" for key, value in server_options.items()
+    )
+    return db, embedded
+
+
+_default_db, EMBEDDED_PG_DATA_DIR = database_settings(embedded_pg.DEV_DATA_DIR)
+DATABASES = {"default": _default_db}
+
+# Logging: everything to stderr, where gunicorn's capture_output collects it.
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {
+            "format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+        }
+    },
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
+}
+
+# IO toolkit (project/core)
+# One worker holds up to WORKER_CONNECTIONS requests; the HTTP pool must match
+# or urllib3 discards connections under fan-out.
+HTTP_POOL_MAXSIZE = env.int(
+    "HTTP_POOL_MAXSIZE", default=env.int("WORKER_CONNECTIONS", default=1000)
+)
+HTTP_CONNECT_TIMEOUT_S = env.float("HTTP_CONNECT_TIMEOUT_S", default=2.0)
+FANOUT_MAX_CONCURRENCY = env.int("FANOUT_MAX_CONCURRENCY", default=100)
+REQUEST_DEADLINE_MS = env.int("REQUEST_DEADLINE_MS", default=15000)
+REQUEST_DEADLINE_MAX_MS = env.int("REQUEST_DEADLINE_MAX_MS", default=60000)
+
+# Reference endpoints (capacity probes)
+DEMO_ENDPOINTS = env.bool("DEMO_ENDPOINTS", default=True)
+DEMO_MAX_LEGS = env.int("DEMO_MAX_LEGS", default=100)
+DEMO_MAX_MS = env.int("DEMO_MAX_MS", default=10000)
+DEMO_MAX_X = env.int("DEMO_MAX_X", default=1_000_000_000)
+
+
+def _own_base_url() -> str:
+    """Return this server's base URL from its bind address, never a Host header."""
+    host, _, port = env.str("BIND", default="127.0.0.1:8000").rpartition(":")
+    if host in ("", "0.0.0.0", "[::]"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}/demo"
+
+
+DEMO_UPSTREAM_URL = (
+    env.str("DEMO_UPSTREAM_URL", default="").rstrip("/") or _own_base_url()
+)

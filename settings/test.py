@@ -1,0 +1,11 @@
+"""Test runs: their own throwaway embedded cluster, never the development data."""
+
+from project import embedded_pg
+
+from .base import *  # noqa: F403
+from .base import database_settings, env
+
+DEBUG = False
+SECRET_KEY = env.str("SECRET_KEY", default="!!!SET SECRET_KEY!!!-test-only")
+_default_db, EMBEDDED_PG_DATA_DIR = database_settings(embedded_pg.TEST_DATA_DIR)
+DATABASES = {"default": _default_db}

@@ -1,0 +1,106 @@
+import time
+
+import gevent
+import pytest
+
+from project.core.deadline import Deadline
+from project.core.fanout import Leg, fan_out
+
+
+def sleeper(seconds: float, value: object = "done"):
+    def call(timeout: float) -> object:
+        time.sleep(seconds)
+        return value
+
+    return call
+
+
+def test_legs_run_concurrently_and_keep_order():
+    """Ten 0.5 s legs finish in well under the 5 s they would take in series."""
+    legs = [Leg(f"leg{i}", sleeper(0.5, i)) for i in range(10)]
+    started = time.monotonic()
+    results = fan_out(legs, deadline=Deadline(5), max_concurrency=100)
+    assert time.monotonic() - started < 2.0
+    assert [r.value for r in results] == list(range(10))
+    assert {r.status for r in results} == {"ok"}
+    assert all(450 <= r.elapsed_ms < 2000 for r in results)
+
+
+def test_concurrency_is_bounded():
+    """With max_concurrency=2, four 0.2 s legs take two rounds."""
+    in_flight, peak = [0], [0]
+
+    def call(timeout: float) -> None:
+        in_flight[0] += 1
+        peak[0] = max(peak[0], in_flight[0])
+        time.sleep(0.2)
+        in_flight[0] -= 1
+
+    started = time.monotonic()
+    fan_out([Leg("x", call) for _ in range(4)], deadline=Deadline(5), max_concurrency=2)
+    assert peak[0] == 2
+    assert time.monotonic() - started >= 0.38
+
+
+def test_deadline_kills_slow_legs_and_returns_on_time():
+    """Legs past the deadline are marked timeout and really stopped, not abandoned."""
+    events: list[str] = []
+
+    def slow(timeout: float) -> None:
+        try:
+            time.sleep(5)
+            events.append("finished")
+        finally:
+            events.append("unwound")
+
+    started = time.monotonic()
+    results = fan_out(
+        [Leg("fast", sleeper(0.05)), Leg("slow", slow)],
+        deadline=Deadline(0.3),
+        max_concurrency=10,
+    )
+    elapsed = time.monotonic() - started
+    assert elapsed < 0.8
+    assert [r.status for r in results] == ["ok", "timeout"]
+    assert events == ["unwound"]
+    gevent.sleep(0.1)
+    assert "finished" not in events
+
+
+def test_leg_cap_below_deadline_times_out_that_leg_only():
+    """A leg's own timeout cuts it even when the request deadline is far away."""
+    results = fan_out(
+        [Leg("capped", sleeper(1), timeout=0.1), Leg("free", sleeper(0.2))],
+        deadline=Deadline(5),
+        max_concurrency=10,
+    )
+    assert [r.status for r in results] == ["timeout", "ok"]
+    assert results[0].elapsed_ms < 500
+
+
+def test_errors_are_reported_per_leg():
+    """An exception in one leg is that leg's error; the others still succeed."""
+
+    def boom(timeout: float) -> None:
+        raise ValueError("upstream said no")
+
+    def own_timeout(timeout: float) -> None:
+        raise TimeoutError("statement cancelled")
+
+    results = fan_out(
+        [Leg("ok", sleeper(0)), Leg("bad", boom), Leg("slow", own_timeout)],
+        deadline=Deadline(1),
+        max_concurrency=10,
+    )
+    assert [r.status for r in results] == ["ok", "error", "timeout"]
+    assert results[1].error == "ValueError: upstream said no"
+    assert results[2].as_dict()["error"] == "statement cancelled"
+
+
+@pytest.mark.parametrize("budget", [0.0])
+def test_expired_deadline_runs_nothing(budget):
+    """With no time left, every leg is a timeout and none is called."""
+    called = []
+    results = fan_out([Leg("x", lambda t: called.append(t))], deadline=Deadline(budget))
+    assert [r.status for r in results] == ["timeout"]
+    assert called == []

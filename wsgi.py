@@ -1,0 +1,13 @@
+"""WSGI entry point for gunicorn; patches gevent before anything else is imported."""
+
+from project import green  # isort: skip  (must run before Django is imported)
+
+green.patch()
+
+import settings  # noqa: E402
+
+settings.select()
+
+from django.core.wsgi import get_wsgi_application  # noqa: E402
+
+application = get_wsgi_application()
