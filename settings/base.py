@@ -8,9 +8,28 @@ import environ
 from project import embedded_pg
 from settings import load_env_file
 
+
+class Env(environ.Env):
+    """``environ.Env`` where an empty value means unset.
+
+    ``KEY=`` (as in .env.template) then keeps the default instead of becoming
+    ``False``, ``[]`` or a ValueError.
+    """
+
+    def get_value(
+        self, var, cast=None, default=environ.Env.NOTSET, parse_default=False
+    ):
+        """Return the default for a variable that is set but empty."""
+        if default is not self.NOTSET and self.ENVIRON.get(self.prefix + var) == "":
+            return default
+        return super().get_value(
+            var, cast=cast, default=default, parse_default=parse_default
+        )
+
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 load_env_file()
-env = environ.Env()
+env = Env()
 
 # General
 DEBUG = env.bool("DEBUG", default=False)
