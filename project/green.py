@@ -49,7 +49,14 @@ def patch() -> bool:
         # gunicorn's gevent worker patches in its own init_process; anything else
         # must be patched here, and anything imported before now is suspect.
         _state["late_modules"] = tuple(m for m in _TOO_EARLY if m in sys.modules)
-        monkey.patch_all()
+        if "django.conf" in sys.modules:
+            # gevent scans every live object for locks to convert; touching
+            # Django's lazy settings there would configure them mid-patch (or
+            # crash when no settings module is chosen yet).
+            monkey.patch_all(thread=False)
+            monkey.patch_thread(existing_locks=False)
+        else:
+            monkey.patch_all()
     _patch_psycopg()
     _state["patched"] = True
     return True

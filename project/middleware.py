@@ -3,7 +3,7 @@
 import logging
 from collections.abc import Callable
 
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from project.core.errors import ApiError
@@ -29,16 +29,11 @@ class ApiErrorMiddleware:
             return JsonResponse(
                 exception.as_dict(), status=exception.status, headers=exception.headers
             )
-        if isinstance(exception, OperationalError | InterfaceError) or (
-            isinstance(exception, DatabaseError)
-            and "connection" in str(exception).lower()
-        ):
+        if isinstance(exception, OperationalError | InterfaceError):
+            # The details (hosts, socket paths) go to the log, not to clients.
             logger.warning("database unavailable for %s: %s", request.path, exception)
             return JsonResponse(
-                {
-                    "error": "database unavailable",
-                    "detail": str(exception).strip()[:200],
-                },
+                {"error": "database unavailable"},
                 status=503,
                 headers={"Retry-After": "1"},
             )

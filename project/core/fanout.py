@@ -3,7 +3,7 @@
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gevent
@@ -44,7 +44,6 @@ class LegResult:
     value: Any = None
     error: str | None = None
     elapsed_ms: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the result as a JSON-able dict (``error`` only when set)."""
@@ -57,7 +56,7 @@ class LegResult:
             data["value"] = self.value
         if self.error is not None:
             data["error"] = self.error
-        return data | self.extra
+        return data
 
 
 def fan_out(

@@ -44,7 +44,9 @@ def http_get(
 
     ``requests`` applies the read timeout per socket read, so a body that
     trickles in forever is only cut by the caller's ``gevent.Timeout`` (the
-    fan-out wraps every leg in one). Timeouts surface as ``TimeoutError``.
+    fan-out wraps every leg in one). Timeouts surface as ``TimeoutError`` and
+    failures to connect as ``ConnectionError``, with messages that do not
+    reveal the upstream's address to our clients.
     """
     from django.conf import settings
 
@@ -57,6 +59,12 @@ def http_get(
             timeout=(connect, timeout),
             allow_redirects=False,
         )
+    except requests.ConnectionError as exc:
+        if isinstance(exc, requests.ConnectTimeout):
+            raise TimeoutError(
+                f"could not connect within {connect * 1000:.0f} ms"
+            ) from exc
+        raise ConnectionError("could not connect to upstream") from exc
     except requests.Timeout as exc:
         raise TimeoutError(
             f"no answer from upstream within {timeout * 1000:.0f} ms"

@@ -11,6 +11,11 @@ from project.core.fanout import Leg, LegResult, fan_out
 from project.core.http_client import http_get
 from project.core.sql import run_query, with_own_connection
 
+
+class UpstreamError(Exception):
+    """The upstream answered, with an error status."""
+
+
 SLOW_SQL = "SELECT pg_sleep(%s / 1000.0), %s::bigint * %s::bigint"
 
 
@@ -33,7 +38,8 @@ def run_slow_query(*, x: int, ms: int, deadline: Deadline) -> int:
 def _http_leg(url: str, ms: int) -> Leg:
     def call(timeout: float) -> dict[str, Any]:
         response = http_get(url, params={"ms": ms}, timeout=timeout)
-        response.raise_for_status()
+        if response.status_code >= 400:
+            raise UpstreamError(f"upstream answered {response.status_code}")
         return {"http_status": response.status_code}
 
     return Leg(name="http", call=call)

@@ -1,7 +1,6 @@
 import time
 
 import pytest
-import requests
 from django.test import override_settings
 
 from project.core import http_client
@@ -36,11 +35,13 @@ def test_read_timeout_becomes_timeout_error(upstream):
 
 
 def test_connection_refused_is_an_error_not_a_hang():
-    """A closed port fails at once with a requests error."""
+    """A closed port fails at once, without naming the upstream's address."""
     from conftest import free_port
 
-    with pytest.raises(requests.ConnectionError):
-        http_get(f"http://127.0.0.1:{free_port()}/", timeout=2)
+    port = free_port()
+    with pytest.raises(ConnectionError) as caught:
+        http_get(f"http://127.0.0.1:{port}/", timeout=2)
+    assert str(port) not in str(caught.value)
 
 
 def test_trickling_body_is_cut_at_the_deadline(upstream):

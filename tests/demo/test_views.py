@@ -115,8 +115,20 @@ def test_fan_out_reports_upstream_errors_per_leg(client, settings):
     settings.DEMO_UPSTREAM_URL = f"http://127.0.0.1:{free_port()}"
     response = client.get("/demo/fan-out/?http=2&sql=1&ms=10")
     assert response.status_code == 200
-    statuses = [leg["status"] for leg in response.json()["legs"]]
-    assert statuses == ["error", "error", "ok"]
+    legs = response.json()["legs"]
+    assert [leg["status"] for leg in legs] == ["error", "error", "ok"]
+    assert legs[0]["error"] == "ConnectionError: could not connect to upstream"
+
+
+def test_fan_out_reports_upstream_error_status(client, upstream, settings):
+    """An upstream 5xx marks the leg as an error naming the status."""
+    settings.DEMO_UPSTREAM_URL = f"{upstream}/status?code=502&x="
+    response = client.get("/demo/fan-out/?http=1&ms=10")
+    leg = response.json()["legs"][0]
+    assert (leg["status"], leg["error"]) == (
+        "error",
+        "UpstreamError: upstream answered 502",
+    )
 
 
 def test_demo_endpoints_can_be_switched_off(client, settings):

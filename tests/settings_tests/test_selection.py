@@ -1,0 +1,290 @@
+"""Settings selection, ``.env`` loading and the per-environment settings.
+
+Settings are evaluated at import time, so most tests run ``manage.py`` as a real
+subprocess with a controlled environment. Those runs use a copy of the project
+without a ``.env`` (a developer's ``.env`` cannot change the outcome) and always
+set ``DATABASE_URL``, so no run can start the embedded development cluster.
+"""
+
+import importlib.util
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+from project import embedded_pg
+from settings.base import database_settings
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+# A DATABASE_URL for commands that never connect: nothing listens on port 1.
+UNREACHABLE_DB = "postgres://nobody@127.0.0.1:1/none"
+# Keys the tests control; anything the parent process has for them is dropped.
+CONTROLLED = re.compile(
+    r"DJANGO_SETTINGS_MODULE|ENVIRONMENT|DATABASE_URL|SECRET_KEY|ALLOWED_HOSTS"
+    r"|DEBUG|LOG_LEVEL|GEVENT_PATCH|DEMO_\w+|SECURE_\w+"
+)
+PRINT_MODULE = "from django.conf import settings; print(settings.SETTINGS_MODULE)"
+
+
+def copy_project(destination: Path) -> Path:
+    """Copy manage.py, project/ and settings/ (no .env) into ``destination``."""
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copy2(BASE_DIR / "manage.py", destination / "manage.py")
+    for package in ("project", "settings"):
+        shutil.copytree(BASE_DIR / package, destination / package, ignore=ignore)
+    return destination
+
+
+@pytest.fixture(scope="module")
+def clean_project(tmp_path_factory) -> Path:
+    """A copy of the project with no ``.env`` beside its manage.py."""
+    return copy_project(tmp_path_factory.mktemp("clean-project"))
+
+
+@pytest.fixture
+def project_with_env(tmp_path) -> Path:
+    """A copy of the project whose ``.env`` the test writes."""
+    return copy_project(tmp_path)
+
+
+def environment(**overrides: str) -> dict[str, str]:
+    """The OS environment without the controlled keys, plus ``overrides``."""
+    env = {k: v for k, v in os.environ.items() if not CONTROLLED.fullmatch(k)}
+    env["DATABASE_URL"] = UNREACHABLE_DB
+    env.update(overrides)
+    return env
+
+
+def manage(
+    project: Path, *args: str, cwd: Path | str | None = None, **env: str
+) -> subprocess.CompletedProcess:
+    """Run ``<project>/manage.py *args`` with the controlled environment."""
+    return subprocess.run(
+        [sys.executable, str(project / "manage.py"), *args],
+        cwd=cwd or project,
+        env=environment(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def shell(project: Path, code: str, **kwargs) -> str:
+    """Run ``manage.py shell -c code``; return its stdout, failing on errors."""
+    result = manage(project, "shell", "-v", "0", "-c", code, **kwargs)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of ``text`` (the exception of a traceback)."""
+    return text.strip().splitlines()[-1]
+
+
+def production_env(**overrides: str) -> dict[str, str]:
+    """Environment for a valid production start, with ``overrides``."""
+    env = {
+        "ENVIRONMENT": "production",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "example.com",
+    }
+    env.update(overrides)
+    return env
+
+
+# Selection
+
+
+@pytest.mark.parametrize("name", ["development", "production", "test"])
+def test_environment_selects_settings_module(clean_project, name):
+    """ENVIRONMENT=<name> loads settings.<name>."""
+    env = production_env(ENVIRONMENT=name)
+    assert shell(clean_project, PRINT_MODULE, **env) == f"settings.{name}"
+
+
+def test_default_environment_is_development(clean_project):
+    """Without ENVIRONMENT (and no .env), settings.development is loaded."""
+    assert shell(clean_project, PRINT_MODULE) == "settings.development"
+
+
+def test_unknown_environment_fails_naming_allowed_values(clean_project):
+    """ENVIRONMENT=bogus exits non-zero naming ENVIRONMENT and the allowed values."""
+    result = manage(clean_project, "check", ENVIRONMENT="bogus")
+    assert result.returncode != 0
+    message = last_line(result.stderr)
+    assert "ENVIRONMENT" in message
+    assert "bogus" in message
+    for allowed in ("development", "production", "test"):
+        assert allowed in message
+
+
+def test_django_settings_module_wins_over_environment(clean_project):
+    """An explicit DJANGO_SETTINGS_MODULE wins over ENVIRONMENT."""
+    output = shell(
+        clean_project,
+        PRINT_MODULE,
+        ENVIRONMENT="production",
+        DJANGO_SETTINGS_MODULE="settings.test",
+    )
+    assert output == "settings.test"
+
+
+# Production
+
+
+@pytest.mark.parametrize("key", ["SECRET_KEY", "ALLOWED_HOSTS"])
+@pytest.mark.parametrize("empty", [False, True], ids=["unset", "empty"])
+def test_production_refuses_to_start_without_required_key(clean_project, key, empty):
+    """Production refuses to start, naming the key, when it is unset or empty."""
+    env = production_env()
+    if empty:
+        env[key] = ""
+    else:
+        del env[key]
+    result = manage(clean_project, "check", **env)
+    assert result.returncode != 0
+    message = last_line(result.stderr)
+    assert "ImproperlyConfigured" in message
+    assert key in message
+
+
+def test_production_deploy_check_is_clean(clean_project):
+    """`check --deploy --fail-level WARNING` passes under production settings."""
+    result = manage(
+        clean_project,
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        **production_env(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_has_debug_and_demo_endpoints_off(clean_project):
+    """Production runs with DEBUG False and DEMO_ENDPOINTS False by default."""
+    output = shell(
+        clean_project,
+        "from django.conf import settings; "
+        "print(settings.DEBUG, settings.DEMO_ENDPOINTS)",
+        **production_env(),
+    )
+    assert output == "False False"
+
+
+def test_production_demo_endpoints_can_be_turned_on(clean_project):
+    """DEMO_ENDPOINTS=1 turns the demo endpoints on in production."""
+    output = shell(
+        clean_project,
+        "from django.conf import settings; print(settings.DEMO_ENDPOINTS)",
+        **production_env(DEMO_ENDPOINTS="1"),
+    )
+    assert output == "True"
+
+
+# .env
+
+PRINT_ENV_VALUES = (
+    "from django.conf import settings; "
+    "print(settings.SETTINGS_MODULE, settings.DEMO_MAX_MS, settings.LOG_LEVEL)"
+)
+
+
+def test_env_file_is_found_next_to_manage_py_from_any_cwd(project_with_env):
+    """.env beside manage.py is read when the working directory is elsewhere."""
+    (project_with_env / ".env").write_text("DEMO_MAX_MS=1234\nLOG_LEVEL=WARNING\n")
+    output = shell(project_with_env, PRINT_ENV_VALUES, cwd="/")
+    assert output == "settings.development 1234 WARNING"
+
+
+def test_os_environment_wins_over_env_file(project_with_env):
+    """A key set in the OS environment overrides the same key in .env."""
+    (project_with_env / ".env").write_text("DEMO_MAX_MS=1234\nLOG_LEVEL=WARNING\n")
+    output = shell(project_with_env, PRINT_ENV_VALUES, cwd="/", DEMO_MAX_MS="999")
+    assert output == "settings.development 999 WARNING"
+
+
+def test_environment_in_env_file_selects_settings_module(project_with_env):
+    """ENVIRONMENT=test in .env selects settings.test."""
+    (project_with_env / ".env").write_text("ENVIRONMENT=test\n")
+    assert shell(project_with_env, PRINT_MODULE, cwd="/") == "settings.test"
+
+
+# Test settings, in process
+
+
+def test_test_settings_database_is_gevent_safe():
+    """Test settings keep no connections or request transactions, and set timeouts."""
+    db = django_settings.DATABASES["default"]
+    assert db["CONN_MAX_AGE"] == 0
+    assert db["ATOMIC_REQUESTS"] is False
+    assert db["OPTIONS"]["connect_timeout"] > 0
+    server_options = db["OPTIONS"]["options"]
+    for option in (
+        "statement_timeout",
+        "idle_in_transaction_session_timeout",
+        "lock_timeout",
+    ):
+        assert f"-c {option}=" in server_options
+
+
+def test_test_settings_use_their_own_embedded_cluster(monkeypatch):
+    """Without DATABASE_URL, test settings use .data/postgres-test, not the dev data."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    # Execute settings/test.py afresh, leaving the loaded settings untouched.
+    spec = importlib.util.spec_from_file_location(
+        "settings._test_probe", BASE_DIR / "settings" / "test.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert Path(module.EMBEDDED_PG_DATA_DIR) == BASE_DIR / ".data" / "postgres-test"
+    assert Path(module.EMBEDDED_PG_DATA_DIR) != embedded_pg.DEV_DATA_DIR
+    assert module.DATABASES["default"]["HOST"] == str(
+        embedded_pg.socket_dir(embedded_pg.TEST_DATA_DIR)
+    )
+
+
+# database_settings
+
+
+def test_database_settings_parses_tcp_url(monkeypatch, tmp_path):
+    """A TCP DATABASE_URL gives host, port, name and credentials; no embedded dir."""
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@127.0.0.1:6543/db")
+    db, embedded = database_settings(tmp_path / "unused")
+    assert embedded is None
+    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert (db["HOST"], int(db["PORT"]), db["NAME"]) == ("127.0.0.1", 6543, "db")
+    assert (db["USER"], db["PASSWORD"]) == ("u", "p")
+
+
+def test_database_settings_decodes_unix_socket_host(monkeypatch, tmp_path):
+    """A %-encoded unix-socket host in DATABASE_URL is decoded to its path."""
+    monkeypatch.setenv("DATABASE_URL", "postgres://u@%2Ftmp%2Fsock/db")
+    db, embedded = database_settings(tmp_path / "unused")
+    assert embedded is None
+    assert db["HOST"] == "/tmp/sock"
+    assert (db["NAME"], db["USER"]) == ("db", "u")
+
+
+# Migrations
+
+
+@pytest.mark.django_db
+def test_no_missing_migrations(test_database_url):
+    """`makemigrations --check --dry-run` finds no model change without a migration."""
+    result = manage(
+        BASE_DIR,
+        "makemigrations",
+        "--check",
+        "--dry-run",
+        ENVIRONMENT="test",
+        DATABASE_URL=test_database_url,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
