@@ -4,6 +4,7 @@ import gevent
 import pytest
 from django.db import connection
 
+from conftest import app_backends
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
 from project.core.sql import run_query, with_own_connection
@@ -28,14 +29,8 @@ def backends_running(query_fragment: str) -> int:
 
 
 def app_connections() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-            "AND application_name = %s",
-            [APP],
-        )
-        return cursor.fetchone()[0]
+    """Connections this test process opened besides its own (application_name)."""
+    return app_backends(APP)
 
 
 def test_parameters_are_bound():
