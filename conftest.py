@@ -116,8 +116,14 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def start_gunicorn(tmp_path_factory) -> Iterator[Callable[..., Server]]:
-    """Factory: start a real gunicorn with our gunicorn.conf.py; stopped at the end."""
+def start_gunicorn(
+    tmp_path_factory, django_db_setup
+) -> Iterator[Callable[..., Server]]:
+    """Factory: start a real gunicorn with our gunicorn.conf.py; stopped at the end.
+
+    Depends on the test database so the servers (and their pooled connections)
+    are gone before it is dropped.
+    """
     started: list[Server] = []
 
     def start(database_url: str, workers: int = 1, **env: str) -> Server:
@@ -167,14 +173,29 @@ def gunicorn_server(start_gunicorn, test_database_url, upstream) -> Server:
         workers=1,
         DEMO_UPSTREAM_URL=upstream,
         DB_APPLICATION_NAME=LIVE_APPLICATION_NAME,
+        DB_POOL_SIZE=str(POOL_SIZE),
+        DB_POOL_TIMEOUT="10",
     )
 
 
 LIVE_APPLICATION_NAME = "gevent-django-live"
+POOL_SIZE = 20
 
 
-def app_backends(application_name: str = LIVE_APPLICATION_NAME) -> int:
-    """Count PostgreSQL backends opened by the service (by application_name)."""
+def pool_in_use() -> int:
+    """Connections this process has checked out of its pools right now."""
+    from project.core.pg_pool.base import all_pools
+
+    return sum(pool.stats.in_use for pool in all_pools().values())
+
+
+def app_backends(
+    application_name: str = LIVE_APPLICATION_NAME, state: str = "%"
+) -> int:
+    """Count PostgreSQL backends opened by the service (by application_name).
+
+    ``state`` filters on ``pg_stat_activity.state`` (a LIKE pattern).
+    """
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -182,7 +203,8 @@ def app_backends(application_name: str = LIVE_APPLICATION_NAME) -> int:
         cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity"
-            " WHERE application_name = %s AND pid <> pg_backend_pid()",
-            [application_name],
+            " WHERE application_name = %s AND pid <> pg_backend_pid()"
+            " AND coalesce(state, '') LIKE %s",
+            [application_name, state],
         )
         return cursor.fetchone()[0]

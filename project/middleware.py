@@ -7,6 +7,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from project.core.errors import ApiError
+from project.core.pg_pool.pool import PoolTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,15 @@ class ApiErrorMiddleware:
         if isinstance(exception, ApiError):
             return JsonResponse(
                 exception.as_dict(), status=exception.status, headers=exception.headers
+            )
+        if isinstance(exception.__cause__, PoolTimeout):
+            logger.warning(
+                "database pool exhausted for %s: %s", request.path, exception
+            )
+            return JsonResponse(
+                {"error": "database busy: no connection free in time"},
+                status=503,
+                headers={"Retry-After": "1"},
             )
         if isinstance(exception, OperationalError | InterfaceError):
             # The details (hosts, socket paths) go to the log, not to clients.

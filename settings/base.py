@@ -1,5 +1,6 @@
 """Settings shared by every environment; the others import these and override."""
 
+import os
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -59,14 +60,29 @@ MIDDLEWARE = [
 ]
 
 
+def _default_pool_size() -> int:
+    """Connections per worker so all workers stay under PostgreSQL's default 100.
+
+    80 of the 100 are shared among the workers (20 left for admin, migrations,
+    other clients), at most 20 each.
+    """
+    cores = (
+        len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count() or 1
+    )
+    workers = env.int("WEB_CONCURRENCY", default=0) or cores
+    return max(4, min(20, 80 // workers))
+
+
 def database_settings(embedded_data_dir: Path) -> tuple[dict, str | None]:
     """Return ``(DATABASES["default"], embedded data dir or None)``.
 
     ``DATABASE_URL`` unset or empty selects the embedded cluster in
-    ``embedded_data_dir``. Connections are not kept between requests
-    (``CONN_MAX_AGE=0``) and requests are not wrapped in a transaction: under
-    gevent each greenlet has its own connection, so both would hold one
-    connection per concurrent request for its whole life.
+    ``embedded_data_dir``. Connections come from a bounded pool per worker
+    (``project.core.pg_pool``): ``CONN_MAX_AGE=0`` hands a greenlet's connection
+    back to the pool when its request or leg ends, and requests are not wrapped
+    in a transaction, which would hold a connection for the whole request.
     """
     url = env.str("DATABASE_URL", default="").strip()
     embedded = None
@@ -74,6 +90,7 @@ def database_settings(embedded_data_dir: Path) -> tuple[dict, str | None]:
         embedded = str(embedded_data_dir)
         url = embedded_pg.url(embedded_data_dir)
     db = env.db_url_config(url)
+    db["ENGINE"] = "project.core.pg_pool"
     db["HOST"] = unquote(db.get("HOST", ""))  # unix socket paths arrive %-encoded
     db["CONN_MAX_AGE"] = 0
     db["ATOMIC_REQUESTS"] = False
@@ -82,12 +99,17 @@ def database_settings(embedded_data_dir: Path) -> tuple[dict, str | None]:
     options.setdefault(
         "application_name", env.str("DB_APPLICATION_NAME", default="gevent-django")
     )
+    options["pool_size"] = env.int("DB_POOL_SIZE", default=_default_pool_size())
+    options["pool_timeout"] = env.float("DB_POOL_TIMEOUT", default=2.0)
+    options["pool_check_idle_after"] = env.float("DB_POOL_CHECK_IDLE_S", default=30.0)
     server_options = {
         "statement_timeout": env.int("DB_STATEMENT_TIMEOUT_MS", default=30000),
         "idle_in_transaction_session_timeout": env.int(
             "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", default=60000
         ),
         "lock_timeout": env.int("DB_LOCK_TIMEOUT_MS", default=10000),
+        # Matches TIME_ZONE, so Django never spends a SET on a fresh connection.
+        "TimeZone": "UTC",
     }
     options["options"] = " ".join(
         f"-c {key}={value}" for key, value in server_options.items()

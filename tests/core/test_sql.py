@@ -2,9 +2,10 @@ import time
 
 import gevent
 import pytest
+from django.conf import settings
 from django.db import connection
 
-from conftest import app_backends
+from conftest import app_backends, pool_in_use
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
 from project.core.sql import run_query, with_own_connection
@@ -51,8 +52,9 @@ def test_statement_timeout_stops_the_query_on_the_server():
 
 
 def test_sql_legs_run_concurrently_on_their_own_connections():
-    """Ten 0.5 s queries in greenlets take under 2 s and leave no connection."""
-    before = app_connections()
+    """Ten 0.5 s queries in greenlets take under 2 s and give back their connections."""
+    connection.ensure_connection()  # the test's own connection stays checked out
+    before = pool_in_use()
     legs = [
         Leg(
             "sql",
@@ -69,12 +71,14 @@ def test_sql_legs_run_concurrently_on_their_own_connections():
     assert time.monotonic() - started < 2.0
     assert [r.status for r in results] == ["ok"] * 10
     assert len({r.value[0][1] for r in results}) == 10  # ten distinct backends
-    assert app_connections() == before
+    assert pool_in_use() == before
+    assert app_connections() <= settings.DATABASES["default"]["OPTIONS"]["pool_size"]
 
 
 def test_killed_leg_cancels_its_query_and_releases_its_connection():
     """A leg killed at the deadline stops its query on the server within 1 s."""
-    before = app_connections()
+    connection.ensure_connection()  # the test's own connection stays checked out
+    before = pool_in_use()
     legs = [
         Leg(
             "sql",
@@ -92,6 +96,6 @@ def test_killed_leg_cancels_its_query_and_releases_its_connection():
     while backends_running("killme") and time.monotonic() - waited < 1.0:
         gevent.sleep(0.05)
     assert backends_running("killme") == 0
-    assert app_connections() == before
+    assert pool_in_use() == before
     # This greenlet's own connection is unaffected and still works.
     assert run_query("SELECT 1") == [(1,)]

@@ -259,7 +259,7 @@ def test_database_settings_parses_tcp_url(monkeypatch, tmp_path):
     monkeypatch.setenv("DATABASE_URL", "postgres://u:p@127.0.0.1:6543/db")
     db, embedded = database_settings(tmp_path / "unused")
     assert embedded is None
-    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert db["ENGINE"] == "project.core.pg_pool"
     assert (db["HOST"], int(db["PORT"]), db["NAME"]) == ("127.0.0.1", 6543, "db")
     assert (db["USER"], db["PASSWORD"]) == ("u", "p")
 
