@@ -90,18 +90,27 @@ def database_settings(embedded_data_dir: Path) -> tuple[dict, str | None]:
         embedded = str(embedded_data_dir)
         url = embedded_pg.url(embedded_data_dir)
     db = env.db_url_config(url)
-    db["ENGINE"] = "project.core.pg_pool"
     db["HOST"] = unquote(db.get("HOST", ""))  # unix socket paths arrive %-encoded
-    db["CONN_MAX_AGE"] = 0
+    pool_size = env.int("DB_POOL_SIZE", default=_default_pool_size())
+    if pool_size > 0:
+        db["ENGINE"] = "project.core.pg_pool"
+        db["CONN_MAX_AGE"] = 0
+    else:
+        # No pool: Django's own backend. Only for threaded workers (baselines);
+        # under gevent, CONN_MAX_AGE > 0 keeps one connection per greenlet ever run.
+        db["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
     db["ATOMIC_REQUESTS"] = False
     options = db.setdefault("OPTIONS", {})
     options.setdefault("connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=5))
     options.setdefault(
         "application_name", env.str("DB_APPLICATION_NAME", default="gevent-django")
     )
-    options["pool_size"] = env.int("DB_POOL_SIZE", default=_default_pool_size())
-    options["pool_timeout"] = env.float("DB_POOL_TIMEOUT", default=2.0)
-    options["pool_check_idle_after"] = env.float("DB_POOL_CHECK_IDLE_S", default=30.0)
+    if pool_size > 0:
+        options["pool_size"] = pool_size
+        options["pool_timeout"] = env.float("DB_POOL_TIMEOUT", default=2.0)
+        options["pool_check_idle_after"] = env.float(
+            "DB_POOL_CHECK_IDLE_S", default=30.0
+        )
     server_options = {
         "statement_timeout": env.int("DB_STATEMENT_TIMEOUT_MS", default=30000),
         "idle_in_transaction_session_timeout": env.int(

@@ -288,3 +288,27 @@ def test_no_missing_migrations(test_database_url):
         DATABASE_URL=test_database_url,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_database_settings_pool_options(monkeypatch, tmp_path):
+    """DB_POOL_* reach the pooled backend; the default size fits 80 connections."""
+    monkeypatch.setenv("DATABASE_URL", "postgres://u@127.0.0.1/db")
+    monkeypatch.setenv("WEB_CONCURRENCY", "8")
+    monkeypatch.setenv("DB_POOL_TIMEOUT", "0.5")
+    db, _ = database_settings(tmp_path / "unused")
+    assert (db["ENGINE"], db["CONN_MAX_AGE"]) == ("project.core.pg_pool", 0)
+    assert db["OPTIONS"]["pool_size"] == 10  # 80 // 8 workers
+    assert db["OPTIONS"]["pool_timeout"] == 0.5
+    monkeypatch.setenv("DB_POOL_SIZE", "7")
+    assert database_settings(tmp_path / "unused")[0]["OPTIONS"]["pool_size"] == 7
+
+
+def test_database_settings_without_pool_uses_djangos_backend(monkeypatch, tmp_path):
+    """DB_POOL_SIZE=0 selects Django's backend with DB_CONN_MAX_AGE (baselines)."""
+    monkeypatch.setenv("DATABASE_URL", "postgres://u@127.0.0.1/db")
+    monkeypatch.setenv("DB_POOL_SIZE", "0")
+    monkeypatch.setenv("DB_CONN_MAX_AGE", "60")
+    db, _ = database_settings(tmp_path / "unused")
+    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert db["CONN_MAX_AGE"] == 60
+    assert "pool_size" not in db["OPTIONS"]
