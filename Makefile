@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 
-.PHONY: install run test lint format lock db-start db-stop db-status clean
+.PHONY: install run test lint format lock db-start db-stop db-status clean bench-db
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + ")")'
@@ -23,6 +23,10 @@ run: install
 ## Run the test suite (what CI runs).
 test: install
 	$(PY) -m pytest
+
+## W2 on gevent + pool vs a gthread baseline, 3 rounds (about 8 minutes).
+bench-db: install
+	$(PY) -m loadtests.bench_db
 
 lint: install
 	$(VENV)/bin/ruff check .

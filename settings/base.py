@@ -100,6 +100,10 @@ def database_settings(embedded_data_dir: Path) -> tuple[dict, str | None]:
         # under gevent, CONN_MAX_AGE > 0 keeps one connection per greenlet ever run.
         db["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
     db["ATOMIC_REQUESTS"] = False
+    # Behind PgBouncer in transaction mode a cursor cannot outlive its transaction.
+    db["DISABLE_SERVER_SIDE_CURSORS"] = env.bool(
+        "DB_DISABLE_SERVER_SIDE_CURSORS", default=False
+    )
     options = db.setdefault("OPTIONS", {})
     options.setdefault("connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=5))
     options.setdefault(
