@@ -19,6 +19,16 @@ def test_session_pool_is_sized_for_the_worker():
     http_client._session["pid"] = None
 
 
+def test_session_ignores_proxy_environment_unless_asked():
+    """By default the session skips the per-call proxy/.netrc lookup."""
+    http_client._session["pid"] = None
+    assert get_session().trust_env is False
+    http_client._session["pid"] = None
+    with override_settings(HTTP_TRUST_ENV=True):
+        assert get_session().trust_env is True
+    http_client._session["pid"] = None
+
+
 def test_gets_from_upstream(upstream):
     """Returns the upstream's response."""
     response = http_get(f"{upstream}/delay", params={"ms": 10}, timeout=2)
