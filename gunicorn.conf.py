@@ -16,13 +16,6 @@ import settings as _settings  # noqa: E402  (stdlib-only package; reads .env)
 _settings.load_env_file()
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _int(name: str, default: int) -> int:
     return int(os.environ.get(name) or default)
 
@@ -33,7 +26,7 @@ backlog = _int("BACKLOG", 2048)
 
 # Worker processes
 # One gevent worker per core: each holds worker_connections concurrent requests.
-workers = _int("WEB_CONCURRENCY", _cores())
+workers = _int("WEB_CONCURRENCY", _settings.cores())
 worker_class = "gevent"
 worker_connections = _int("WORKER_CONNECTIONS", 1000)
 # For gevent workers timeout is only a heartbeat; requests have their own deadline.

@@ -12,6 +12,14 @@ ENV_FILE = BASE_DIR / ".env"
 ENVIRONMENTS = ("development", "production", "test")
 
 
+def cores() -> int:
+    """CPU cores this process may run on (gunicorn's default worker count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class UnknownEnvironment(RuntimeError):
     """``ENVIRONMENT`` names no settings module."""
 

@@ -1,13 +1,12 @@
 """Settings shared by every environment; the others import these and override."""
 
-import os
 from pathlib import Path
 from urllib.parse import unquote
 
 import environ
 
 from project import embedded_pg
-from settings import load_env_file
+from settings import cores, load_env_file
 
 
 class Env(environ.Env):
@@ -66,12 +65,7 @@ def _default_pool_size() -> int:
     80 of the 100 are shared among the workers (20 left for admin, migrations,
     other clients), at most 20 each.
     """
-    cores = (
-        len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count() or 1
-    )
-    workers = env.int("WEB_CONCURRENCY", default=0) or cores
+    workers = env.int("WEB_CONCURRENCY", default=0) or cores()
     return max(4, min(20, 80 // workers))
 
 
