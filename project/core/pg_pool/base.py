@@ -62,6 +62,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def _pool(self, conn_params: dict[str, Any]) -> ConnectionPool:
         pools = all_pools()
         key = _pool_key(conn_params)
+        pool = pools.get(key)
+        if pool is not None:  # the hot path: no lock
+            return pool
         with _pools_lock:
             pool = pools.get(key)
             if pool is None:

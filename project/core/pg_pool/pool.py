@@ -65,9 +65,8 @@ class ConnectionPool:
     def __init__(self, *, size: int, timeout: float, check_idle_after: float) -> None:
         self._slots = BoundedSemaphore(size)
         self._idle: deque[tuple[Any, float]] = deque()
-        self._lock = (
-            threading.Lock()
-        )  # a greenlet lock once patched; never held across IO
+        # A greenlet lock once patched; never held across IO.
+        self._lock = threading.Lock()
         self.timeout = timeout
         self.check_idle_after = check_idle_after
         self.stats = PoolStats(size=size)
@@ -127,16 +126,14 @@ class ConnectionPool:
             with self._lock:
                 if not self._idle:
                     return None
-                connection, since = (
-                    self._idle.pop()
-                )  # most recent: warm, least likely dead
+                # Most recent first: warm, and the least likely to have died.
+                connection, since = self._idle.pop()
                 self.stats.idle = len(self._idle)
             if connection.closed:
                 self._discard(connection)
                 continue
-            if time.monotonic() - since > self.check_idle_after and not _alive(
-                connection
-            ):
+            stale = time.monotonic() - since > self.check_idle_after
+            if stale and not _alive(connection):
                 self._discard(connection)
                 continue
             return connection
