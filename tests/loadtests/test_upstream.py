@@ -89,6 +89,18 @@ def test_delay_serves_requests_concurrently(upstream: str) -> None:
     assert elapsed < 1.5
 
 
+def test_reused_connection_answers_without_nagle_delay(upstream: str) -> None:
+    """A keep-alive request is not held ~40 ms by Nagle and a delayed ACK."""
+    with requests.Session() as session:
+        session.get(f"{upstream}/delay?ms=0", timeout=TIMEOUT)
+        times = []
+        for _ in range(5):
+            started = time.monotonic()
+            session.get(f"{upstream}/delay?ms=0", timeout=TIMEOUT)
+            times.append(time.monotonic() - started)
+    assert sorted(times)[2] < 0.02
+
+
 @pytest.mark.parametrize("ms", ["-1", "abc", "999999", "", "1.5"])
 def test_delay_rejects_bad_ms(upstream: str, ms: str) -> None:
     """Returns 400 JSON naming ms when ms is negative, not an integer or above 60000."""
