@@ -142,14 +142,14 @@ LOGGING = {
 }
 
 # IO toolkit (project/core)
-# One worker holds up to WORKER_CONNECTIONS requests; the HTTP pool must match
-# or urllib3 discards connections under fan-out.
+# Idle connections kept per upstream per worker. A full worker
+# (WORKER_CONNECTIONS requests) fanning out ten legs each to one upstream holds
+# ten times that many at once; a smaller pool closes the surplus after each
+# burst and reopens it on the next. It costs nothing until the load happens.
 HTTP_POOL_MAXSIZE = env.int(
-    "HTTP_POOL_MAXSIZE", default=env.int("WORKER_CONNECTIONS", default=1000)
+    "HTTP_POOL_MAXSIZE", default=10 * env.int("WORKER_CONNECTIONS", default=1000)
 )
 HTTP_CONNECT_TIMEOUT_S = env.float("HTTP_CONNECT_TIMEOUT_S", default=2.0)
-# Honour HTTP(S)_PROXY / NO_PROXY / .netrc for upstream calls (costs CPU per call).
-HTTP_TRUST_ENV = env.bool("HTTP_TRUST_ENV", default=False)
 FANOUT_MAX_CONCURRENCY = env.int("FANOUT_MAX_CONCURRENCY", default=100)
 REQUEST_DEADLINE_MS = env.int("REQUEST_DEADLINE_MS", default=15000)
 REQUEST_DEADLINE_MAX_MS = env.int("REQUEST_DEADLINE_MAX_MS", default=60000)

@@ -1,39 +1,124 @@
-"""The outbound HTTP client: one pooled ``requests.Session`` per worker process.
+"""Outbound HTTP for fan-out legs: urllib3 pools, one per upstream per worker.
 
-Built lazily after gunicorn forks (a session created in the master would share
-sockets across workers) with a pool as large as the worker's concurrency:
-urllib3's default of 10 connections per host discards and reopens connections
-as soon as a fan-out exceeds it.
+Why urllib3 and not a ``requests.Session``: in a py-spy profile of workload W1
+(ten 50 ms upstream calls per request) ``requests`` itself, on top of the
+urllib3 it drives, was a quarter of a worker's CPU: merging session settings,
+cookie jars, hooks and per-call URL preparation. The legs need none of it.
+urllib3 also survives the way legs die: a ``gevent.Timeout`` or a kill inside
+``urlopen`` closes the connection in its ``finally`` instead of returning a
+half-read socket to the pool (``tests/core/test_http_client.py`` checks this).
+
+The pools are built lazily after gunicorn forks (a pool created in the master
+would share sockets across workers) and keep ``HTTP_POOL_MAXSIZE`` idle
+connections per upstream: urllib3's default of 10 discards and reopens
+connections as soon as a fan-out exceeds it. Upstream hosts come from
+configuration, never from clients, so the number of pools stays small.
 """
 
+import json
 import os
+import select
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
+import gevent
+import urllib3
+from gevent import monkey
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import HTTPError, NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
+from urllib3.util.retry import Retry
 
-_session: dict[str, Any] = {"pid": None, "session": None}
+# A zero-timeout poll never blocks, so the original poll is safe on the event
+# loop; gevent's patched one builds watchers and greenlets for each check.
+_original_poll = monkey.get_original("select", "poll")
+# Retries are the caller's decision (budgets, idempotency); one immutable
+# "never" policy spares urllib3 building a Retry object on every call.
+_NO_RETRIES = Retry(total=False, redirect=False)
 
 
-def get_session() -> requests.Session:
-    """Return this process's shared session, creating it on first use."""
-    if _session["pid"] != os.getpid():
+class _CheapLivenessCheck:
+    """Checks an idle pooled connection with the unpatched ``select.poll``.
+
+    urllib3 polls every connection it takes from the pool to see whether the
+    server closed it; through gevent's ``poll`` that check was ~10% of a
+    fan-out worker's CPU.
+    """
+
+    sock: Any
+
+    @property
+    def is_connected(self) -> bool:
+        """True while the socket is open and has nothing unread (no FIN)."""
+        if self.sock is None:
+            return False
+        poller = _original_poll()
+        poller.register(self.sock, select.POLLIN)
+        return not poller.poll(0)
+
+
+class _Connection(_CheapLivenessCheck, HTTPConnection):
+    pass
+
+
+class _TLSConnection(_CheapLivenessCheck, HTTPSConnection):
+    pass
+
+
+class _Pool(HTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _TLSPool(HTTPSConnectionPool):
+    ConnectionCls = _TLSConnection
+
+
+class _TotalTimeout(Exception):
+    """Raised by the call's own ``gevent.Timeout``; never escapes ``http_get``."""
+
+
+@dataclass(frozen=True)
+class Response:
+    """An upstream's answer, read in full; the attribute names follow ``requests``."""
+
+    status_code: int
+    headers: urllib3.HTTPHeaderDict
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8 (invalid bytes replaced)."""
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON (``ValueError`` when it is not JSON)."""
+        return json.loads(self.content)
+
+
+_pools: dict[str, Any] = {"pid": None, "by_origin": {}}
+
+
+def get_pool(scheme: str, host: str, port: int | None) -> HTTPConnectionPool:
+    """Return this process's connection pool for one upstream origin."""
+    if _pools["pid"] != os.getpid():
+        _pools.update(pid=os.getpid(), by_origin={})
+    key = (scheme, host, port)
+    pool = _pools["by_origin"].get(key)
+    if pool is None:
         from django.conf import settings
 
-        session = requests.Session()
-        # With trust_env, every request scans os.environ for proxy settings and
-        # reads .netrc: ~15% of a fan-out worker's CPU in a py-spy profile of W1.
-        session.trust_env = settings.HTTP_TRUST_ENV
-        adapter = HTTPAdapter(
-            pool_connections=16,
-            pool_maxsize=settings.HTTP_POOL_MAXSIZE,
-            max_retries=0,
-            pool_block=False,
+        pool_class = _TLSPool if scheme == "https" else _Pool
+        pool = pool_class(
+            host,
+            port,
+            maxsize=settings.HTTP_POOL_MAXSIZE,
+            block=False,
+            retries=_NO_RETRIES,
         )
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        _session.update(pid=os.getpid(), session=session)
-    return _session["session"]
+        _pools["by_origin"][key] = pool
+    return pool
 
 
 def http_get(
@@ -42,33 +127,51 @@ def http_get(
     timeout: float,
     params: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
-) -> requests.Response:
-    """GET ``url`` with ``timeout`` seconds for the connect and for each read.
+) -> Response:
+    """GET ``url`` (plus ``params``) and read the whole answer within ``timeout`` s.
 
-    ``requests`` applies the read timeout per socket read, so a body that
-    trickles in forever is only cut by the caller's ``gevent.Timeout`` (the
-    fan-out wraps every leg in one). Timeouts surface as ``TimeoutError`` and
-    failures to connect as ``ConnectionError``, with messages that do not
-    reveal the upstream's address to our clients.
+    ``timeout`` bounds the whole call, body included: a per-read timeout alone
+    would let a body that trickles in forever hold the leg. Redirects are not
+    followed. Timeouts surface as ``TimeoutError`` and failures to connect or
+    broken connections as ``ConnectionError``, with messages that do not reveal
+    the upstream's address to our clients.
     """
     from django.conf import settings
 
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("upstream URL must be absolute http(s)")
+    query = parts.query
+    if params:
+        query = f"{query}&{urlencode(params)}" if query else urlencode(params)
+    target = f"{parts.path or '/'}?{query}" if query else parts.path or "/"
+    pool = get_pool(parts.scheme, parts.hostname, parts.port)
     connect = min(settings.HTTP_CONNECT_TIMEOUT_S, timeout)
     try:
-        return get_session().get(
-            url,
-            params=params,
-            headers=headers,
-            timeout=(connect, timeout),
-            allow_redirects=False,
-        )
-    except requests.ConnectionError as exc:
-        if isinstance(exc, requests.ConnectTimeout):
-            raise TimeoutError(
-                f"could not connect within {connect * 1000:.0f} ms"
-            ) from exc
+        with gevent.Timeout(timeout, _TotalTimeout):
+            answer = pool.urlopen(
+                "GET",
+                target,
+                headers=headers,
+                timeout=urllib3.Timeout(connect=connect, read=timeout),
+                retries=_NO_RETRIES,
+                redirect=False,
+                assert_same_host=False,
+                preload_content=True,
+            )
+    except NewConnectionError as exc:
+        # A subclass of ConnectTimeoutError in urllib3 2, so it comes first.
         raise ConnectionError("could not connect to upstream") from exc
-    except requests.Timeout as exc:
+    except Urllib3Timeout as exc:
+        if isinstance(exc, ReadTimeoutError):
+            raise TimeoutError(
+                f"no answer from upstream within {timeout * 1000:.0f} ms"
+            ) from exc
+        raise TimeoutError(f"could not connect within {connect * 1000:.0f} ms") from exc
+    except _TotalTimeout as exc:
         raise TimeoutError(
-            f"no answer from upstream within {timeout * 1000:.0f} ms"
+            f"upstream answer not complete within {timeout * 1000:.0f} ms"
         ) from exc
+    except HTTPError as exc:
+        raise ConnectionError("upstream connection failed") from exc
+    return Response(answer.status, answer.headers, answer.data)

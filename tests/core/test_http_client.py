@@ -1,32 +1,106 @@
-import time
+"""Tests for the outbound HTTP client, against the real stub upstream."""
 
+import os
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import gevent
 import pytest
 from django.test import override_settings
 
 from project.core import http_client
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
-from project.core.http_client import get_session, http_get
+from project.core.http_client import http_get
 
 
-def test_session_pool_is_sized_for_the_worker():
-    """The shared session's pool holds HTTP_POOL_MAXSIZE connections per host."""
-    http_client._session["pid"] = None
+@pytest.fixture
+def fresh_pools() -> Iterator[None]:
+    """Each test starts with no pooled connections and leaves none behind."""
+    http_client._pools["pid"] = None
+    yield
+    http_client._pools["pid"] = None
+
+
+def _socket_count() -> int:
+    return sum(
+        os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        for fd in os.listdir("/proc/self/fd")
+        if os.path.exists(f"/proc/self/fd/{fd}")
+    )
+
+
+def test_pool_is_sized_for_the_worker(fresh_pools):
+    """One pool per upstream origin, holding HTTP_POOL_MAXSIZE connections."""
     with override_settings(HTTP_POOL_MAXSIZE=321):
-        adapter = get_session().get_adapter("http://127.0.0.1/")
-    assert adapter._pool_maxsize == 321
-    assert get_session() is get_session()
-    http_client._session["pid"] = None
+        pool = http_client.get_pool("http", "127.0.0.1", 9)
+    assert pool.pool.maxsize == 321
+    assert http_client.get_pool("http", "127.0.0.1", 9) is pool
+    assert http_client.get_pool("http", "127.0.0.1", 10) is not pool
 
 
-def test_session_ignores_proxy_environment_unless_asked():
-    """By default the session skips the per-call proxy/.netrc lookup."""
-    http_client._session["pid"] = None
-    assert get_session().trust_env is False
-    http_client._session["pid"] = None
-    with override_settings(HTTP_TRUST_ENV=True):
-        assert get_session().trust_env is True
-    http_client._session["pid"] = None
+def test_sequential_calls_reuse_one_connection(upstream, fresh_pools):
+    """Keep-alive: twenty calls in a row open one connection."""
+    for _ in range(20):
+        assert http_get(f"{upstream}/delay", timeout=2).status_code == 200
+    parts = urlsplit(upstream)
+    assert http_client.get_pool("http", parts.hostname, parts.port).num_connections == 1
+
+
+def test_concurrent_calls_keep_their_connections(upstream, fresh_pools, caplog):
+    """Fifty legs at once, twice: no connection discarded, none reopened."""
+
+    def leg(timeout: float) -> int:
+        return http_get(f"{upstream}/delay?ms=50", timeout=timeout).status_code
+
+    with override_settings(HTTP_POOL_MAXSIZE=100):
+        for _ in range(2):
+            results = fan_out([Leg("http", leg)] * 50, deadline=Deadline(5))
+            assert {r.value for r in results} == {200}
+    parts = urlsplit(upstream)
+    assert (
+        http_client.get_pool("http", parts.hostname, parts.port).num_connections == 50
+    )
+    assert "discarding connection" not in caplog.text
+
+
+def test_killed_call_does_not_return_a_half_read_connection(upstream, fresh_pools):
+    """A call killed mid-body closes its socket; the next call reads its own answer."""
+    with override_settings(HTTP_POOL_MAXSIZE=1):
+        for _ in range(3):
+            greenlet = gevent.spawn(
+                http_get,
+                f"{upstream}/trickle?chunks=20&interval_ms=20",
+                timeout=5,
+            )
+            gevent.sleep(0.1)
+            greenlet.kill()
+            with pytest.raises(TimeoutError):
+                http_get(f"{upstream}/trickle?chunks=20&interval_ms=20", timeout=0.1)
+            assert http_get(f"{upstream}/delay", timeout=2).json()["slept_ms"] == 0
+
+
+def test_killed_calls_leak_no_sockets(upstream, fresh_pools):
+    """Twenty calls cut mid-body leave no socket open behind them."""
+    http_get(f"{upstream}/delay", timeout=2)
+    before = _socket_count()
+    for _ in range(20):
+        with pytest.raises(TimeoutError):
+            http_get(f"{upstream}/trickle?chunks=20&interval_ms=20", timeout=0.05)
+    assert _socket_count() <= before
+
+
+def test_reset_connection_is_a_connection_error(upstream, fresh_pools):
+    """An upstream that resets the connection gives ConnectionError."""
+    with pytest.raises(ConnectionError):
+        http_get(f"{upstream}/reset", timeout=2)
+
+
+def test_non_http_url_is_refused():
+    """Only absolute http(s) URLs are fetched."""
+    with pytest.raises(ValueError):
+        http_get("file:///etc/passwd", timeout=1)
 
 
 def test_gets_from_upstream(upstream):
