@@ -10,7 +10,9 @@ Endpoints (GET; bad parameters give 400 ``{"error": ..., "param": ...}``):
 * ``/status?code=C&ms=D``: status C (100..599) with ``{"status": C}`` after D ms.
 * ``/reset?ms=D``: after D ms the connection is reset (TCP RST), no response.
 * ``/trickle?chunks=N&interval_ms=I``: 200 with N 10-byte chunks, I ms apart.
-* ``/stats``: ``{"requests": {path: count}}`` since start or the last reset.
+* ``/stats``: ``{"requests": {path: count}, "connections": N}`` since start or
+  the last reset; N counts distinct client addresses (host, port), that is the
+  connections clients opened, so tests can see whether keep-alive reuses them.
 * ``/stats/reset`` (GET or POST): zeroes those counts.
 
 ``ms``, ``interval_ms`` default to 0 and are capped at 60000; ``chunks`` defaults
@@ -153,6 +155,7 @@ def _trickle(chunks: int, interval_ms: int) -> Iterator[bytes]:
 def make_app() -> WSGIApp:
     """Return a new stub-upstream WSGI app with its own request counters."""
     counts: Counter[str] = Counter()
+    clients: set[tuple[str, str]] = set()
     # A no-op under gevent; keeps counts right if the app runs in a threaded server.
     lock = threading.Lock()
 
@@ -164,6 +167,7 @@ def make_app() -> WSGIApp:
             # Counted on arrival, before any delay, so tests can see in-flight requests.
             with lock:
                 counts[path] += 1
+                clients.add((environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")))
 
         allowed = ("GET", "POST") if path == "/stats/reset" else ("GET",)
         if method not in allowed:
@@ -209,12 +213,13 @@ def make_app() -> WSGIApp:
                 return _trickle(chunks, interval)
             if path == "/stats":
                 with lock:
-                    snapshot = dict(counts)
-                return _json(start_response, 200, {"requests": snapshot})
+                    snapshot = {"requests": dict(counts), "connections": len(clients)}
+                return _json(start_response, 200, snapshot)
             if path == "/stats/reset":
                 with lock:
                     counts.clear()
-                return _json(start_response, 200, {"requests": {}})
+                    clients.clear()
+                return _json(start_response, 200, {"requests": {}, "connections": 0})
         except BadParam as exc:
             return _json(
                 start_response, 400, {"error": exc.message, "param": exc.param}

@@ -142,10 +142,10 @@ LOGGING = {
 }
 
 # IO toolkit (project/core)
-# Idle connections kept per upstream per worker. A full worker
-# (WORKER_CONNECTIONS requests) fanning out ten legs each to one upstream holds
-# ten times that many at once; a smaller pool closes the surplus after each
-# burst and reopens it on the next. It costs nothing until the load happens.
+# Connections per upstream per worker, at most; beyond it calls wait (within
+# their timeout) for a free one. A full worker (WORKER_CONNECTIONS requests)
+# fanning out ten legs each to one upstream needs ten times that many. Idle
+# connections stay open for reuse, so it costs nothing until the load happens.
 HTTP_POOL_MAXSIZE = env.int(
     "HTTP_POOL_MAXSIZE", default=10 * env.int("WORKER_CONNECTIONS", default=1000)
 )

@@ -1,12 +1,13 @@
 """Tests for the outbound HTTP client, against the real stub upstream."""
 
+import gc
 import os
 import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import gevent
 import pytest
+import requests
 from django.test import override_settings
 
 from project.core import http_client
@@ -31,38 +32,52 @@ def _socket_count() -> int:
     )
 
 
-def test_pool_is_sized_for_the_worker(fresh_pools):
-    """One pool per upstream origin, holding HTTP_POOL_MAXSIZE connections."""
-    with override_settings(HTTP_POOL_MAXSIZE=321):
-        pool = http_client.get_pool("http", "127.0.0.1", 9)
-    assert pool.pool.maxsize == 321
+def _stats(upstream: str) -> dict:
+    return requests.get(f"{upstream}/stats", timeout=5).json()
+
+
+def test_pool_is_one_per_origin(fresh_pools):
+    """One pool per upstream origin (scheme, host, port), reused across calls."""
+    pool = http_client.get_pool("http", "127.0.0.1", 9)
     assert http_client.get_pool("http", "127.0.0.1", 9) is pool
     assert http_client.get_pool("http", "127.0.0.1", 10) is not pool
 
 
 def test_sequential_calls_reuse_one_connection(upstream, fresh_pools):
     """Keep-alive: twenty calls in a row open one connection."""
+    requests.post(f"{upstream}/stats/reset", timeout=5)
     for _ in range(20):
         assert http_get(f"{upstream}/delay", timeout=2).status_code == 200
-    parts = urlsplit(upstream)
-    assert http_client.get_pool("http", parts.hostname, parts.port).num_connections == 1
+    assert _stats(upstream)["connections"] == 1
 
 
-def test_concurrent_calls_keep_their_connections(upstream, fresh_pools, caplog):
-    """Fifty legs at once, twice: no connection discarded, none reopened."""
+def test_concurrent_calls_keep_their_connections(upstream, fresh_pools):
+    """Fifty legs at once, twice: the second burst reuses the first's connections."""
 
     def leg(timeout: float) -> int:
         return http_get(f"{upstream}/delay?ms=50", timeout=timeout).status_code
 
+    requests.post(f"{upstream}/stats/reset", timeout=5)
     with override_settings(HTTP_POOL_MAXSIZE=100):
         for _ in range(2):
             results = fan_out([Leg("http", leg)] * 50, deadline=Deadline(5))
             assert {r.value for r in results} == {200}
-    parts = urlsplit(upstream)
-    assert (
-        http_client.get_pool("http", parts.hostname, parts.port).num_connections == 50
-    )
-    assert "discarding connection" not in caplog.text
+    assert _stats(upstream)["connections"] == 50
+
+
+def test_full_pool_makes_callers_wait_not_fail(upstream, fresh_pools):
+    """With HTTP_POOL_MAXSIZE=2, ten calls share two connections, two at a time."""
+    requests.post(f"{upstream}/stats/reset", timeout=5)
+    with override_settings(HTTP_POOL_MAXSIZE=2):
+        started = time.monotonic()
+        greenlets = [
+            gevent.spawn(http_get, f"{upstream}/delay?ms=100", timeout=5)
+            for _ in range(10)
+        ]
+        gevent.joinall(greenlets, raise_error=True)
+    assert {g.value.status_code for g in greenlets} == {200}
+    assert time.monotonic() - started >= 0.45
+    assert _stats(upstream)["connections"] == 2
 
 
 def test_killed_call_does_not_return_a_half_read_connection(upstream, fresh_pools):
@@ -70,15 +85,26 @@ def test_killed_call_does_not_return_a_half_read_connection(upstream, fresh_pool
     with override_settings(HTTP_POOL_MAXSIZE=1):
         for _ in range(3):
             greenlet = gevent.spawn(
-                http_get,
-                f"{upstream}/trickle?chunks=20&interval_ms=20",
-                timeout=5,
+                http_get, f"{upstream}/trickle?chunks=20&interval_ms=20", timeout=5
             )
             gevent.sleep(0.1)
             greenlet.kill()
             with pytest.raises(TimeoutError):
                 http_get(f"{upstream}/trickle?chunks=20&interval_ms=20", timeout=0.1)
-            assert http_get(f"{upstream}/delay", timeout=2).json()["slept_ms"] == 0
+            answer = http_get(f"{upstream}/delay", timeout=2)
+            assert answer.json()["slept_ms"] == 0
+
+
+def test_calls_cut_while_waiting_for_headers_free_their_slots(upstream, fresh_pools):
+    """Calls timed out before the answer leave the pool's slots free for the next."""
+    with override_settings(HTTP_POOL_MAXSIZE=2):
+        for _ in range(5):
+            with pytest.raises(TimeoutError):
+                http_get(f"{upstream}/delay?ms=500", timeout=0.05)
+        gc.collect()
+        started = time.monotonic()
+        assert http_get(f"{upstream}/delay", timeout=2).status_code == 200
+    assert time.monotonic() - started < 0.5
 
 
 def test_killed_calls_leak_no_sockets(upstream, fresh_pools):
@@ -88,7 +114,18 @@ def test_killed_calls_leak_no_sockets(upstream, fresh_pools):
     for _ in range(20):
         with pytest.raises(TimeoutError):
             http_get(f"{upstream}/trickle?chunks=20&interval_ms=20", timeout=0.05)
+    gc.collect()
     assert _socket_count() <= before
+
+
+def test_connection_closed_before_an_answer_is_retried_at_most_once(
+    upstream, fresh_pools
+):
+    """An upstream that resets every connection sees at most two requests per call."""
+    requests.post(f"{upstream}/stats/reset", timeout=5)
+    with pytest.raises(ConnectionError):
+        http_get(f"{upstream}/reset", timeout=2)
+    assert _stats(upstream)["requests"]["/reset"] <= 2
 
 
 def test_reset_connection_is_a_connection_error(upstream, fresh_pools):

@@ -167,11 +167,21 @@ def test_stats_counts_requests_per_path(upstream: str) -> None:
     requests.get(f"{upstream}/status?code=500", timeout=TIMEOUT)
     requests.get(f"{upstream}/stats", timeout=TIMEOUT)
     resp = requests.get(f"{upstream}/stats", timeout=TIMEOUT)
-    assert resp.json() == {"requests": {"/delay": 3, "/status": 1}}
+    assert resp.json() == {"requests": {"/delay": 3, "/status": 1}, "connections": 4}
 
     requests.get(f"{upstream}/stats/reset", timeout=TIMEOUT)
     resp = requests.get(f"{upstream}/stats", timeout=TIMEOUT)
-    assert resp.json() == {"requests": {}}
+    assert resp.json() == {"requests": {}, "connections": 0}
+
+
+def test_stats_counts_connections_not_requests(upstream: str) -> None:
+    """Three requests on one keep-alive connection count as one connection."""
+    requests.post(f"{upstream}/stats/reset", timeout=TIMEOUT)
+    with requests.Session() as session:
+        for _ in range(3):
+            session.get(f"{upstream}/delay?ms=0", timeout=TIMEOUT)
+    stats = requests.get(f"{upstream}/stats", timeout=TIMEOUT).json()
+    assert stats["connections"] == 1
 
 
 def test_unknown_path_returns_404_json(upstream: str) -> None:
