@@ -281,14 +281,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, required=True, help="0 picks a free port")
     parser.add_argument("--host", default="127.0.0.1", help="loopback address only")
-    parser.add_argument("--backlog", type=int, default=None, help="listen() backlog")
+    # pywsgi's default of 128 overflows when a load test opens thousands of
+    # connections at once: SYNs are dropped and clients' connects time out.
+    parser.add_argument(
+        "--backlog", type=int, default=4096, help="listen() backlog (default 4096)"
+    )
     parser.add_argument(
         "--access-log", action="store_true", help="log one line per request to stderr"
     )
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be between 0 and 65535, got {args.port}")
-    if args.backlog is not None and args.backlog < 1:
+    if args.backlog < 1:
         parser.error(f"--backlog must be positive, got {args.backlog}")
     try:
         _check_loopback(args.host)
