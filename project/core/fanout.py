@@ -128,10 +128,13 @@ def _run_leg(leg: Leg, timeout: float, leg_started: float) -> LegResult:
         return LegResult(leg.name, TIMEOUT, error=message, elapsed_ms=elapsed())
     except Exception as exc:
         logger.info("leg %s failed: %r", leg.name, exc)
-        return LegResult(leg.name, ERROR, error=_describe(exc), elapsed_ms=elapsed())
+        return LegResult(
+            leg.name, ERROR, error=describe_error(exc), elapsed_ms=elapsed()
+        )
     return LegResult(leg.name, OK, value=value, elapsed_ms=elapsed())
 
 
-def _describe(exc: Exception) -> str:
+def describe_error(exc: Exception) -> str:
+    """``Type: first line of the message`` (for a leg's ``error`` field)."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
