@@ -29,6 +29,7 @@ PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _ENV_REF = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::-([^}]*))?\}")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY_LINE = re.compile(r"^\s*([A-Za-z0-9_.\"' -]+?)\s*=")
 # A string parameter without its own pattern: one URL path segment's worth of
 # plain characters (no dots, so never "." or "..").
 DEFAULT_STR_PATTERN = r"[A-Za-z0-9_-]{1,64}"
@@ -222,32 +223,37 @@ class _Reader:
         return RegistryError(f"{where}: {'.'.join(path)}: {problem}")
 
     def _line_of(self, path: tuple[str, ...]) -> int | None:
-        """Best-effort line of ``path``: its ``key =`` line, else its table header."""
+        """Best-effort line of ``path``: its ``key =`` line, else the closest one.
+
+        Ranks: the key itself; its table's header; the (inline or dotted) key
+        holding it, nearer first; any key of the same name.
+        """
         table: tuple[str, ...] = ()
-        candidates: dict[int, int] = {}
+        best: tuple[int, int] | None = None
+
+        def consider(rank: int, number: int) -> None:
+            nonlocal best
+            if best is None or rank < best[0]:
+                best = (rank, number)
+
         for number, line in enumerate(self.lines, 1):
             header = _HEADER.match(line)
             if header:
-                table = tuple(
-                    p.strip().strip("\"'") for p in header.group(1).split(".")
-                )
+                table = _key_parts(header.group(1))
                 if table == path:
-                    candidates.setdefault(1, number)
+                    consider(1, number)
                 continue
-            key = re.match(r"^\s*([A-Za-z0-9_\"'-]+)\s*=", line)
+            key = _KEY_LINE.match(line)
             if not key:
                 continue
-            name = key.group(1).strip("\"'")
-            for depth, rank in ((1, 0), (2, 2)):
-                if (
-                    len(path) > depth
-                    and table == path[:-depth]
-                    and name == path[-depth]
-                ):
-                    candidates.setdefault(rank, number)
-            if path and name == path[-1]:
-                candidates.setdefault(3, number)
-        return candidates[min(candidates)] if candidates else None
+            full = table + _key_parts(key.group(1))
+            if full == path:
+                consider(0, number)
+            elif path[: len(full)] == full:
+                consider(2 + len(path) - len(full), number)
+            elif full[-1:] == path[-1:]:
+                consider(100, number)
+        return best[1] if best else None
 
     # --- typed getters ----------------------------------------------------------
 
@@ -616,3 +622,7 @@ class _Reader:
                     f"a required source cannot use {name!r}, which is optional "
                     "without a default",
                 )
+
+
+def _key_parts(dotted: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip("\"'") for part in dotted.split("."))
