@@ -5,6 +5,7 @@ from django.http import HttpRequest, JsonResponse
 
 from project.api import json_get
 from project.core.deadline import DEADLINE_HEADER, Deadline, deadline_from_header
+from project.core.disconnect import client_disconnect
 from project.core.errors import ApiError
 
 from .auth import check_bearer_token
@@ -27,5 +28,6 @@ def aggregate(request: HttpRequest, name: str) -> JsonResponse:
     )
     if deadline.budget * 1000 > aggregation.max_deadline_ms:
         deadline = Deadline.from_ms(aggregation.max_deadline_ms)
-    result = aggregator.run(aggregation, values, deadline)
+    with client_disconnect(request.META.get("gunicorn.socket")) as gone:
+        result = aggregator.run(aggregation, values, deadline, cancel=gone)
     return JsonResponse(result.body, status=result.status, headers=result.headers)

@@ -24,6 +24,7 @@ from urllib.parse import quote, urlencode
 
 import gevent
 from django.core.cache import BaseCache
+from gevent.event import Event
 
 from .deadline import DEADLINE_HEADER, Deadline
 from .fanout import Leg, LegResult, describe_error, fan_out
@@ -152,18 +153,26 @@ class Aggregator:
     # --- one request -----------------------------------------------------------
 
     def run(
-        self, aggregation: Aggregation, values: Mapping[str, Any], deadline: Deadline
+        self,
+        aggregation: Aggregation,
+        values: Mapping[str, Any],
+        deadline: Deadline,
+        *,
+        cancel: Event | None = None,
     ) -> AggregateResult:
         """Fetch every source of ``aggregation`` at once and build the response.
 
         Sources stop ``margin_s`` before the deadline, so a stale fallback and
-        the response still fit; ``fan_out`` kills anything left at the deadline.
+        the response still fit; ``fan_out`` kills anything left at the deadline,
+        or as soon as ``cancel`` is set (the client went away: status 499).
         """
         legs = [
             Leg(source.name, self._source_call(source, values, deadline))
             for source in aggregation.sources
         ]
-        outcomes = fan_out(legs, deadline=deadline, max_concurrency=len(legs))
+        outcomes = fan_out(
+            legs, deadline=deadline, max_concurrency=len(legs), cancel=cancel
+        )
         results = {
             source.name: self._result_of(outcome)
             for source, outcome in zip(aggregation.sources, outcomes, strict=True)
@@ -171,7 +180,9 @@ class Aggregator:
         for source in aggregation.sources:
             key = (aggregation.name, source.name)
             self.stats.setdefault(key, SourceStats()).add(results[source.name])
-        return self._respond(aggregation, results, deadline)
+        return self._respond(
+            aggregation, results, deadline, cancel is not None and cancel.is_set()
+        )
 
     def _result_of(self, outcome: LegResult) -> SourceResult:
         if outcome.status == "ok":
@@ -185,8 +196,10 @@ class Aggregator:
         aggregation: Aggregation,
         results: dict[str, SourceResult],
         deadline: Deadline,
+        cancelled: bool,
     ) -> AggregateResult:
-        status, headers = http_status(aggregation, results)
+        # 499 (nginx's "client closed request"): nobody reads it; it is logged.
+        status, headers = (499, {}) if cancelled else http_status(aggregation, results)
         body = {
             "data": {
                 name: result.value if result.status in (OK, STALE) else None
