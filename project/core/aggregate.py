@@ -18,7 +18,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -270,9 +270,9 @@ class Aggregator:
             result, shared = SourceResult(TIMEOUT, error=str(exc)), True
         except Exception as exc:  # the leader's unexpected failure, shared
             result, shared = SourceResult(ERROR, error=describe_error(exc)), True
-        if shared:
-            # Followers get their own copy: latency and cache flags are per caller.
-            result = SourceResult(**{**result.__dict__, "shared": True})
+        # Every caller gets its own copy: the leader's result object is handed
+        # to the followers too, and latency and stale fallback are per caller.
+        result = replace(result, shared=shared)
         if cache_key:
             if result.status == OK:
                 self.cache.set(
