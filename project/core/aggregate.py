@@ -363,13 +363,15 @@ class Aggregator:
                 upstream.base_url + target, timeout=timeout, headers=headers
             )
         except BaseException as exc:
-            # BaseException: a gevent.Timeout or a kill must still be accounted for.
+            # BaseException: a gevent.Timeout (not an Exception) still counts.
             if isinstance(exc, gevent.GreenletExit):
                 breaker.abandon(ticket)
                 raise
             breaker.record(ticket, ok=False, seconds=time.monotonic() - started)
-            if isinstance(exc, TimeoutError | gevent.Timeout):
-                return SourceResult(TIMEOUT, error=str(exc) or "timed out"), True
+            # http_get's own timeout is a TimeoutError; a gevent.Timeout is an
+            # outer scope's and must reach it.
+            if isinstance(exc, TimeoutError):
+                return SourceResult(TIMEOUT, error=str(exc)), True
             if isinstance(exc, ConnectionError):
                 return SourceResult(ERROR, error=f"ConnectionError: {exc}"), True
             raise

@@ -344,3 +344,15 @@ def test_stale_value_served_when_the_upstream_fails(own_upstream):
     assert "ConnectionError" in meta["error"]
     assert result.status == 200
     assert result.body["data"]["s"] == first.body["data"]["s"]
+
+
+def test_a_gevent_timeout_around_a_call_counts_as_a_failure(upstream):
+    """gevent.Timeout is a BaseException: the breaker still records the failure."""
+    agg = aggregator(upstream)
+    breaker = agg.upstreams["fragile"].breaker
+    upstream_config = agg.registry.upstreams["fragile"]
+    ticket = breaker.allow()
+    with pytest.raises(gevent.Timeout), gevent.Timeout(0.05):
+        agg._attempt_http(upstream_config, "/delay?ms=500", 5.0, breaker, ticket)
+    assert breaker.failures == 1
+    assert breaker.slow == 0
