@@ -108,7 +108,15 @@ def run_locust(base: str, users: int, seconds: int, workdir: Path) -> dict[str, 
     with open(f"{prefix}_stats.csv") as stats:
         rows = {row["Name"]: row for row in csv.DictReader(stats)}
     request, slowest = rows["/api/aggregate/bench/"], rows["slowest source"]
+    with open(f"{prefix}_failures.csv") as failures:
+        kinds = {
+            row["Error"].removeprefix("CatchResponseError(").rstrip(")"): int(
+                row["Occurrences"]
+            )
+            for row in csv.DictReader(failures)
+        }
     return {
+        "kinds": kinds,
         "rps": float(request["Requests/s"]),
         "p50": float(request["50%"]),
         "p99": float(request["99%"]),
@@ -140,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"round {round_number} {count:4} users: "
                             f"{result['rps']:7.1f} req/s  p50 {result['p50']:5.0f} ms  "
                             f"p99 {result['p99']:6.0f} ms  "
-                            f"failures {result['failures']}  "
+                            f"failures {result['failures']} {result['kinds'] or ''}  "
                             f"slowest source p50 {result['source_p50']:5.0f} ms",
                             flush=True,
                         )
@@ -159,7 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|")
     for count in users:
         runs = results[count]
-        med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        med = {
+            key: statistics.median(r[key] for r in runs)
+            for key in runs[0]
+            if key != "kinds"
+        }
         over_source = statistics.median(r["p50"] / r["source_p50"] for r in runs)
         print(
             f"| {count} | {med['rps']:.0f} | {med['p50']:.0f} | {med['p99']:.0f} | "
