@@ -43,6 +43,13 @@ breaker = { window = 4, min_calls = 4, failure_rate = 0.5, open_ms = 300 }
 sql = "SELECT %s::int AS ms, pg_sleep(%s / 1000.0)::text AS slept"
 params = ["ms", "ms"]
 
+[queries.forever]
+sql = "SELECT pg_sleep(30)::text AS slept /* agg-forever */"
+
+[aggregations.forever]
+deadline_ms = 300
+sources.sql = { sql = "forever" }
+
 [queries.timeout_setting]
 sql = "SELECT current_setting('statement_timeout') AS value"
 
@@ -356,3 +363,17 @@ def test_a_gevent_timeout_around_a_call_counts_as_a_failure(upstream):
         agg._attempt_http(upstream_config, "/delay?ms=500", 5.0, breaker, ticket)
     assert breaker.failures == 1
     assert breaker.slow == 0
+
+
+def test_query_past_the_deadline_is_cancelled_on_the_server(upstream):
+    """A SQL source outlasting the deadline: 504 on time, the query stopped in PG."""
+    from tests.core.test_sql import backends_running
+
+    started = time.monotonic()
+    result = run(aggregator(upstream), "forever")
+    assert time.monotonic() - started <= 0.35
+    assert (result.status, statuses(result)) == (504, {"sql": "timeout"})
+    waited = time.monotonic()
+    while backends_running("agg-forever") and time.monotonic() - waited < 1.0:
+        gevent.sleep(0.05)
+    assert backends_running("agg-forever") == 0
