@@ -17,7 +17,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -473,24 +473,17 @@ class _Reader:
                     (*path, "pattern"), f"is not a valid regex: {exc}"
                 ) from exc
         param = Param(name, kind, required, None, low, high, pattern)
-        if "default" in data:
-            if required:
-                raise self.fail(
-                    (*path, "default"), "a required parameter has no default"
-                )
-            default = data["default"]
-            try:
-                parsed = (
-                    param.parse(str(default))
-                    if isinstance(default, int | str)
-                    else None
-                )
-            except ApiError as exc:
-                raise self.fail((*path, "default"), exc.message) from exc
-            if parsed is None or isinstance(default, bool):
-                raise self.fail((*path, "default"), f"must be a valid {kind}")
-            param = Param(name, kind, required, parsed, low, high, pattern)
-        return param
+        if "default" not in data:
+            return param
+        if required:
+            raise self.fail((*path, "default"), "a required parameter has no default")
+        default = data["default"]
+        if isinstance(default, bool) or not isinstance(default, int | str):
+            raise self.fail((*path, "default"), f"must be a valid {kind}")
+        try:
+            return replace(param, default=param.parse(str(default)))
+        except ApiError as exc:
+            raise self.fail((*path, "default"), exc.message) from exc
 
     def aggregation(
         self,

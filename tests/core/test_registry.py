@@ -102,6 +102,8 @@ BAD = [
     (GOOD.replace("[aggregations.profile.sources.orders]\nsql",
                   "[aggregations.profile.sources.orders]\nupstream = \"users\"\nsql"),
      "aggregations.profile.sources.orders: give either upstream", 22),
+    (GOOD.replace('default = "en"', "default = true"),
+     "aggregations.profile.params.lang.default: must be a valid str", 14),
     ("[aggregations.x]\ndeadline_ms = 5\n",
      "aggregations.x.sources: must be a table", None),
     ("[upstreams.Users]\nbase_url = 'http://x'\n",
