@@ -110,7 +110,7 @@ def run_locust(base: str, users: int, seconds: int, workdir: Path) -> dict[str, 
     request, slowest = rows["/api/aggregate/bench/"], rows["slowest source"]
     with open(f"{prefix}_failures.csv") as failures:
         kinds = {
-            row["Error"].removeprefix("CatchResponseError(").rstrip(")"): int(
+            row["Error"].removeprefix("CatchResponseError(").strip("')"): int(
                 row["Occurrences"]
             )
             for row in csv.DictReader(failures)
