@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 
-.PHONY: install run test lint format lock db-start db-stop db-status clean bench-db
+.PHONY: install run test lint format lock db-start db-stop db-status clean bench-db bench-fanout
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + ")")'
@@ -27,6 +27,10 @@ test: install
 ## W2 on gevent + pool vs a gthread baseline, 3 rounds (about 8 minutes).
 bench-db: install
 	$(PY) -m loadtests.bench_db
+
+## W1 fan-out HTTP on 2 gevent workers against the stub, 3 rounds (about 4 minutes).
+bench-fanout: install
+	$(PY) -m loadtests.bench_fanout
 
 lint: install
 	$(VENV)/bin/ruff check .
