@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 
-.PHONY: install run test lint format lock db-start db-stop db-status clean bench-db \
+.PHONY: install run test lint format lock db-start db-stop db-status clean bench-db bench-fanout \
 	bench-aggregate
 
 $(STAMP): requirements.txt
@@ -28,6 +28,10 @@ test: install
 ## W2 on gevent + pool vs a gthread baseline, 3 rounds (about 8 minutes).
 bench-db: install
 	$(PY) -m loadtests.bench_db
+
+## W1 fan-out HTTP on 2 gevent workers against the stub, 3 rounds (about 4 minutes).
+bench-fanout: install
+	$(PY) -m loadtests.bench_fanout
 
 ## The aggregation API (5 HTTP + 1 SQL sources) at 10/100/400 users, 3 rounds (~4 minutes).
 bench-aggregate: install

@@ -6,6 +6,7 @@ app only after gevent has patched it (``preload_app = False``).
 """
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +23,21 @@ def _int(name: str, default: int) -> int:
 
 # Server socket
 bind = os.environ.get("BIND") or "127.0.0.1:8000"
+
+
+def _control_socket(address: str) -> str:
+    """``gunicornc``'s socket path, one per listen address.
+
+    gunicorn's default is one path per user, so a second instance on the host
+    (blue/green, tests, benchmarks) replaces the first's socket and ``gunicornc``
+    would then steer the wrong server.
+    """
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    folder = runtime if os.path.isdir(runtime) else os.path.expanduser("~/.gunicorn")
+    return os.path.join(folder, "gunicorn-" + re.sub(r"[^\w.-]", "_", address) + ".ctl")
+
+
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or _control_socket(bind)
 backlog = _int("BACKLOG", 2048)
 
 # Worker processes

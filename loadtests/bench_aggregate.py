@@ -21,43 +21,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import requests
+from loadtests.bench_db import BASE_DIR, database_url, free_port, locust_command, stop
+from loadtests.bench_fanout import stub_upstream, wait_until_up
 
-from loadtests.bench_db import database_url, free_port, stop
-
-BASE_DIR = Path(__file__).resolve().parent.parent
 FLOOR_MS = 50
 TOKEN = "bench-token-0123456789"
-LOCUSTFILE = BASE_DIR / "loadtests" / "aggregate.py"
-
-
-def wait_until_up(process: subprocess.Popen, url: str) -> None:
-    """Poll ``url`` for a 200 (30 s at most); stop ``process`` if it never comes."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            time.sleep(0.2)
-    stop(process)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def start_stub() -> tuple[subprocess.Popen, str]:
-    """Start the stub upstream on a free loopback port; return (process, URL)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.upstream", "--port", str(port)],
-        cwd=BASE_DIR,
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_up(process, f"{url}/stats")
-    return process, url
 
 
 def start_server(db_url: str, stub_url: str) -> tuple[subprocess.Popen, str]:
@@ -85,7 +55,7 @@ def start_server(db_url: str, stub_url: str) -> tuple[subprocess.Popen, str]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    wait_until_up(process, f"{url}/healthz")
+    wait_until_up(f"{url}/healthz", process, "gunicorn")
     return process, url
 
 
@@ -93,18 +63,14 @@ def run_locust(base: str, users: int, seconds: int, workdir: Path) -> dict[str, 
     """One headless run; req/s, p50, p99, failures, and the slowest source's p50."""
     prefix = workdir / f"u{users}"
     subprocess.run(
-        [
-            sys.executable, "-m", "locust", "-f", str(LOCUSTFILE),
-            "--headless", "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
-            "-H", base, "--csv", str(prefix), "--only-summary", "--stop-timeout", "5",
-        ],
+        [*locust_command("aggregate.py", base, users, seconds), "--csv", str(prefix)],
         cwd=BASE_DIR,
         env={**os.environ, "AGG_BENCH_TOKEN": TOKEN},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         timeout=seconds + 120,
         check=False,
-    )  # fmt: skip
+    )
     with open(f"{prefix}_stats.csv") as stats:
         rows = {row["Name"]: row for row in csv.DictReader(stats)}
     request, slowest = rows["/api/aggregate/bench/"], rows["slowest source"]
@@ -135,27 +101,23 @@ def main(argv: list[str] | None = None) -> int:
     users = [int(u) for u in args.users.split(",")]
     db_url = database_url()
     results: dict[int, list[dict]] = {count: [] for count in users}
-    stub, stub_url = start_stub()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for round_number in range(1, args.rounds + 1):
-                server, base = start_server(db_url, stub_url)
-                try:
-                    for count in users:
-                        result = run_locust(base, count, args.seconds, Path(tmp))
-                        results[count].append(result)
-                        print(
-                            f"round {round_number} {count:4} users: "
-                            f"{result['rps']:7.1f} req/s  p50 {result['p50']:5.0f} ms  "
-                            f"p99 {result['p99']:6.0f} ms  "
-                            f"failures {result['failures']} {result['kinds'] or ''}  "
-                            f"slowest source p50 {result['source_p50']:5.0f} ms",
-                            flush=True,
-                        )
-                finally:
-                    stop(server)
-    finally:
-        stop(stub)
+    with stub_upstream() as stub_url, tempfile.TemporaryDirectory() as tmp:
+        for round_number in range(1, args.rounds + 1):
+            server, base = start_server(db_url, stub_url)
+            try:
+                for count in users:
+                    result = run_locust(base, count, args.seconds, Path(tmp))
+                    results[count].append(result)
+                    print(
+                        f"round {round_number} {count:4} users: "
+                        f"{result['rps']:7.1f} req/s  p50 {result['p50']:5.0f} ms  "
+                        f"p99 {result['p99']:6.0f} ms  "
+                        f"failures {result['failures']} {result['kinds'] or ''}  "
+                        f"slowest source p50 {result['source_p50']:5.0f} ms",
+                        flush=True,
+                    )
+            finally:
+                stop(server)
     print(
         f"\n/api/aggregate/bench/ (5 HTTP + 1 SQL, {FLOOR_MS} ms each), 2 workers, "
         f"medians of {args.rounds} rounds"

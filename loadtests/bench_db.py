@@ -134,32 +134,42 @@ class PeakBackends(threading.Thread):
         conn.close()
 
 
-def run_locust(base: str, users: int, seconds: int, workdir: Path) -> dict[str, float]:
-    """One headless Locust run; returns req/s, p50, p99 and failures."""
-    prefix = workdir / f"u{users}"
+def locust_command(locustfile: str, base: str, users: int, seconds: int) -> list[str]:
+    """Headless Locust on ``loadtests/<locustfile>``, all users at once."""
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(BASE_DIR / "loadtests" / locustfile),
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{seconds}s",
+        "-H",
+        base,
+        "--only-summary",
+        "--stop-timeout",
+        "5",
+    ]
+
+
+def run_locust(
+    locustfile: str,
+    base: str,
+    users: int,
+    seconds: int,
+    prefix: Path,
+    env: dict[str, str] | None = None,
+) -> dict[str, float]:
+    """One headless run, CSV under ``prefix``; returns req/s, p50, p99 and counts."""
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            str(BASE_DIR / "loadtests" / "slow_sql.py"),
-            "--headless",
-            "-u",
-            str(users),
-            "-r",
-            str(users),
-            "-t",
-            f"{seconds}s",
-            "-H",
-            base,
-            "--csv",
-            str(prefix),
-            "--only-summary",
-            "--stop-timeout",
-            "5",
-        ],
+        [*locust_command(locustfile, base, users, seconds), "--csv", str(prefix)],
         cwd=BASE_DIR,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         timeout=seconds + 120,
@@ -171,6 +181,7 @@ def run_locust(base: str, users: int, seconds: int, workdir: Path) -> dict[str, 
         "rps": float(row["Requests/s"]),
         "p50": float(row["50%"]),
         "p99": float(row["99%"]),
+        "requests": int(row["Request Count"]),
         "failures": int(row["Failure Count"]),
     }
 
@@ -193,7 +204,13 @@ def main(argv: list[str] | None = None) -> int:
                     for count in users:
                         sampler = PeakBackends(url)
                         sampler.start()
-                        result = run_locust(base, count, args.seconds, Path(tmp))
+                        result = run_locust(
+                            "slow_sql.py",
+                            base,
+                            count,
+                            args.seconds,
+                            Path(tmp) / f"u{count}",
+                        )
                         sampler.running = False
                         sampler.join()
                         result["peak_backends"] = sampler.peak

@@ -127,3 +127,18 @@ def test_recycled_workers_keep_the_embedded_database(start_gunicorn):
     assert set(statuses) == {200}
     assert embedded_pg.is_running(Path(settings.EMBEDDED_PG_DATA_DIR))
     assert server.get("/readyz").status_code == 200
+
+
+def test_each_instance_has_its_own_control_socket(
+    start_gunicorn, test_database_url, tmp_path
+):
+    """Two servers on one host get two gunicornc sockets, named by their address."""
+    servers = [
+        start_gunicorn(test_database_url, workers=1, XDG_RUNTIME_DIR=str(tmp_path))
+        for _ in range(2)
+    ]
+    expected = {
+        "gunicorn-" + server.url.removeprefix("http://").replace(":", "_") + ".ctl"
+        for server in servers
+    }
+    assert {path.name for path in tmp_path.iterdir() if path.is_socket()} == expected

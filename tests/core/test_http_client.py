@@ -51,6 +51,19 @@ def test_sequential_calls_reuse_one_connection(upstream, fresh_pools):
     assert _stats(upstream)["connections"] == 1
 
 
+def test_connections_on_descriptors_above_1023_are_reused(upstream, fresh_pools):
+    """A busy worker's sockets get fds > 1023, where ``select()`` fails."""
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        requests.post(f"{upstream}/stats/reset", timeout=5)
+        for _ in range(20):
+            assert http_get(f"{upstream}/delay", timeout=2).status_code == 200
+    finally:
+        for fd in filler:
+            os.close(fd)
+    assert _stats(upstream)["connections"] == 1
+
+
 def test_concurrent_calls_keep_their_connections(upstream, fresh_pools):
     """Fifty legs at once, twice: the second burst reuses the first's connections."""
 

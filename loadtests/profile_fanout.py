@@ -1,0 +1,165 @@
+"""Where a gevent worker's CPU goes on W1: py-spy on gunicorn's workers under Locust.
+
+Starts the stub upstream and the project's gunicorn (2 gevent workers) as
+``bench_fanout`` does, drives W1 at ``--users`` for ``--seconds``, and samples
+both workers with ``py-spy record`` (raw collapsed stacks) in the middle of the
+run. Prints the share of on-CPU samples that pass through each part of the
+path (inclusive: a sample in ``json`` called from the HTTP client counts for
+both) and the packages where the time is finally spent (self time).
+``--rev REV`` profiles another commit instead (a temporary git worktree), for a
+before/after comparison. py-spy is a development tool, not a requirement:
+``.venv/bin/pip install py-spy`` first; it needs ptrace rights (root, or
+``kernel.yama.ptrace_scope=0``).
+
+Usage: ``python -m loadtests.profile_fanout [--users 100] [--seconds 20]
+[--rev REV] [--keep FILE]``
+"""
+
+import argparse
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from loadtests.bench_db import BASE_DIR, database_url, locust_command, stop
+from loadtests.bench_fanout import LEG_MS, LEGS, checkout, gunicorn, stub_upstream
+
+# Inclusive categories: a sample counts when any of its frames comes from a
+# file whose path (as py-spy prints it, relative to sys.path) starts with one
+# of the prefixes.
+PARTS = {
+    "outbound HTTP client, all of it": (
+        "requests/",
+        "urllib3/",
+        "geventhttpclient/",
+        "project/core/http_client.py",
+    ),
+    "  requests": ("requests/",),
+    "  urllib3": ("urllib3/",),
+    "  geventhttpclient": ("geventhttpclient/",),
+    "socket send/recv (syscalls)": ("gevent/_socketcommon.py",),
+    "inbound HTTP server (gunicorn, pywsgi)": ("gunicorn/", "gevent/pywsgi.py"),
+    "Django request handling": ("django/core/handlers/",),
+    "  Django middleware": ("django/middleware/", "django/contrib/"),
+    "JSON encode/decode": ("json/",),
+    "logging": ("logging/",),
+    "typing (Protocol isinstance)": ("typing.py",),
+    "gevent.Timeout set-up": ("gevent/timeout.py",),
+}
+
+
+def frame_file(frame: str) -> str:
+    """The file path of a py-spy frame ``function (path:line)``; '' if none."""
+    if frame.endswith(")") and " (" in frame:
+        return frame.rsplit(" (", 1)[1].rsplit(":", 1)[0]
+    return ""
+
+
+def package_of(path: str) -> str:
+    """Group a frame's file: ``project/<app>``, else its top-level package."""
+    if not path:
+        # Process frames and C code: greenlet switches, syscalls, the C parser.
+        return "(native)"
+    parts = path.split("/")
+    if parts[0] == "project" and len(parts) > 2:
+        return "/".join(parts[:2])
+    return parts[0].removesuffix(".py")
+
+
+def summarise(raw: Path) -> tuple[int, dict[str, int], collections.Counter]:
+    """Parse collapsed stacks: (total samples, inclusive counts, self counts)."""
+    total = 0
+    inclusive = dict.fromkeys(PARTS, 0)
+    leaf = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        files = [frame_file(frame) for frame in stack.split(";")]
+        total += count
+        for part, fragments in PARTS.items():
+            if any(f.startswith(fragments) for f in files):
+                inclusive[part] += count
+        leaf[package_of(next((f for f in reversed(files) if f), ""))] += count
+    return total, inclusive, leaf
+
+
+def record(master_pid: int, seconds: int, out: Path) -> None:
+    """Sample the master's worker processes with py-spy for ``seconds``."""
+    subprocess.run(
+        [
+            shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--pid",
+            str(master_pid),
+            "--subprocesses",
+            "--nonblocking",
+            "--rate",
+            "200",
+            "--duration",
+            str(seconds),
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=seconds + 60,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Profile one W1 run and print the breakdown."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--rev", help="profile this git revision instead")
+    parser.add_argument("--keep", type=Path, help="also save the raw stacks here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        workdir = Path(tmp)
+        tree = stack.enter_context(checkout(args.rev, workdir)) if args.rev else None
+        upstream = stack.enter_context(stub_upstream())
+        pid, base = stack.enter_context(
+            gunicorn(tree or BASE_DIR, upstream, database_url())
+        )
+        # Runs past the sampling window, so every sample is under full load.
+        locust = subprocess.Popen(
+            locust_command("fanout_http.py", base, args.users, args.seconds + 10),
+            cwd=BASE_DIR,
+            env={**os.environ, "W1_LEGS": str(LEGS), "W1_MS": str(LEG_MS)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            # Skip the ramp: users start at once, connections open in the first seconds.
+            time.sleep(5)
+            raw = workdir / "stacks.txt"
+            record(pid, args.seconds, raw)
+        finally:
+            stop(locust)
+        if args.keep:
+            shutil.copyfile(raw, args.keep)
+        total, inclusive, leaf = summarise(raw)
+    label = args.rev or "this tree"
+    print(f"W1 at {args.users} users, {label}: {total} on-CPU samples in workers")
+    print("| part of the path (inclusive) | share of worker CPU |")
+    print("|---|---|")
+    for part, count in inclusive.items():
+        print(f"| {part} | {100 * count / max(total, 1):.1f}% |")
+    print("\n| package (self time) | share |")
+    print("|---|---|")
+    for package, count in leaf.most_common(12):
+        print(f"| {package} | {100 * count / max(total, 1):.1f}% |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
