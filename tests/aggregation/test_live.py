@@ -17,17 +17,19 @@ TOKEN = "live-token-0123456789"
 REGISTRY = """\
 [upstreams.stub]
 base_url = "${AGG_TEST_STUB}"
+timeout_ms = 3000
 
 [queries.sleep]
-sql = "SELECT pg_sleep(0.5)::text AS slept"
+sql = "SELECT pg_sleep(1)::text AS slept"
+timeout_ms = 3000
 
 [queries.long]
 sql = "SELECT pg_sleep(5)::text AS slept /* client-goes-away */"
 
 [aggregations.page]
 deadline_ms = 3000
-sources.one = { upstream = "stub", path = "/delay", query = { ms = "500" } }
-sources.two = { upstream = "stub", path = "/delay", query = { ms = "501" } }
+sources.one = { upstream = "stub", path = "/delay", query = { ms = "1000" } }
+sources.two = { upstream = "stub", path = "/delay", query = { ms = "1001" } }
 sources.sql = { sql = "sleep" }
 
 [aggregations.long]
@@ -58,7 +60,10 @@ def server(start_gunicorn, test_database_url, upstream, registry_file):
 
 
 def test_hundred_identical_requests_make_one_call_per_source(server, upstream):
-    """100 concurrent identical requests: the stub sees one request per source."""
+    """100 concurrent identical requests: the stub sees one request per source.
+
+    The sources take 1 s, so all 100 requests arrive while the first is in flight.
+    """
     requests.post(f"{upstream}/stats/reset", timeout=5)
     headers = {"Authorization": f"Bearer {TOKEN}"}
     responses = Pool(100).map(
