@@ -138,3 +138,13 @@ def test_bad_deadline_header_is_a_400(api, header):
 def test_other_methods_are_a_405(client):
     """POST is a JSON 405 (before authentication: nothing is revealed)."""
     assert client.post("/api/aggregate/demo/").status_code == 405
+
+
+def test_a_deadline_too_short_for_any_call_is_a_fast_504(api):
+    """With 1 ms, no source can start: every one is a timeout, at once, never a 500."""
+    response = api("/api/aggregate/demo/?x=1", **{"X-Request-Timeout-Ms": "1"})
+    assert response.status_code == 504
+    body = response.json()
+    assert {s["status"] for s in body["sources"].values()} == {"timeout"}
+    assert {s["attempts"] for s in body["sources"].values()} == {0}
+    assert body["elapsed_ms"] < 50
