@@ -33,7 +33,7 @@ from .registry import PLACEHOLDER, Aggregation, Query, Registry, Source, Upstrea
 from .resilience.breaker import CircuitBreaker
 from .resilience.bulkhead import Bulkhead
 from .resilience.retry import RetryBudget, full_jitter
-from .resilience.singleflight import SingleFlight
+from .resilience.singleflight import SharedCallAbandoned, SingleFlight
 from .sql import run_query, with_own_connection
 
 logger = logging.getLogger(__name__)
@@ -262,17 +262,7 @@ class Aggregator:
             entry = self.cache.get(cache_key)
             if entry and time.time() - entry["at"] < source.cache_ttl_s:
                 return SourceResult(OK, value=entry["value"], cache_hit=True)
-        try:
-            result, shared = self.flights.do(
-                key, live, timeout=self._budget(source, None, deadline)
-            )
-        except TimeoutError as exc:
-            result, shared = SourceResult(TIMEOUT, error=str(exc)), True
-        except Exception as exc:  # the leader's unexpected failure, shared
-            result, shared = SourceResult(ERROR, error=describe_error(exc)), True
-        # Every caller gets its own copy: the leader's result object is handed
-        # to the followers too, and latency and stale fallback are per caller.
-        result = replace(result, shared=shared)
+        result = self._shared_call(key, live, source, deadline)
         if cache_key:
             if result.status == OK:
                 self.cache.set(
@@ -286,6 +276,39 @@ class Aggregator:
                     result.status, result.value = STALE, entry["value"]
                     result.age_s = time.time() - entry["at"]
         return result
+
+    def _shared_call(
+        self,
+        key: tuple,
+        live: Callable[[], SourceResult],
+        source: Source,
+        deadline: Deadline,
+    ) -> SourceResult:
+        """Run ``live`` through single-flight; returns this caller's own copy.
+
+        A follower whose leader timed out on a shorter deadline, or was
+        stopped (its client went away), tries once more, as a leader if no
+        other call is in flight, while its own deadline leaves time.
+        """
+        for _ in range(2):
+            retry_alone = False
+            try:
+                result, shared = self.flights.do(
+                    key, live, timeout=self._budget(source, None, deadline)
+                )
+                retry_alone = shared and result.status == TIMEOUT
+            except TimeoutError as exc:  # our own wait ran out
+                result, shared = SourceResult(TIMEOUT, error=str(exc)), True
+            except SharedCallAbandoned as exc:
+                result, shared = SourceResult(ERROR, error=describe_error(exc)), True
+                retry_alone = True
+            except Exception as exc:  # the leader's unexpected failure, shared
+                result, shared = SourceResult(ERROR, error=describe_error(exc)), True
+            if not retry_alone or self._budget(source, None, deadline) < 0.005:
+                break
+        # The leader's result object is handed to every follower: each caller
+        # gets its own copy (latency and stale fallback are per caller).
+        return replace(result, shared=shared)
 
     def _budget(self, source: Source, cap_ms: int | None, deadline: Deadline) -> float:
         """A call's timeout: the source's (or ``cap_ms``) within the deadline margin."""

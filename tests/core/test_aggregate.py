@@ -377,3 +377,31 @@ def test_query_past_the_deadline_is_cancelled_on_the_server(upstream):
     while backends_running("agg-forever") and time.monotonic() - waited < 1.0:
         gevent.sleep(0.05)
     assert backends_running("agg-forever") == 0
+
+
+def test_follower_outliving_its_leader_tries_again(upstream):
+    """A follower whose leader timed out (shorter deadline) or was cancelled (client
+    gone) calls the upstream itself while its own deadline allows."""
+    from gevent.event import Event
+
+    agg = aggregator(upstream)
+    slow = agg.registry.aggregations["slow"]
+    reset_stub(upstream)
+    leader = gevent.spawn(agg.run, slow, {"ms": 200, "required": "no"}, Deadline(0.1))
+    gevent.sleep(0.02)
+    follower = agg.run(slow, {"ms": 200, "required": "no"}, Deadline(1))
+    leader.join()
+    assert statuses(leader.value)["slow"] == "timeout"
+    assert statuses(follower) == {"fast": "ok", "slow": "ok"}
+    cancel = Event()
+    gevent.spawn_later(0.05, cancel.set)
+    leader = gevent.spawn(
+        agg.run, slow, {"ms": 201, "required": "no"}, Deadline(1), cancel=cancel
+    )
+    gevent.sleep(0.02)
+    follower = agg.run(slow, {"ms": 201, "required": "no"}, Deadline(1))
+    leader.join()
+    assert leader.value.status == 499
+    assert statuses(follower) == {"fast": "ok", "slow": "ok"}
+    # Per pair: "fast" twice (not in flight together), "slow" by leader and follower.
+    assert stub_counts(upstream)["/delay"] == 2 * (2 + 2)
