@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 
-.PHONY: install run test lint format lock db-start db-stop db-status clean bench-db bench-fanout
+.PHONY: install run test lint format lock db-start db-stop db-status clean bench-db bench-fanout \
+	bench-aggregate
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + ")")'
@@ -31,6 +32,10 @@ bench-db: install
 ## W1 fan-out HTTP on 2 gevent workers against the stub, 3 rounds (about 4 minutes).
 bench-fanout: install
 	$(PY) -m loadtests.bench_fanout
+
+## The aggregation API (5 HTTP + 1 SQL sources) at 10/100/400 users, 3 rounds (~4 minutes).
+bench-aggregate: install
+	$(PY) -m loadtests.bench_aggregate
 
 lint: install
 	$(VENV)/bin/ruff check .

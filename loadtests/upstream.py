@@ -10,6 +10,8 @@ Endpoints (GET; bad parameters give 400 ``{"error": ..., "param": ...}``):
 * ``/status?code=C&ms=D``: status C (100..599) with ``{"status": C}`` after D ms.
 * ``/reset?ms=D``: after D ms the connection is reset (TCP RST), no response.
 * ``/trickle?chunks=N&interval_ms=I``: 200 with N 10-byte chunks, I ms apart.
+* ``/headers``: 200 with the request's headers as JSON (lowercase names), so
+  tests can check what a client sent (deadlines, auth).
 * ``/stats``: ``{"requests": {path: count}, "connections": N}`` since start or
   the last reset; N counts distinct client addresses (host, port), that is the
   connections clients opened, so tests can see whether keep-alive reuses them.
@@ -211,6 +213,13 @@ def make_app() -> WSGIApp:
                     [("Content-Type", "text/plain"), ("Content-Length", str(length))],
                 )
                 return _trickle(chunks, interval)
+            if path == "/headers":
+                sent = {
+                    key[5:].replace("_", "-").lower(): value
+                    for key, value in environ.items()
+                    if key.startswith("HTTP_")
+                }
+                return _json(start_response, 200, sent)
             if path == "/stats":
                 with lock:
                     snapshot = {"requests": dict(counts), "connections": len(clients)}

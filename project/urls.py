@@ -3,7 +3,10 @@
 from django.conf import settings
 from django.urls import include, path
 
-urlpatterns = [path("", include("project.health.urls"))]
+urlpatterns = [
+    path("", include("project.health.urls")),
+    path("api/", include("project.aggregation.urls")),
+]
 if settings.DEMO_ENDPOINTS:
     urlpatterns.append(path("demo/", include("project.demo.urls")))
 

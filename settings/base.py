@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "project.apps.ProjectConfig",
     "project.health",
     "project.demo",
+    "project.aggregation",
 ]
 CSRF_FAILURE_VIEW = "project.api.csrf_failure"
 MIDDLEWARE = [
@@ -153,6 +154,26 @@ HTTP_CONNECT_TIMEOUT_S = env.float("HTTP_CONNECT_TIMEOUT_S", default=2.0)
 FANOUT_MAX_CONCURRENCY = env.int("FANOUT_MAX_CONCURRENCY", default=100)
 REQUEST_DEADLINE_MS = env.int("REQUEST_DEADLINE_MS", default=15000)
 REQUEST_DEADLINE_MAX_MS = env.int("REQUEST_DEADLINE_MAX_MS", default=60000)
+
+# Per-worker in-memory cache: aggregation sources with cache_ttl_s keep their
+# last good value here (fresh hits, and stale-if-error fallbacks).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "OPTIONS": {"MAX_ENTRIES": 10000},
+    }
+}
+
+# Aggregation API (/api/aggregate/<name>/)
+AGGREGATIONS_FILE = env.str(
+    "AGGREGATIONS_FILE", default=str(BASE_DIR / "aggregations.toml")
+)
+# Bearer tokens accepted by the API (comma-separated); none configured: all 401.
+AGGREGATION_API_TOKENS = env.list("AGGREGATION_API_TOKENS", default=[])
+# Sources stop this long before the deadline, leaving time for stale fallbacks
+# and the response.
+AGGREGATION_DEADLINE_MARGIN_MS = env.int("AGGREGATION_DEADLINE_MARGIN_MS", default=10)
+AGGREGATION_CACHE = env.str("AGGREGATION_CACHE", default="default")
 
 # Reference endpoints (capacity probes)
 DEMO_ENDPOINTS = env.bool("DEMO_ENDPOINTS", default=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
+from gevent.event import Event
 from gevent.lock import BoundedSemaphore
 
 from .deadline import Deadline
@@ -64,6 +65,7 @@ def fan_out(
     *,
     deadline: Deadline,
     max_concurrency: int | None = None,
+    cancel: Event | None = None,
 ) -> list[LegResult]:
     """Run ``legs`` at once (``max_concurrency`` in flight); return results in order.
 
@@ -71,6 +73,7 @@ def fan_out(
     by a ``gevent.Timeout`` when it overruns. Whatever is still running when the
     deadline passes is killed, not just abandoned: ``joinall(timeout=...)`` only
     stops waiting, and an abandoned leg would keep its socket or DB connection.
+    Setting ``cancel`` (e.g. the client went away) kills the legs at once too.
     """
     if max_concurrency is None:
         from django.conf import settings
@@ -95,19 +98,25 @@ def fan_out(
             slots.release()
 
     greenlets = [gevent.spawn(run, index, leg) for index, leg in enumerate(legs)]
-    gevent.joinall(greenlets, timeout=deadline.remaining())
+    if cancel is None:
+        gevent.joinall(greenlets, timeout=deadline.remaining())
+    else:
+        joiner = gevent.spawn(gevent.joinall, greenlets, timeout=deadline.remaining())
+        gevent.wait([joiner, cancel], count=1)
+        joiner.kill()
     unfinished = [greenlet for greenlet in greenlets if not greenlet.dead]
     if unfinished:
         # A blocking kill lets each leg's finally run: connections released,
         # queries cancelled.
         gevent.killall(unfinished, block=True, timeout=5)
     killed_after_ms = (time.monotonic() - started) * 1000.0
+    cancelled = cancel is not None and cancel.is_set()
     return [
         result
         or LegResult(
             leg.name,
             TIMEOUT,
-            error="killed at the request deadline",
+            error="cancelled" if cancelled else "killed at the request deadline",
             elapsed_ms=killed_after_ms,
         )
         for leg, result in zip(legs, results, strict=True)
@@ -128,10 +137,13 @@ def _run_leg(leg: Leg, timeout: float, leg_started: float) -> LegResult:
         return LegResult(leg.name, TIMEOUT, error=message, elapsed_ms=elapsed())
     except Exception as exc:
         logger.info("leg %s failed: %r", leg.name, exc)
-        return LegResult(leg.name, ERROR, error=_describe(exc), elapsed_ms=elapsed())
+        return LegResult(
+            leg.name, ERROR, error=describe_error(exc), elapsed_ms=elapsed()
+        )
     return LegResult(leg.name, OK, value=value, elapsed_ms=elapsed())
 
 
-def _describe(exc: Exception) -> str:
+def describe_error(exc: Exception) -> str:
+    """``Type: first line of the message`` (for a leg's ``error`` field)."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -18,13 +18,15 @@ def run_query(
     *,
     timeout: float | None = None,
     using: str = "default",
-) -> list[tuple]:
+    as_dicts: bool = False,
+) -> list[tuple] | list[dict[str, Any]]:
     """Run one statement on this greenlet's connection and return its rows.
 
     ``params`` are bound by the driver, never formatted into ``sql``. With a
     ``timeout`` the statement runs under ``SET LOCAL statement_timeout`` sent in
     the same round trip, so the server stops it even if this process cannot.
-    A statement stopped by that timeout raises ``TimeoutError``.
+    A statement stopped by that timeout raises ``TimeoutError``. With
+    ``as_dicts`` each row is a dict keyed by column name.
     """
     connection = connections[using]
     if timeout is not None:
@@ -33,7 +35,13 @@ def run_query(
     try:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            return cursor.fetchall() if cursor.description else []
+            if not cursor.description:
+                return []
+            rows = cursor.fetchall()
+            if as_dicts:
+                names = [column.name for column in cursor.description]
+                return [dict(zip(names, row, strict=True)) for row in rows]
+            return rows
     except OperationalError as exc:
         if getattr(exc.__cause__, "pgcode", None) == _QUERY_CANCELED:
             raise TimeoutError("statement cancelled by its timeout") from exc

@@ -104,3 +104,22 @@ def test_expired_deadline_runs_nothing(budget):
     results = fan_out([Leg("x", lambda t: called.append(t))], deadline=Deadline(budget))
     assert [r.status for r in results] == ["timeout"]
     assert called == []
+
+
+def test_cancel_kills_the_legs_at_once():
+    """Setting cancel stops every running leg before the deadline."""
+    from gevent.event import Event
+
+    cancel = Event()
+    gevent.spawn_later(0.1, cancel.set)
+    started = time.monotonic()
+    results = fan_out(
+        [Leg("slow", sleeper(5)), Leg("fast", sleeper(0))],
+        deadline=Deadline(5),
+        cancel=cancel,
+    )
+    assert time.monotonic() - started < 1.0
+    assert [(r.status, r.error) for r in results] == [
+        ("timeout", "cancelled"),
+        ("ok", None),
+    ]

@@ -27,15 +27,16 @@ UNREACHABLE_DB = "postgres://nobody@127.0.0.1:1/none"
 # Keys the tests control; anything the parent process has for them is dropped.
 CONTROLLED = re.compile(
     r"DJANGO_SETTINGS_MODULE|ENVIRONMENT|DATABASE_URL|SECRET_KEY|ALLOWED_HOSTS"
-    r"|DEBUG|LOG_LEVEL|GEVENT_PATCH|DEMO_\w+|SECURE_\w+"
+    r"|DEBUG|LOG_LEVEL|GEVENT_PATCH|DEMO_\w+|SECURE_\w+|AGGREGATION\w+"
 )
 PRINT_MODULE = "from django.conf import settings; print(settings.SETTINGS_MODULE)"
 
 
 def copy_project(destination: Path) -> Path:
-    """Copy manage.py, project/ and settings/ (no .env) into ``destination``."""
+    """Copy manage.py, the registry, project/ and settings/ (no .env)."""
     ignore = shutil.ignore_patterns("__pycache__")
-    shutil.copy2(BASE_DIR / "manage.py", destination / "manage.py")
+    for name in ("manage.py", "aggregations.toml"):
+        shutil.copy2(BASE_DIR / name, destination / name)
     for package in ("project", "settings"):
         shutil.copytree(BASE_DIR / package, destination / package, ignore=ignore)
     return destination

@@ -1,0 +1,1 @@
+"""The internal aggregation API: ``GET /api/aggregate/<name>/`` (engine in core)."""

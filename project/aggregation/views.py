@@ -1,0 +1,33 @@
+"""``GET /api/aggregate/<name>/``: authenticate, validate, run, serialise."""
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+
+from project.api import json_get
+from project.core.deadline import DEADLINE_HEADER, Deadline, deadline_from_header
+from project.core.disconnect import client_disconnect
+from project.core.errors import ApiError
+
+from .auth import check_bearer_token
+from .services import get_aggregator
+
+
+@json_get
+def aggregate(request: HttpRequest, name: str) -> JsonResponse:
+    """Fetch the sources of aggregation ``name`` concurrently; see README."""
+    check_bearer_token(request)
+    aggregator = get_aggregator()
+    aggregation = aggregator.registry.aggregations.get(name)
+    if aggregation is None:
+        raise ApiError(f"unknown aggregation {name!r}", status=404, aggregation=name)
+    values = aggregation.parse_params(dict(request.GET.lists()))
+    deadline = deadline_from_header(
+        request.headers.get(DEADLINE_HEADER),
+        default_ms=aggregation.deadline_ms,
+        max_ms=settings.REQUEST_DEADLINE_MAX_MS,
+    )
+    if deadline.budget * 1000 > aggregation.max_deadline_ms:
+        deadline = Deadline.from_ms(aggregation.max_deadline_ms)
+    with client_disconnect(request.META.get("gunicorn.socket")) as gone:
+        result = aggregator.run(aggregation, values, deadline, cancel=gone)
+    return JsonResponse(result.body, status=result.status, headers=result.headers)

@@ -1,0 +1,26 @@
+"""A bulkhead: at most ``limit`` concurrent calls to one upstream; excess is shed."""
+
+
+class Bulkhead:
+    """Non-blocking: a call that finds every slot taken is refused at once.
+
+    Waiting would only move the queue from the upstream into this worker and
+    spend the caller's deadline; shedding answers straight away (``shed``).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+        self.shed = 0
+
+    def try_acquire(self) -> bool:
+        """Take a slot and return True, or count a shed call and return False."""
+        if self.in_use >= self.limit:
+            self.shed += 1
+            return False
+        self.in_use += 1
+        return True
+
+    def release(self) -> None:
+        """Give back a slot taken by ``try_acquire``."""
+        self.in_use -= 1

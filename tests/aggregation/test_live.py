@@ -1,0 +1,131 @@
+"""The aggregation API in a real gunicorn gevent worker, against the stub upstream."""
+
+import socket
+import time
+from urllib.parse import urlsplit
+
+import gevent
+import pytest
+import requests
+from gevent.pool import Pool
+
+from conftest import LIVE_APPLICATION_NAME, app_backends
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TOKEN = "live-token-0123456789"
+REGISTRY = """\
+[upstreams.stub]
+base_url = "${AGG_TEST_STUB}"
+timeout_ms = 3000
+
+[queries.sleep]
+sql = "SELECT pg_sleep(1)::text AS slept"
+timeout_ms = 3000
+
+[queries.long]
+sql = "SELECT pg_sleep(5)::text AS slept /* client-goes-away */"
+
+[aggregations.page]
+deadline_ms = 3000
+sources.one = { upstream = "stub", path = "/delay", query = { ms = "1000" } }
+sources.two = { upstream = "stub", path = "/delay", query = { ms = "1001" } }
+sources.sql = { sql = "sleep" }
+
+[aggregations.long]
+deadline_ms = 5000
+sources.http = { upstream = "stub", path = "/delay", query = { ms = "5000" } }
+sources.sql = { sql = "long" }
+"""
+
+
+@pytest.fixture(scope="module")
+def registry_file(tmp_path_factory):
+    """The registry above, written to a file."""
+    path = tmp_path_factory.mktemp("registry") / "aggregations.toml"
+    path.write_text(REGISTRY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(start_gunicorn, test_database_url, upstream, registry_file):
+    """One gevent worker serving the registry above."""
+    return start_gunicorn(
+        test_database_url,
+        AGGREGATIONS_FILE=str(registry_file),
+        AGG_TEST_STUB=upstream,
+        AGGREGATION_API_TOKENS=f"other,{TOKEN}",
+        DB_APPLICATION_NAME=LIVE_APPLICATION_NAME,
+    )
+
+
+def test_hundred_identical_requests_make_one_call_per_source(server, upstream):
+    """100 concurrent identical requests: the stub sees one request per source.
+
+    The sources take 1 s, so all 100 requests arrive while the first is in flight.
+    """
+    requests.post(f"{upstream}/stats/reset", timeout=5)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    responses = Pool(100).map(
+        lambda _: server.get("/api/aggregate/page/", headers=headers), range(100)
+    )
+    assert [r.status_code for r in responses] == [200] * 100
+    counts = requests.get(f"{upstream}/stats", timeout=5).json()["requests"]
+    assert counts == {"/delay": 2}
+    shared = sum(bool(r.json()["sources"]["one"].get("shared")) for r in responses)
+    assert shared == 99
+    assert "aggregate page status=200" in server.log.read_text()
+
+
+def test_bad_registry_stops_the_service(
+    start_gunicorn, test_database_url, upstream, tmp_path
+):
+    """A registry with a mistake: gunicorn exits, its log naming the line and key."""
+    path = tmp_path / "bad.toml"
+    path.write_text(REGISTRY.replace('sql = "sleep"', 'sql = "slept"'))
+    with pytest.raises(RuntimeError) as caught:
+        start_gunicorn(
+            test_database_url, AGGREGATIONS_FILE=str(path), AGG_TEST_STUB=upstream
+        )
+    line = REGISTRY.splitlines().index('sources.sql = { sql = "sleep" }') + 1
+    assert (
+        f"aggregation registry: {path}:{line}: aggregations.page.sources.sql.sql: "
+        "unknown query 'slept'" in str(caught.value)
+    )
+
+
+def query_running() -> int:
+    """Backends of the live server still running the long query."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+            " AND query LIKE %s AND pid <> pg_backend_pid()",
+            ["%client-goes-away%"],
+        )
+        return cursor.fetchone()[0]
+
+
+def test_client_going_away_cancels_the_sources(server):
+    """A client that hangs up: its legs are killed and the SQL cancelled at once."""
+    parts = urlsplit(server.url)
+    client = socket.create_connection((parts.hostname, parts.port))
+    client.sendall(
+        b"GET /api/aggregate/long/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode()
+    )
+    waited = time.monotonic()
+    while not query_running() and time.monotonic() - waited < 2:
+        gevent.sleep(0.05)
+    assert query_running() == 1
+    client.close()
+    hung_up = time.monotonic()
+    while query_running() and time.monotonic() - hung_up < 2:
+        gevent.sleep(0.05)
+    assert time.monotonic() - hung_up < 1.0
+    assert query_running() == 0
+    gevent.sleep(0.1)
+    assert "aggregate long status=499" in server.log.read_text()
+    assert app_backends(state="active") == 0
