@@ -9,7 +9,8 @@ Endpoints (GET; bad parameters give 400 ``{"error": ..., "param": ...}``):
 * ``/delay?ms=D``: 200 with a 100-byte JSON body after D ms.
 * ``/status?code=C&ms=D``: status C (100..599) with ``{"status": C}`` after D ms.
 * ``/reset?ms=D``: after D ms the connection is reset (TCP RST), no response.
-* ``/trickle?chunks=N&interval_ms=I``: 200 with N 10-byte chunks, I ms apart.
+* ``/trickle?chunks=N&interval_ms=I[&chunked=1]``: 200 with N 10-byte chunks, I ms
+  apart; with ``chunked=1`` no Content-Length (chunked transfer encoding).
 * ``/headers``: 200 with the request's headers as JSON (lowercase names), so
   tests can check what a client sent (deadlines, auth).
 * ``/stats``: ``{"requests": {path: count}, "connections": N}`` since start or
@@ -207,11 +208,11 @@ def make_app() -> WSGIApp:
                 interval = _int_param(
                     query, "interval_ms", default=0, low=0, high=MAX_MS
                 )
-                length = chunks * len(TRICKLE_CHUNK)
-                start_response(
-                    "200 OK",
-                    [("Content-Type", "text/plain"), ("Content-Length", str(length))],
-                )
+                headers = [("Content-Type", "text/plain")]
+                if _int_param(query, "chunked", default=0, low=0, high=1) == 0:
+                    length = chunks * len(TRICKLE_CHUNK)
+                    headers.append(("Content-Length", str(length)))
+                start_response("200 OK", headers)
                 return _trickle(chunks, interval)
             if path == "/headers":
                 sent = {

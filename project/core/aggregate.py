@@ -28,7 +28,7 @@ from gevent.event import Event
 
 from .deadline import DEADLINE_HEADER, Deadline
 from .fanout import Leg, LegResult, describe_error, fan_out
-from .http_client import Response, http_get
+from .http_client import Response, UpstreamBodyTooLarge, http_get
 from .registry import PLACEHOLDER, Aggregation, Query, Registry, Source, Upstream
 from .resilience.breaker import CircuitBreaker
 from .resilience.bulkhead import Bulkhead
@@ -396,7 +396,9 @@ class Aggregator:
             if isinstance(exc, TimeoutError):
                 return SourceResult(TIMEOUT, error=str(exc)), True
             if isinstance(exc, ConnectionError):
-                return SourceResult(ERROR, error=f"ConnectionError: {exc}"), True
+                # The same answer would be just as large again.
+                again = not isinstance(exc, UpstreamBodyTooLarge)
+                return SourceResult(ERROR, error=f"ConnectionError: {exc}"), again
             raise
         elapsed = time.monotonic() - started
         if response.status_code >= 500:

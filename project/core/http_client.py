@@ -83,6 +83,10 @@ class _Client(HTTPClient):
         pool.size = 0
 
 
+class UpstreamBodyTooLarge(ConnectionError):
+    """The upstream's answer is larger than the caller accepts."""
+
+
 class _TotalTimeout(Exception):
     """Raised by the call's own ``gevent.Timeout``; never escapes ``http_get``."""
 
@@ -147,6 +151,7 @@ def http_get(
     timeout: float,
     params: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
+    max_body_bytes: int | None = None,
 ) -> Response:
     """GET ``url`` (plus ``params``) and read the whole answer within ``timeout`` s.
 
@@ -154,7 +159,9 @@ def http_get(
     timeout alone would let a body that trickles in forever hold the leg.
     Redirects are not followed. Timeouts surface as ``TimeoutError`` and
     failures to connect or broken connections as ``ConnectionError``, with
-    messages that do not reveal the upstream's address to our clients.
+    messages that do not reveal the upstream's address to our clients. A body
+    over ``max_body_bytes`` (default ``HTTP_MAX_BODY_BYTES``) raises
+    ``UpstreamBodyTooLarge`` after reading at most one byte more than the limit.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -164,12 +171,19 @@ def http_get(
         query = f"{query}&{urlencode(params)}" if query else urlencode(params)
     target = f"{parts.path or '/'}?{query}" if query else parts.path or "/"
     pool = get_pool(parts.scheme, parts.hostname, parts.port)
+    if max_body_bytes is None:
+        from django.conf import settings
+
+        max_body_bytes = settings.HTTP_MAX_BODY_BYTES
     try:
         with gevent.Timeout(timeout, _TotalTimeout):
             answer = pool.get(target, headers)
             try:
-                content = answer.read()
+                declared = answer.content_length
+                oversized = declared is not None and declared > max_body_bytes
+                content = b"" if oversized else answer.read(max_body_bytes + 1)
             finally:
+                # Closes rather than pools a connection whose body is unread.
                 answer.release()
     except _TotalTimeout as exc:
         raise TimeoutError(
@@ -182,4 +196,6 @@ def http_get(
         raise ConnectionError("could not connect to upstream") from exc
     except (OSError, HTTPParseError) as exc:
         raise ConnectionError("upstream connection failed") from exc
+    if oversized or len(content) > max_body_bytes:
+        raise UpstreamBodyTooLarge(f"upstream body larger than {max_body_bytes} bytes")
     return Response(answer.status_code, answer.headers, content)

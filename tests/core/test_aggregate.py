@@ -86,6 +86,10 @@ deadline_ms = 300
 params = { ms = { type = "int", default = 0 }, n = { type = "int", default = 0 } }
 sources.s = { upstream = "flaky", path = "/status", query = { code = "503", ms = "{ms}", n = "{n}" } }
 
+[aggregations.bulky]
+deadline_ms = 1000
+sources.s = { upstream = "flaky", path = "/delay" }
+
 [aggregations.trickle]
 deadline_ms = 300
 sources.t = { upstream = "stub", path = "/trickle", query = { chunks = "100", interval_ms = "50" } }
@@ -245,6 +249,15 @@ def test_retry_budget_caps_retries_under_a_failing_upstream(upstream):
     assert sent == sum(attempts)
     assert 50 < sent <= 50 + 2 + 5  # reserve 2, 10% of 50
     assert max(attempts) <= 4
+
+
+def test_oversized_body_is_an_error_without_retries(upstream, settings):
+    """A body over HTTP_MAX_BODY_BYTES fails the source once; retrying cannot help."""
+    settings.HTTP_MAX_BODY_BYTES = 10
+    result = run(aggregator(upstream), "bulky")
+    source = result.body["sources"]["s"]
+    assert (result.status, source["status"], source["attempts"]) == (502, "error", 1)
+    assert "larger than 10 bytes" in source["error"]
 
 
 def test_no_retry_after_the_deadline(upstream):

@@ -147,6 +147,29 @@ def test_reset_connection_is_a_connection_error(upstream, fresh_pools):
         http_get(f"{upstream}/reset", timeout=2)
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/trickle?chunks=20&interval_ms=5", "/trickle?chunks=20&interval_ms=5&chunked=1"],
+    ids=["declared length", "chunked"],
+)
+def test_body_over_the_limit_is_an_error_and_not_pooled(upstream, fresh_pools, path):
+    """A 200-byte body over a 99-byte cap fails; its half-read connection is closed."""
+    requests.post(f"{upstream}/stats/reset", timeout=5)
+    with pytest.raises(http_client.UpstreamBodyTooLarge, match="larger than 99 bytes"):
+        http_get(f"{upstream}{path}", timeout=2, max_body_bytes=99)
+    assert (
+        len(http_get(f"{upstream}{path}", timeout=2, max_body_bytes=200).content) == 200
+    )
+    assert _stats(upstream)["connections"] == 2
+
+
+def test_body_limit_defaults_to_the_setting(upstream, fresh_pools):
+    """HTTP_MAX_BODY_BYTES applies when the caller passes no limit."""
+    with override_settings(HTTP_MAX_BODY_BYTES=10):
+        with pytest.raises(http_client.UpstreamBodyTooLarge):
+            http_get(f"{upstream}/delay", timeout=2)
+
+
 def test_non_http_url_is_refused():
     """Only absolute http(s) URLs are fetched."""
     with pytest.raises(ValueError):

@@ -151,6 +151,19 @@ def test_trickle_sends_slow_body(upstream: str) -> None:
     assert elapsed >= 0.4
 
 
+@pytest.mark.parametrize(("chunked", "length"), [("0", "30"), ("1", None)])
+def test_trickle_declares_its_length_unless_chunked(
+    upstream: str, chunked: str, length: str | None
+) -> None:
+    """/trickle sends Content-Length, or with chunked=1 chunked transfer encoding."""
+    resp = requests.get(
+        f"{upstream}/trickle?chunks=3&chunked={chunked}", timeout=TIMEOUT
+    )
+    assert resp.content == b"x" * 30
+    assert resp.headers.get("Content-Length") == length
+    assert ("chunked" in resp.headers.get("Transfer-Encoding", "")) == (length is None)
+
+
 def test_trickle_rejects_too_many_chunks(upstream: str) -> None:
     """Returns 400 JSON naming chunks when chunks is above 10000."""
     resp = requests.get(f"{upstream}/trickle?chunks=10001", timeout=TIMEOUT)
