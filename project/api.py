@@ -4,6 +4,7 @@ from collections.abc import Callable
 from functools import wraps
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -38,6 +39,16 @@ def request_deadline(request: HttpRequest) -> Deadline:
         default_ms=settings.REQUEST_DEADLINE_MS,
         max_ms=settings.REQUEST_DEADLINE_MAX_MS,
     )
+
+
+def bad_request(
+    request: HttpRequest, exception: Exception | None = None
+) -> JsonResponse:
+    """JSON 400 for requests Django rejects before any view (bad Host, bad body)."""
+    if isinstance(exception, DisallowedHost):
+        # Django's message names the host and hints at ALLOWED_HOSTS: not for clients.
+        return JsonResponse({"error": "invalid Host header"}, status=400)
+    return JsonResponse({"error": "bad request"}, status=400)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

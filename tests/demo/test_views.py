@@ -57,6 +57,13 @@ def test_other_methods_are_a_json_405(client, path):
     assert response.json()["allowed"] == ["GET"]
 
 
+def test_unknown_host_is_a_json_400(client):
+    """A Host header outside ALLOWED_HOSTS gets JSON, without echoing the host."""
+    response = client.get("/healthz", headers={"host": "evil.example"})
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid Host header"}
+
+
 def test_unknown_path_is_a_json_404(client):
     """Returns 404 JSON naming the path."""
     response = client.get("/demo/nope/")
