@@ -31,6 +31,12 @@ test: install
 loadtest: install
 	$(PY) -m loadtests.loadtest $(LOADTEST_ARGS)
 
+## Step-load run, USL fit, knee and a workers/hosts recommendation with a
+## confirming run; report under reports/ (about 3 minutes). CAPACITY_ARGS passes
+## options, e.g. CAPACITY_ARGS="--scenario W2 --target-rps 5000".
+capacity: install
+	$(PY) -m loadtests.capacity $(CAPACITY_ARGS)
+
 ## W2 on gevent + pool vs a gthread baseline, 3 rounds (about 8 minutes).
 bench-db: install
 	$(PY) -m loadtests.bench_db

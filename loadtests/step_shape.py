@@ -22,5 +22,11 @@ class StepLoadShape(LoadTestShape):
             return None
         users = options.step_users * (step + 1)
         if len(RECORDER.steps) <= step:
-            RECORDER.start_step(users)
-        return users, float(users)
+            RECORDER.start_step(users, self.runner.environment)
+            if RECORDER.stop_steps:
+                # The step that just ended was past the SLO.
+                RECORDER.steps.pop()
+                return None
+        # Fixed-count helpers (W1's baseline timer) come on top of the step's users.
+        total = users + RECORDER.helpers
+        return total, float(total)

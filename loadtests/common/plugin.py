@@ -96,6 +96,8 @@ class Recorder:
         self.config: dict = {}
         self.greenlet: gevent.Greenlet | None = None
         self.workers = 0
+        # Fixed-count users that are not the scenario's (a baseline timer).
+        self.helpers = 0
 
     # --- life cycle (master or local runner only) ---
 
@@ -189,8 +191,11 @@ class Recorder:
 
     # --- step load ---
 
-    def start_step(self, users: int) -> None:
+    def start_step(self, users: int, environment: Environment) -> None:
         """A step-load shape moved to ``users``; the previous step ends now."""
+        if self.environment is None:
+            # A shape's first tick comes before test_start.
+            self.begin(environment)
         if self.steps:
             self.end_step()
         self.steps.append({"users": users, "start": self.now()})
@@ -291,11 +296,16 @@ def _on_init(environment: Environment, **_kwargs) -> None:
             if not issubclass(cls, ScenarioUser)
         )
         options.harness_users = max(1, (options.num_users or 1) - helpers)
+        RECORDER.helpers = helpers
 
 
 @events.test_start.add_listener
 def _on_test_start(environment: Environment, **_kwargs) -> None:
-    if _on_master(environment) and environment.parsed_options is not None:
+    if (
+        _on_master(environment)
+        and environment.parsed_options is not None
+        and RECORDER.environment is None
+    ):
         RECORDER.begin(environment)
 
 
