@@ -26,6 +26,7 @@ import locust.runners
 from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
 from locust.runners import WorkerRunner
+from locust.user.task import LOCUST_STATE_STOPPING
 
 from loadtests import guards
 from loadtests.common.window import (
@@ -315,8 +316,10 @@ def _on_spawned(user_count: int, **_kwargs) -> None:
         RECORDER.spawned_at = RECORDER.now()
 
 
-@events.test_stop.add_listener
-def _on_test_stop(environment: Environment, **_kwargs) -> None:
+# The window ends when users start stopping: during --stop-timeout they only
+# finish what they started, which would drag the rates down.
+@events.test_stopping.add_listener
+def _on_test_stopping(environment: Environment, **_kwargs) -> None:
     if _on_master(environment):
         RECORDER.stop()
 
@@ -370,16 +373,12 @@ class ScenarioUser(FastHttpUser):
         users = getattr(options, "harness_users", None) or options.num_users or 1
         self._open_loop(rate / users)
 
-    def on_stop(self) -> None:
-        """Open model: the requests still in flight go with the user."""
-        if getattr(self, "_pool", None) is not None:
-            self._pool.kill(block=False)
-
     def _open_loop(self, rate: float) -> None:
-        pool = self._pool = gevent.pool.Pool(MAX_IN_FLIGHT)
+        pool = gevent.pool.Pool(MAX_IN_FLIGHT)
         interval = 1.0 / rate
         due = time.monotonic()
-        while True:
+        # Stop scheduling as soon as the run ends (the in-flight ones may finish).
+        while self._state != LOCUST_STATE_STOPPING:
             delay = due - time.monotonic()
             if delay > 0:
                 gevent.sleep(delay)
@@ -389,3 +388,4 @@ class ScenarioUser(FastHttpUser):
                 RECORDER.late += 1
             pool.spawn(self.request)
             due += interval
+        pool.join()
