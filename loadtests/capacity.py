@@ -100,7 +100,7 @@ def plot(
 ) -> None:
     """Throughput (points + USL curve) and p95 (right axis) against users."""
     users = [s["users"] for s in steps]
-    figure, left = plt.subplots(figsize=(9, 5.5), dpi=110)
+    figure, left = plt.subplots(figsize=(9, 6), dpi=110)
     left.plot(users, [s["rps"] for s in steps], "o", color="tab:blue", label="req/s")
     if fit is not None:
         grid = np.linspace(1, max(users) * 1.3, 200)
@@ -127,7 +127,15 @@ def plot(
         left.axvline(knee["users"], color="grey", linestyle="--", label="knee")
     handles = left.get_legend_handles_labels()
     more = right.get_legend_handles_labels()
-    left.legend(handles[0] + more[0], handles[1] + more[1], loc="upper left")
+    # Below the axes, where it hides no point or line.
+    left.legend(
+        handles[0] + more[0],
+        handles[1] + more[1],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.12),
+        ncol=3,
+        frameon=False,
+    )
     left.set_title(
         f"{args.scenario}: {args.workers} gevent workers, steps of "
         f"{args.step_users} users x {args.step_seconds:g} s"

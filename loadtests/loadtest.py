@@ -124,9 +124,9 @@ def shown(path: Path) -> str:
     )
 
 
-def summary_line(name: str, run: LocustRun) -> str:
-    """One line per run: figures of the aggregate, verdict, where the report is."""
-    total = run.stats.get("Aggregated")
+def summary_line(name: str, spec: dict, run: LocustRun) -> str:
+    """One line per run: the main endpoint's figures, verdict, where the report is."""
+    total = run.stats.get(guards.main_endpoint(spec))
     figures = (
         f"{total['rps']:7.1f} req/s  p50 {total['p50_ms'] or 0:4.0f} ms  "
         f"p95 {total['p95_ms'] or 0:4.0f} ms  failures {total['fail_ratio']:.2%}"
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 args=args,
             )
             runs[name] = run
-            print(summary_line(name, run), flush=True)
+            print(summary_line(name, spec, run), flush=True)
     checks = [
         guards.Check(**check)
         for run in runs.values()

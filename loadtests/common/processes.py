@@ -47,11 +47,13 @@ def database_url() -> str:
     return embedded_pg.ensure_running()
 
 
-def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+def wait_for_http(
+    url: str, process: subprocess.Popen | None = None, timeout: float = 30.0
+) -> None:
     """Poll ``url`` until it answers 200; fail early if ``process`` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             raise RuntimeError(
                 f"exited with {process.returncode} before {url} answered"
             )
