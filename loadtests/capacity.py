@@ -71,6 +71,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def scenario_file(spec: dict) -> str:
+    """The scenario's own locustfile (the first), without same-run baselines."""
+    return spec["locustfile"].split(",")[0]
+
+
 def measured_steps(result: dict) -> list[dict]:
     """The steps that have figures, as flat dicts (users, rps, p50_ms, ...)."""
     return [
@@ -233,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"capacity: {args.scenario} against {host}, {args.workers} workers")
         run = run_locust(
             processes,
-            [spec["locustfile"], "step_shape.py"],
+            [scenario_file(spec), "step_shape.py"],
             host=host,
             users=args.step_users,
             seconds=args.step_count * args.step_seconds + 5,
@@ -286,7 +291,7 @@ def confirm(
     """
     run = run_locust(
         processes,
-        [spec["locustfile"]],
+        [scenario_file(spec)],
         host=host,
         users=knee["users"],
         seconds=args.confirm_seconds,

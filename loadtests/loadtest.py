@@ -106,7 +106,7 @@ def run_scenario(
         options += ["--arrival-rate", str(spec["arrival_rate"])]
     return run_locust(
         processes,
-        [spec["locustfile"]],
+        spec["locustfile"].split(","),
         host=host,
         users=int(spec.get("users", 20)),
         seconds=float(spec.get("seconds", 10)),

@@ -22,7 +22,7 @@ abort_after_s = 1.0
 abort_min_requests = 5
 
 [scenarios.W1]
-locustfile = "fanout_http.py"
+locustfile = "fanout_http.py,upstream_baseline.py"
 users = 4
 seconds = {seconds}
 
