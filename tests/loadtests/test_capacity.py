@@ -30,10 +30,11 @@ def test_report_files_and_recommendation(tmp_path):
     steps = synthetic_steps()
     fit = usl.fit([s["users"] for s in steps], [s["rps"] for s in steps])
     knee = usl.knee(steps, args.slo_p95_ms, args.slo_fail_ratio)
+    per_host = capacity.planned_rps(knee, fit)
     plan = usl.plan(
-        target_rps=2000, per_host_rps=knee["rps"], workers_per_host=2, cores_per_host=2
+        target_rps=2000, per_host_rps=per_host, workers_per_host=2, cores_per_host=2
     )
-    sentence = capacity.recommendation(plan, knee, args)
+    sentence = capacity.recommendation(plan, knee, fit, args)
     capacity.write_csv(tmp_path / "c.csv", steps, fit)
     capacity.plot(tmp_path / "c.png", steps, fit, knee, args)
     text = capacity.markdown(steps, fit, knee, sentence, args)
@@ -46,3 +47,14 @@ def test_report_files_and_recommendation(tmp_path):
     assert sentence.startswith("To serve 2,000 req/s of W1 at p95 < 200 ms you need")
     assert f"{plan.workers} gevent workers" in sentence
     assert "σ = 0.0200" in text
+
+
+def test_plan_takes_the_lower_of_step_and_fit():
+    """A lucky step above the fitted curve does not inflate the per-host figure."""
+    fit = usl.Fit(20.0, 0.02, 0.0005)
+    expected = float(fit(40))
+    lucky = {"users": 40, "rps": expected * 1.2}
+    unlucky = {"users": 40, "rps": expected * 0.9}
+    assert capacity.planned_rps(lucky, fit) == expected
+    assert capacity.planned_rps(unlucky, fit) == unlucky["rps"]
+    assert capacity.planned_rps(lucky, None) == lucky["rps"]
