@@ -174,7 +174,7 @@ def evaluate(
         checks.append(
             Check(
                 scenario,
-                AGGREGATED,
+                endpoint,
                 "achieved / target rate",
                 ratio,
                 minimum,

@@ -104,6 +104,14 @@ def test_open_model_needs_97_percent_of_target():
     assert not guards.evaluate("S", spec, {"Aggregated": stats(requests=960)})[0].ok
 
 
+def test_open_model_rate_is_measured_on_the_main_endpoint():
+    """The rate is the first guarded endpoint's: baseline requests do not count."""
+    spec = {"arrival_rate": 100, "endpoints": {"/x": {"max_fail_ratio": 0.01}}}
+    figures = {"/x": stats(requests=900), "Aggregated": stats(requests=1000)}
+    check = guards.evaluate("S", spec, figures)[-1]
+    assert (check.endpoint, check.ok) == ("/x", False)
+
+
 def test_hopeless_only_far_beyond_the_limit():
     """Early abort takes failed guards past factor x limit (max) or limit / factor."""
     checks = guards.evaluate("S", SPEC, {"/x": stats(p50=170, p95=200, requests=200)})
