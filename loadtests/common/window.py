@@ -31,33 +31,6 @@ class Snapshot:
     users: int
     entries: dict[str, Counts]
 
-    def to_json(self) -> dict:
-        """A JSON-able form (histogram keys become strings)."""
-        return {
-            "t": self.t,
-            "users": self.users,
-            "entries": {
-                name: [
-                    c.requests,
-                    c.failures,
-                    {str(k): v for k, v in c.histogram.items()},
-                ]
-                for name, c in self.entries.items()
-            },
-        }
-
-    @classmethod
-    def from_json(cls, data: dict) -> "Snapshot":
-        """Inverse of ``to_json``."""
-        return cls(
-            t=data["t"],
-            users=data["users"],
-            entries={
-                name: Counts(req, fail, {int(k): v for k, v in hist.items()})
-                for name, (req, fail, hist) in data["entries"].items()
-            },
-        )
-
 
 @dataclass
 class EndpointStats:
