@@ -39,7 +39,12 @@ import numpy as np  # noqa: E402
 
 from loadtests import guards, usl  # noqa: E402
 from loadtests.common.locust_run import run_locust  # noqa: E402
-from loadtests.common.processes import BASE_DIR, Processes, database_url  # noqa: E402
+from loadtests.common.processes import (
+    BASE_DIR,
+    Processes,
+    database_url,
+    env_item,
+)  # noqa: E402
 from loadtests.common.window import AGGREGATED  # noqa: E402
 
 COLUMNS = ["users", "rps", "p50_ms", "p95_ms", "p99_ms", "fail_ratio", "usl_rps"]
@@ -65,7 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--processes", type=int, default=0, help="Locust --processes")
     parser.add_argument(
-        "--env", action="append", default=[], metavar="KEY=VALUE", help="server env"
+        "--env",
+        type=env_item,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="server env",
     )
     parser.add_argument("--reports", type=Path, default=BASE_DIR / "reports")
     return parser.parse_args(argv)
@@ -229,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = config["scenarios"][args.scenario]
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = args.reports / f"{stamp}-capacity-{args.scenario}"
-    env = dict(item.split("=", 1) for item in args.env)
+    env = dict(args.env)
     shape = [
         "--step-users",
         str(args.step_users),

@@ -13,7 +13,8 @@ Exit status: 0 all guards passed, 3 (``guards.GUARD_FAILED``) a guard failed
 or a run was aborted as hopeless, 1 a run did not complete.
 
 Usage: ``python -m loadtests.loadtest [--scenarios W1,W2] [--seconds 10]
-[--users 20] [--guards FILE] [--arrival-rate R] [--processes N | --workers N]
+[--users 20] [--guards FILE] [--arrival-rate R] [--workers 2]
+[--processes N | --locust-workers N]
 [--env KEY=VALUE ...]``
 """
 
@@ -24,7 +25,12 @@ from pathlib import Path
 
 from loadtests import guards
 from loadtests.common.locust_run import LocustRun, run_locust
-from loadtests.common.processes import BASE_DIR, Processes, database_url
+from loadtests.common.processes import (
+    BASE_DIR,
+    Processes,
+    database_url,
+    env_item,
+)
 from loadtests.common.window import stats_from_json
 
 REPORTS = BASE_DIR / "reports"
@@ -56,6 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--env",
+        type=env_item,
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -151,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = guards.load(args.guards)
     specs = scenario_specs(config, args)
-    env = dict(item.split("=", 1) for item in args.env)
+    env = dict(args.env)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     runs: dict[str, LocustRun] = {}
     with Processes(log_dir=args.reports / f"{stamp}-servers") as processes:

@@ -5,6 +5,7 @@ gunicorn with the project's ``gunicorn.conf.py``, Locust) is stopped when the
 block ends, newest first, by the process handle it was started with.
 """
 
+import argparse
 import os
 import re
 import signal
@@ -28,6 +29,14 @@ SERVER_MODES: dict[str, dict] = {
         "env": {"GEVENT_PATCH": "0", "DB_POOL_SIZE": "0", "DB_CONN_MAX_AGE": "60"},
     },
 }
+
+
+def env_item(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` from the command line (an argparse ``type``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
 
 
 def free_port() -> int:
