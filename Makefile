@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 
 .PHONY: install run test lint format lock db-start db-stop db-status clean bench-db bench-fanout \
-	bench-aggregate
+	bench-aggregate loadtest capacity
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + ")")'
@@ -24,6 +24,18 @@ run: install
 ## Run the test suite (what CI runs).
 test: install
 	$(PY) -m pytest
+
+## Short Locust runs of every scenario against fresh servers, then the guards of
+## loadtests/guards.toml; non-zero exit when one fails (under 2 minutes).
+## LOADTEST_ARGS passes options, e.g. LOADTEST_ARGS="--env HTTP_POOL_MAXSIZE=1".
+loadtest: install
+	$(PY) -m loadtests.loadtest $(LOADTEST_ARGS)
+
+## Step-load run, USL fit, knee and a workers/hosts recommendation with a
+## confirming run; report under reports/ (about 3 minutes). CAPACITY_ARGS passes
+## options, e.g. CAPACITY_ARGS="--scenario W2 --target-rps 5000".
+capacity: install
+	$(PY) -m loadtests.capacity $(CAPACITY_ARGS)
 
 ## W2 on gevent + pool vs a gthread baseline, 3 rounds (about 8 minutes).
 bench-db: install

@@ -1,17 +1,17 @@
 """Fixtures shared by the whole test suite."""
 
 import os
-import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 import requests
+
+from loadtests.common.processes import Processes, free_port, wait_for_http
+from loadtests.common.processes import stop as stop_process
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -32,43 +32,6 @@ def django_db_modify_db_settings() -> Iterator[None]:
         embedded_pg.stop(Path(data_dir))
 
 
-def free_port() -> int:
-    """Return a loopback TCP port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_http(
-    url: str, timeout: float = 30.0, process: subprocess.Popen | None = None
-) -> None:
-    """Poll ``url`` until it answers 200, or fail with the process's exit status."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(
-                f"server exited with {process.returncode} before answering {url}"
-            )
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    """Terminate ``process`` and wait for it; kill it if it lingers."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
 @pytest.fixture(scope="session")
 def test_database_url(django_db_setup, django_db_blocker) -> str:
     """``DATABASE_URL`` of the test database, for servers started as subprocesses."""
@@ -86,19 +49,8 @@ def test_database_url(django_db_setup, django_db_blocker) -> str:
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[str]:
     """Base URL of a real stub upstream (``loadtests.upstream``) on loopback."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.upstream", "--port", "0"],
-        cwd=BASE_DIR,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = process.stdout.readline()
-    match = re.search(r"http://[\d.]+:\d+", line)
-    if not match:
-        stop_process(process)
-        raise RuntimeError(f"stub upstream did not start: {line!r}")
-    yield match.group(0)
-    stop_process(process)
+    with Processes() as processes:
+        yield processes.start_upstream()
 
 
 class Server:

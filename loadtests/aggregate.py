@@ -9,19 +9,16 @@ row, "slowest source", so one run gives both distributions.
 import os
 import random
 
-from locust import FastHttpUser, constant, task
+from loadtests.common.plugin import ScenarioUser
 
 TOKEN = os.environ.get("AGG_BENCH_TOKEN", "bench-token")
 MS = int(os.environ.get("AGG_BENCH_MS", "50"))
 
 
-class AggregateUser(FastHttpUser):
-    """Calls the bench aggregation back to back (closed model, no think time)."""
+class AggregateUser(ScenarioUser):
+    """The bench aggregation; every source must be ok."""
 
-    wait_time = constant(0)
-
-    @task
-    def aggregate(self) -> None:
+    def request(self) -> None:
         """Six sources of MS ms, with a fresh id so nothing is shared or cached."""
         with self.client.get(
             f"/api/aggregate/bench/?id={random.randrange(10**9)}&ms={MS}",

@@ -16,65 +16,49 @@ Usage: ``python -m loadtests.bench_aggregate [--rounds 3] [--seconds 20]
 
 import argparse
 import csv
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from loadtests.bench_db import BASE_DIR, database_url, free_port, locust_command, stop
-from loadtests.bench_fanout import stub_upstream, wait_until_up
+from loadtests.common.locust_run import read_stats_csv, run_locust
+from loadtests.common.processes import BASE_DIR, Processes, database_url
 
 FLOOR_MS = 50
 TOKEN = "bench-token-0123456789"
 
 
-def start_server(db_url: str, stub_url: str) -> tuple[subprocess.Popen, str]:
-    """Start gunicorn (2 gevent workers) on the bench registry: (process, URL)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "ENVIRONMENT": "development",
-        "DEBUG": "false",
-        "DATABASE_URL": db_url,
-        "BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "2",
-        "GUNICORN_ACCESS_LOG": "",
-        "DB_POOL_SIZE": "32",
-        "AGGREGATIONS_FILE": str(BASE_DIR / "loadtests" / "aggregations_bench.toml"),
-        "AGGREGATION_API_TOKENS": TOKEN,
-        "BENCH_UPSTREAM_URL": stub_url,
-    }
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def start_server(processes: Processes, db_url: str, stub_url: str) -> str:
+    """Start gunicorn (2 gevent workers) on the bench registry; return its URL."""
+    return processes.start_gunicorn(
+        database_url=db_url,
+        env={
+            "DB_POOL_SIZE": "32",
+            "AGGREGATIONS_FILE": str(
+                BASE_DIR / "loadtests" / "aggregations_bench.toml"
+            ),
+            "AGGREGATION_API_TOKENS": TOKEN,
+            "BENCH_UPSTREAM_URL": stub_url,
+        },
     )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_up(f"{url}/healthz", process, "gunicorn")
-    return process, url
 
 
-def run_locust(base: str, users: int, seconds: int, workdir: Path) -> dict[str, float]:
+def measure(
+    processes: Processes, base: str, users: int, seconds: int, report_dir: Path
+) -> dict:
     """One headless run; req/s, p50, p99, failures, and the slowest source's p50."""
-    prefix = workdir / f"u{users}"
-    subprocess.run(
-        [*locust_command("aggregate.py", base, users, seconds), "--csv", str(prefix)],
-        cwd=BASE_DIR,
-        env={**os.environ, "AGG_BENCH_TOKEN": TOKEN},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=seconds + 120,
-        check=False,
+    run = run_locust(
+        processes,
+        ["aggregate.py"],
+        host=base,
+        users=users,
+        seconds=seconds,
+        report_dir=report_dir,
+        env={"AGG_BENCH_TOKEN": TOKEN},
     )
-    with open(f"{prefix}_stats.csv") as stats:
-        rows = {row["Name"]: row for row in csv.DictReader(stats)}
+    rows = read_stats_csv(run.report_dir)
     request, slowest = rows["/api/aggregate/bench/"], rows["slowest source"]
-    with open(f"{prefix}_failures.csv") as failures:
+    with open(run.report_dir / "locust_failures.csv") as failures:
         kinds = {
             row["Error"].removeprefix("CatchResponseError(").strip("')"): int(
                 row["Occurrences"]
@@ -101,23 +85,23 @@ def main(argv: list[str] | None = None) -> int:
     users = [int(u) for u in args.users.split(",")]
     db_url = database_url()
     results: dict[int, list[dict]] = {count: [] for count in users}
-    with stub_upstream() as stub_url, tempfile.TemporaryDirectory() as tmp:
+    with Processes() as processes, tempfile.TemporaryDirectory() as tmp:
+        stub_url = processes.start_upstream()
         for round_number in range(1, args.rounds + 1):
-            server, base = start_server(db_url, stub_url)
-            try:
-                for count in users:
-                    result = run_locust(base, count, args.seconds, Path(tmp))
-                    results[count].append(result)
-                    print(
-                        f"round {round_number} {count:4} users: "
-                        f"{result['rps']:7.1f} req/s  p50 {result['p50']:5.0f} ms  "
-                        f"p99 {result['p99']:6.0f} ms  "
-                        f"failures {result['failures']} {result['kinds'] or ''}  "
-                        f"slowest source p50 {result['source_p50']:5.0f} ms",
-                        flush=True,
-                    )
-            finally:
-                stop(server)
+            base = start_server(processes, db_url, stub_url)
+            for count in users:
+                report_dir = Path(tmp) / f"r{round_number}-u{count}"
+                result = measure(processes, base, count, args.seconds, report_dir)
+                results[count].append(result)
+                print(
+                    f"round {round_number} {count:4} users: "
+                    f"{result['rps']:7.1f} req/s  p50 {result['p50']:5.0f} ms  "
+                    f"p99 {result['p99']:6.0f} ms  "
+                    f"failures {result['failures']} {result['kinds'] or ''}  "
+                    f"slowest source p50 {result['source_p50']:5.0f} ms",
+                    flush=True,
+                )
+            processes.stop(processes.servers.pop(base))
     print(
         f"\n/api/aggregate/bench/ (5 HTTP + 1 SQL, {FLOOR_MS} ms each), 2 workers, "
         f"medians of {args.rounds} rounds"

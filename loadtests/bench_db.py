@@ -13,12 +13,7 @@ Usage: ``python -m loadtests.bench_db [--rounds 3] [--seconds 20] [--users 10,10
 """
 
 import argparse
-import csv
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,88 +21,19 @@ import time
 from pathlib import Path
 
 import psycopg2
-import requests
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+from loadtests.common.locust_run import read_stats_csv, run_locust
+from loadtests.common.processes import Processes, database_url
+
 APPLICATION_NAME = "bench-db"
 
+# Server environment per mode (on top of processes.SERVER_MODES). The same
+# database budget for both: 32 connections per worker (the pool's default of 20
+# would cap gevent at 2 x 20 / 50 ms = 800 req/s by Little's law).
 MODES = {
-    # The same database budget for both: 32 connections per worker (the pool's
-    # default of 20 would cap gevent at 2 x 20 / 50 ms = 800 req/s by Little's law).
-    "gevent": {"args": [], "env": {"DB_POOL_SIZE": "32"}},
-    "gthread": {
-        "args": ["--worker-class", "gthread", "--threads", "32"],
-        "env": {"GEVENT_PATCH": "0", "DB_POOL_SIZE": "0", "DB_CONN_MAX_AGE": "60"},
-    },
+    "gevent": {"DB_POOL_SIZE": "32"},
+    "gthread": {},
 }
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def database_url() -> str:
-    """DATABASE_URL, or the (started) embedded development cluster."""
-    url = os.environ.get("DATABASE_URL", "")
-    if url:
-        return url
-    from project import embedded_pg
-
-    return embedded_pg.ensure_running()
-
-
-def start_server(mode: str, url: str) -> tuple[subprocess.Popen, str]:
-    """Start gunicorn in ``mode`` and wait for /healthz; return (process, base URL)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "ENVIRONMENT": "development",
-        "DEBUG": "false",
-        "DATABASE_URL": url,
-        "BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "2",
-        "GUNICORN_ACCESS_LOG": "",
-        "DB_APPLICATION_NAME": APPLICATION_NAME,
-        **MODES[mode]["env"],
-    }
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "gunicorn.conf.py",
-            *MODES[mode]["args"],
-        ],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(base + "/healthz", timeout=1).status_code == 200:
-                return process, base
-        except requests.RequestException:
-            time.sleep(0.2)
-    process.terminate()
-    raise RuntimeError(f"{mode} server did not start")
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop a process we started and wait for it."""
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 class PeakBackends(threading.Thread):
@@ -134,54 +60,23 @@ class PeakBackends(threading.Thread):
         conn.close()
 
 
-def locust_command(locustfile: str, base: str, users: int, seconds: int) -> list[str]:
-    """Headless Locust on ``loadtests/<locustfile>``, all users at once."""
-    return [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(BASE_DIR / "loadtests" / locustfile),
-        "--headless",
-        "-u",
-        str(users),
-        "-r",
-        str(users),
-        "-t",
-        f"{seconds}s",
-        "-H",
-        base,
-        "--only-summary",
-        "--stop-timeout",
-        "5",
-    ]
-
-
-def run_locust(
-    locustfile: str,
-    base: str,
-    users: int,
-    seconds: int,
-    prefix: Path,
-    env: dict[str, str] | None = None,
+def measure(
+    processes: Processes, base: str, users: int, seconds: int, workdir: Path
 ) -> dict[str, float]:
-    """One headless run, CSV under ``prefix``; returns req/s, p50, p99 and counts."""
-    subprocess.run(
-        [*locust_command(locustfile, base, users, seconds), "--csv", str(prefix)],
-        cwd=BASE_DIR,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=seconds + 120,
-        check=False,
+    """One headless Locust run; returns req/s, p50, p99 and failures (whole run)."""
+    run = run_locust(
+        processes,
+        ["slow_sql.py"],
+        host=base,
+        users=users,
+        seconds=seconds,
+        report_dir=workdir / f"u{users}",
     )
-    with open(f"{prefix}_stats.csv") as stats:
-        row = next(r for r in csv.DictReader(stats) if r["Name"] == "Aggregated")
+    row = read_stats_csv(run.report_dir)["Aggregated"]
     return {
         "rps": float(row["Requests/s"]),
         "p50": float(row["50%"]),
         "p99": float(row["99%"]),
-        "requests": int(row["Request Count"]),
         "failures": int(row["Failure Count"]),
     }
 
@@ -198,18 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for round_number in range(1, args.rounds + 1):
-            for mode in MODES:
-                process, base = start_server(mode, url)
-                try:
+            for mode, env in MODES.items():
+                with Processes() as processes:
+                    base = processes.start_gunicorn(
+                        database_url=url,
+                        mode=mode,
+                        env={**env, "DB_APPLICATION_NAME": APPLICATION_NAME},
+                    )
                     for count in users:
                         sampler = PeakBackends(url)
                         sampler.start()
-                        result = run_locust(
-                            "slow_sql.py",
-                            base,
-                            count,
-                            args.seconds,
-                            Path(tmp) / f"u{count}",
+                        result = measure(
+                            processes, base, count, args.seconds, Path(tmp) / mode
                         )
                         sampler.running = False
                         sampler.join()
@@ -223,8 +118,6 @@ def main(argv: list[str] | None = None) -> int:
                             f"peak backends {sampler.peak}",
                             flush=True,
                         )
-                finally:
-                    stop(process)
     print(f"\nW2 /demo/slow-sql/?ms=50, 2 workers, medians of {args.rounds} rounds")
     print(
         "| users | mode | req/s | p50 ms | p99 ms | failures | peak backends | ratio |"

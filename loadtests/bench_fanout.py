@@ -22,12 +22,10 @@ Usage: ``python -m loadtests.bench_fanout [--rounds 3] [--seconds 20]
 
 import argparse
 import csv
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -35,74 +33,12 @@ from pathlib import Path
 import psutil
 import requests
 
-from loadtests.bench_db import BASE_DIR, database_url, free_port, run_locust, stop
+from loadtests.common.locust_run import read_stats_csv, run_locust
+from loadtests.common.processes import BASE_DIR, Processes, database_url
 
 LEGS = 10
 LEG_MS = 50
 WORKERS = 2
-
-
-def wait_until_up(url: str, process: subprocess.Popen, what: str) -> None:
-    """Poll ``url`` until it answers 200; fail if ``process`` exits or 30 s pass."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {process.returncode}")
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            time.sleep(0.2)
-    stop(process)
-    raise RuntimeError(f"{what} did not answer {url} within 30 s")
-
-
-@contextmanager
-def stub_upstream() -> Iterator[str]:
-    """Run the stub upstream on a free loopback port; yield its base URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.upstream", "--port", str(port)],
-        cwd=BASE_DIR,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(url + "/stats", process, "stub upstream")
-        yield url
-    finally:
-        stop(process)
-
-
-@contextmanager
-def gunicorn(tree: Path, upstream: str, db_url: str) -> Iterator[tuple[int, str]]:
-    """Run ``tree``'s gunicorn with 2 gevent workers; yield (master pid, base URL)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "ENVIRONMENT": "development",
-        "DEBUG": "false",
-        "DATABASE_URL": db_url,
-        "DEMO_UPSTREAM_URL": upstream,
-        "BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": str(WORKERS),
-        "GUNICORN_ACCESS_LOG": "",
-    }
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-        cwd=tree,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(base + "/healthz", process, f"gunicorn in {tree}")
-        yield process.pid, base
-    finally:
-        stop(process)
 
 
 @contextmanager
@@ -131,37 +67,46 @@ def workers_cpu_seconds(master_pid: int) -> float:
     return total
 
 
-def run_w1(base: str, users: int, seconds: int, prefix: Path) -> dict:
-    """One headless W1 run: Locust's figures plus its most frequent failure."""
-    result: dict = run_locust(
-        "fanout_http.py",
-        base,
-        users,
-        seconds,
-        prefix,
-        env={"W1_LEGS": str(LEGS), "W1_MS": str(LEG_MS)},
-    )
-    with open(f"{prefix}_failures.csv") as failures:
-        errors = sorted(csv.DictReader(failures), key=lambda r: -int(r["Occurrences"]))
-    result["top_error"] = (
-        f"{errors[0]['Occurrences']}x {errors[0]['Error']}" if errors else ""
-    )
-    return result
-
-
 def measure(
-    master_pid: int, base: str, upstream: str, users: int, seconds: int, prefix: Path
-) -> dict[str, float]:
-    """Run W1 once and add worker CPU per request and upstream connection counts."""
+    processes: Processes,
+    base: str,
+    upstream: str,
+    users: int,
+    seconds: int,
+    report_dir: Path,
+) -> dict:
+    """Run W1 once: Locust's figures, its most frequent failure, worker CPU per
+    request and the upstream connections the workers opened."""
+    master_pid = processes.servers[base].pid
     requests.post(f"{upstream}/stats/reset", timeout=5)
     cpu_before = workers_cpu_seconds(master_pid)
-    result = run_w1(base, users, seconds, prefix)
+    run = run_locust(
+        processes,
+        ["fanout_http.py"],
+        host=base,
+        users=users,
+        seconds=seconds,
+        report_dir=report_dir,
+        env={"W1_LEGS": str(LEGS), "W1_MS": str(LEG_MS)},
+    )
     cpu = workers_cpu_seconds(master_pid) - cpu_before
     connections = requests.get(f"{upstream}/stats", timeout=5).json()["connections"]
-    result["cpu_ms"] = 1000 * cpu / max(result["requests"], 1)
-    result["connections"] = connections
-    result["excess"] = max(0, connections - users * LEGS)
-    return result
+    row = read_stats_csv(run.report_dir)["Aggregated"]
+    with open(run.report_dir / "locust_failures.csv") as failures:
+        errors = sorted(csv.DictReader(failures), key=lambda r: -int(r["Occurrences"]))
+    requests_served = int(row["Request Count"])
+    return {
+        "top_error": f"{errors[0]['Occurrences']}x {errors[0]['Error']}"
+        if errors
+        else "",
+        "rps": float(row["Requests/s"]),
+        "p50": float(row["50%"]),
+        "p99": float(row["99%"]),
+        "failures": int(row["Failure Count"]),
+        "cpu_ms": 1000 * cpu / max(requests_served, 1),
+        "connections": connections,
+        "excess": max(0, connections - users * LEGS),
+    }
 
 
 def print_table(
@@ -225,28 +170,33 @@ def main(argv: list[str] | None = None) -> int:
         trees = {"this tree": BASE_DIR}
         for rev in args.baseline:
             trees[rev] = stack.enter_context(checkout(rev, workdir))
-        upstream = stack.enter_context(stub_upstream())
+        # Entered after the checkouts, so it stops the servers before they go.
+        processes = stack.enter_context(Processes())
+        upstream = processes.start_upstream()
         for round_number in range(1, args.rounds + 1):
-            for label, tree in trees.items():
-                with gunicorn(tree, upstream, db_url) as (pid, base):
-                    for count in users:
-                        prefix = workdir / f"r{round_number}-{len(results)}"
-                        result = measure(
-                            pid, base, upstream, count, args.seconds, prefix
-                        )
-                        results.setdefault((label, count), []).append(result)
-                        print(
-                            f"round {round_number} {label:>10} {count:4} users: "
-                            f"{result['rps']:6.1f} req/s  p50 {result['p50']:5.0f} ms"
-                            f"  p99 {result['p99']:6.0f} ms  "
-                            f"failures {result['failures']}  "
-                            f"CPU {result['cpu_ms']:.2f} ms/req  "
-                            f"conns {result['connections']} "
-                            f"(excess {result['excess']})",
-                            flush=True,
-                        )
-                        if result["top_error"]:
-                            print(f"  most frequent failure: {result['top_error']}")
+            for index, (label, tree) in enumerate(trees.items()):
+                base = processes.start_gunicorn(
+                    database_url=db_url, env={"DEMO_UPSTREAM_URL": upstream}, tree=tree
+                )
+                for count in users:
+                    report_dir = workdir / f"r{round_number}-t{index}-u{count}"
+                    result = measure(
+                        processes, base, upstream, count, args.seconds, report_dir
+                    )
+                    results.setdefault((label, count), []).append(result)
+                    print(
+                        f"round {round_number} {label:>10} {count:4} users: "
+                        f"{result['rps']:6.1f} req/s  p50 {result['p50']:5.0f} ms"
+                        f"  p99 {result['p99']:6.0f} ms  "
+                        f"failures {result['failures']}  "
+                        f"CPU {result['cpu_ms']:.2f} ms/req  "
+                        f"conns {result['connections']} "
+                        f"(excess {result['excess']})",
+                        flush=True,
+                    )
+                    if result["top_error"]:
+                        print(f"  most frequent failure: {result['top_error']}")
+                processes.stop(processes.servers.pop(base))
     print_table(results, list(trees), users)
     return 0
 

@@ -2,33 +2,27 @@
 
 The server's ``DEMO_UPSTREAM_URL`` must point at the stub upstream
 (``python -m loadtests.upstream``); ``W1_LEGS`` and ``W1_MS`` change the shape.
+``make loadtest`` runs it with ``upstream_baseline.py``, which times the stub
+directly in the same run, for the ratio guard.
 """
 
 import os
 
-from locust import FastHttpUser, constant, task
+from loadtests.common.checks import check_fan_out
+from loadtests.common.plugin import ScenarioUser
 
 LEGS = int(os.environ.get("W1_LEGS", "10"))
 MS = int(os.environ.get("W1_MS", "50"))
 
 
-class FanOutHttpUser(FastHttpUser):
-    """Calls the fan-out probe back to back (closed model, no think time)."""
+class FanOutHttpUser(ScenarioUser):
+    """Fan-out to the stub; every leg must be ok."""
 
-    wait_time = constant(0)
-
-    @task
-    def fan_out(self) -> None:
-        """LEGS upstream calls of MS milliseconds; every leg must be ok."""
+    def request(self) -> None:
+        """LEGS upstream calls of MS milliseconds."""
         with self.client.get(
             f"/demo/fan-out/?http={LEGS}&ms={MS}",
             name="/demo/fan-out/ W1",
             catch_response=True,
         ) as response:
-            if response.status_code != 200:
-                response.failure(f"status {response.status_code}")
-                return
-            body = response.json()
-            if body.get("ok") != LEGS:
-                failed = [leg for leg in body.get("legs", []) if leg["status"] != "ok"]
-                response.failure(f"{len(failed)} legs failed: {failed[:1]!r}")
+            check_fan_out(response, LEGS)

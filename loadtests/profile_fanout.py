@@ -17,7 +17,6 @@ Usage: ``python -m loadtests.profile_fanout [--users 100] [--seconds 20]
 
 import argparse
 import collections
-import os
 import shutil
 import subprocess
 import sys
@@ -26,8 +25,9 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from loadtests.bench_db import BASE_DIR, database_url, locust_command, stop
-from loadtests.bench_fanout import LEG_MS, LEGS, checkout, gunicorn, stub_upstream
+from loadtests.bench_fanout import checkout
+from loadtests.common.locust_run import locust_args
+from loadtests.common.processes import BASE_DIR, Processes, database_url
 
 # Inclusive categories: a sample counts when any of its frames comes from a
 # file whose path (as py-spy prints it, relative to sys.path) starts with one
@@ -126,25 +126,30 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         tree = stack.enter_context(checkout(args.rev, workdir)) if args.rev else None
-        upstream = stack.enter_context(stub_upstream())
-        pid, base = stack.enter_context(
-            gunicorn(tree or BASE_DIR, upstream, database_url())
+        processes = stack.enter_context(Processes())
+        upstream = processes.start_upstream()
+        base = processes.start_gunicorn(
+            database_url=database_url(),
+            env={"DEMO_UPSTREAM_URL": upstream},
+            tree=tree or BASE_DIR,
         )
         # Runs past the sampling window, so every sample is under full load.
-        locust = subprocess.Popen(
-            locust_command("fanout_http.py", base, args.users, args.seconds + 10),
-            cwd=BASE_DIR,
-            env={**os.environ, "W1_LEGS": str(LEGS), "W1_MS": str(LEG_MS)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        (workdir / "locust").mkdir()
+        locust = processes.popen(
+            locust_args(
+                ["fanout_http.py"],
+                host=base,
+                users=args.users,
+                seconds=args.seconds + 10,
+                report_dir=workdir / "locust",
+            ),
+            "locust",
         )
-        try:
-            # Skip the ramp: users start at once, connections open in the first seconds.
-            time.sleep(5)
-            raw = workdir / "stacks.txt"
-            record(pid, args.seconds, raw)
-        finally:
-            stop(locust)
+        # Skip the ramp: users start at once, connections open in the first seconds.
+        time.sleep(5)
+        raw = workdir / "stacks.txt"
+        record(processes.servers[base].pid, args.seconds, raw)
+        processes.stop(locust)
         if args.keep:
             shutil.copyfile(raw, args.keep)
         total, inclusive, leaf = summarise(raw)

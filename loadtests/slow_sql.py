@@ -2,19 +2,16 @@
 
 import os
 
-from locust import FastHttpUser, constant, task
+from loadtests.common.plugin import ScenarioUser
 
 MS = int(os.environ.get("W2_MS", "50"))
 
 
-class SlowSqlUser(FastHttpUser):
-    """Calls the slow-SQL probe back to back (closed model, no think time)."""
+class SlowSqlUser(ScenarioUser):
+    """The slow-SQL probe; the body must carry the square."""
 
-    wait_time = constant(0)
-
-    @task
-    def slow_sql(self) -> None:
-        """One query of MS milliseconds; the body must carry the square."""
+    def request(self) -> None:
+        """One query of MS milliseconds."""
         with self.client.get(
             f"/demo/slow-sql/?x=7&ms={MS}", name="/demo/slow-sql/", catch_response=True
         ) as response:

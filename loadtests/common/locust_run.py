@@ -1,0 +1,165 @@
+"""Run Locust headless as its own process and read what it wrote.
+
+Every run writes into its report directory: Locust's CSV (``locust_stats.csv``,
+``locust_failures.csv``, ...), its HTML report (``report.html``), its log
+(``locust.log``) and the plugin's steady-state results (``steady.json``).
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loadtests.common.processes import BASE_DIR, Processes, free_port
+
+LOADTESTS = BASE_DIR / "loadtests"
+LOCUST_CONF = LOADTESTS / "locust.conf"
+
+
+@dataclass
+class LocustRun:
+    """A finished run: Locust's exit code, where its files are, the plugin's results."""
+
+    returncode: int
+    report_dir: Path
+    result: dict = field(default_factory=dict)
+
+    @property
+    def stats(self) -> dict[str, dict]:
+        """Steady-state stats per endpoint (``Aggregated`` included)."""
+        return self.result.get("stats", {})
+
+
+def locust_args(
+    locustfiles: list[str],
+    *,
+    host: str,
+    users: int,
+    seconds: float,
+    report_dir: Path,
+    options: list[str] | None = None,
+) -> list[str]:
+    """The command line of a headless run (without --master/--worker/--processes)."""
+    files = ",".join(str(LOADTESTS / name) for name in locustfiles)
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "--config",
+        str(LOCUST_CONF),
+        "-f",
+        files,
+        "-H",
+        host,
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{seconds:g}s",
+        "--csv",
+        str(report_dir / "locust"),
+        "--html",
+        str(report_dir / "report.html"),
+        "--steady-json",
+        str(report_dir / "steady.json"),
+        *(options or []),
+    ]
+
+
+def run_locust(
+    processes: Processes,
+    locustfiles: list[str],
+    *,
+    host: str,
+    users: int,
+    seconds: float,
+    report_dir: Path,
+    options: list[str] | None = None,
+    local_processes: int = 0,
+    workers: int = 0,
+    echo: bool = False,
+    env: dict[str, str] | None = None,
+) -> LocustRun:
+    """One headless run; ``local_processes`` (``--processes N``) or ``workers``.
+
+    ``workers`` > 0 starts a master and that many ``--worker`` processes on
+    loopback, as on several machines. ``echo`` passes Locust's stdout (the
+    plugin's progress lines and tables) to ours; its log goes to ``locust.log``.
+    ``env`` adds to Locust's environment (settings a locustfile reads).
+    """
+    report_dir.mkdir(parents=True, exist_ok=True)
+    args = locust_args(
+        locustfiles,
+        host=host,
+        users=users,
+        seconds=seconds,
+        report_dir=report_dir,
+        options=options,
+    )
+    if local_processes:
+        args += ["--processes", str(local_processes)]
+    port = free_port() if workers else 0
+    if workers:
+        args += [
+            "--master",
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            str(port),
+            "--expect-workers",
+            str(workers),
+            "--expect-workers-max-wait",
+            "30",
+        ]
+    log = (report_dir / "locust.log").open("a")
+    environment = {**os.environ, **(env or {})}
+    started: list[subprocess.Popen] = []
+    try:
+        started.append(
+            processes.popen(
+                args,
+                "locust",
+                stdout=None if echo else log,
+                stderr=log,
+                env=environment,
+            )
+        )
+        started += [
+            processes.popen(
+                [
+                    *args[:7],  # python -m locust --config C -f FILES
+                    "--worker",
+                    "--master-host",
+                    "127.0.0.1",
+                    "--master-port",
+                    str(port),
+                ],
+                f"worker-{number}",
+                stdout=log,
+                stderr=log,
+                env=environment,
+            )
+            for number in range(workers)
+        ]
+        try:
+            returncode = started[0].wait(timeout=seconds + 120)
+        except subprocess.TimeoutExpired:
+            returncode = -1
+    finally:
+        log.close()
+        # Workers leave when the master quits; stop what is left, and only ours.
+        for process in reversed(started):
+            processes.stop(process)
+    steady = report_dir / "steady.json"
+    result = json.loads(steady.read_text()) if steady.exists() else {}
+    return LocustRun(returncode, report_dir, result)
+
+
+def read_stats_csv(report_dir: Path) -> dict[str, dict[str, str]]:
+    """Locust's whole-run ``locust_stats.csv`` rows by name."""
+    with open(report_dir / "locust_stats.csv") as handle:
+        return {row["Name"]: row for row in csv.DictReader(handle)}

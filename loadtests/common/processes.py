@@ -1,0 +1,193 @@
+"""Start the processes a load run needs on loopback, and stop exactly those.
+
+``Processes`` is a context manager: everything started through it (stub upstream,
+gunicorn with the project's ``gunicorn.conf.py``, Locust) is stopped when the
+block ends, newest first, by the process handle it was started with.
+"""
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Self
+
+import requests
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+# Extra gunicorn arguments and environment per worker model. gthread is the
+# threaded baseline: Django's own backend, one connection per thread kept open.
+SERVER_MODES: dict[str, dict] = {
+    "gevent": {"args": [], "env": {}},
+    "gthread": {
+        "args": ["--worker-class", "gthread", "--threads", "32"],
+        "env": {"GEVENT_PATCH": "0", "DB_POOL_SIZE": "0", "DB_CONN_MAX_AGE": "60"},
+    },
+}
+
+
+def env_item(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` from the command line (an argparse ``type``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url() -> str:
+    """DATABASE_URL, or the (started) embedded development cluster."""
+    url = os.environ.get("DATABASE_URL", "")
+    if url:
+        return url
+    from project import embedded_pg
+
+    return embedded_pg.ensure_running()
+
+
+def wait_for_http(
+    url: str, process: subprocess.Popen | None = None, timeout: float = 30.0
+) -> None:
+    """Poll ``url`` until it answers 200; fail early if ``process`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                f"exited with {process.returncode} before {url} answered"
+            )
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def stop(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM a process we started and wait for it; SIGKILL it if it lingers."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Processes:
+    """The processes one command started; all stopped when the ``with`` block ends."""
+
+    def __init__(self, log_dir: Path | None = None) -> None:
+        self.log_dir = log_dir
+        self.started: list[subprocess.Popen] = []
+        # gunicorn masters by base URL, for callers that watch the workers.
+        self.servers: dict[str, subprocess.Popen] = {}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop_all()
+
+    def stop_all(self) -> None:
+        """Stop everything started here, newest first."""
+        while self.started:
+            stop(self.started.pop())
+
+    def popen(self, args: list[str], name: str, **kwargs) -> subprocess.Popen:
+        """Start ``args`` (cwd: the project unless given); output, unless redirected, to
+        ``<log_dir>/<name>.log`` (discarded without a log_dir)."""
+        log = None
+        if "stdout" not in kwargs and self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log = (self.log_dir / f"{name}.log").open("a")
+        kwargs.setdefault("stdout", log or subprocess.DEVNULL)
+        kwargs.setdefault("stderr", subprocess.STDOUT)
+        try:
+            process = subprocess.Popen(args, **{"cwd": BASE_DIR, **kwargs})
+        finally:
+            if log is not None:
+                log.close()
+        self.started.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen) -> None:
+        """Stop one process started here."""
+        stop(process)
+        self.started.remove(process)
+
+    def start_upstream(self) -> str:
+        """Start the stub upstream on a free port; return its base URL."""
+        process = self.popen(
+            [sys.executable, "-m", "loadtests.upstream", "--port", "0"],
+            "upstream",
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        line = process.stdout.readline()
+        process.stdout.close()
+        match = re.search(r"http://[\d.]+:\d+", line)
+        if not match:
+            raise RuntimeError(f"stub upstream did not start: {line!r}")
+        return match.group(0)
+
+    def start_gunicorn(
+        self,
+        *,
+        database_url: str,
+        mode: str = "gevent",
+        workers: int = 2,
+        env: dict[str, str] | None = None,
+        tree: Path = BASE_DIR,
+    ) -> str:
+        """Start gunicorn with gunicorn.conf.py in ``mode``; return its base URL.
+
+        ``env`` overrides the environment last, so a run can break or tune the
+        service on purpose (``HTTP_POOL_MAXSIZE=1``). ``tree`` serves another
+        checkout of the project (a before/after comparison).
+        """
+        port = free_port()
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("DJANGO_SETTINGS_MODULE", "ENVIRONMENT")
+        }
+        environment.update(
+            ENVIRONMENT="development",
+            DEBUG="false",
+            DATABASE_URL=database_url,
+            BIND=f"127.0.0.1:{port}",
+            WEB_CONCURRENCY=str(workers),
+            GUNICORN_ACCESS_LOG="",
+            **SERVER_MODES[mode]["env"],
+            **(env or {}),
+        )
+        process = self.popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "gunicorn.conf.py",
+                *SERVER_MODES[mode]["args"],
+            ],
+            f"gunicorn-{mode}",
+            env=environment,
+            cwd=tree,
+        )
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(base + "/healthz", process)
+        self.servers[base] = process
+        return base

@@ -1,0 +1,243 @@
+"""Guards: what a load run must achieve, declared in ``guards.toml``, and their check.
+
+Per scenario and endpoint: ``p50_ms``, ``p95_ms``, ``p99_ms`` (maxima),
+``max_fail_ratio`` and ``min_rps``; ratio guards against a baseline measured in
+the same run (``[[scenarios.X.ratios]]``: an endpoint's metric over another
+endpoint's) or in the same ``make loadtest`` (top-level ``[[ratios]]``: one
+scenario's metric over another's). An open-model run (``arrival_rate``) also
+fails when its main endpoint achieves less than ``min_arrival_ratio`` (97 %)
+of the target.
+
+Everything is evaluated on steady-state stats (``common.window``); this module
+is pure Python so it is unit-tested on synthetic stats.
+"""
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadtests.common.window import AGGREGATED, EndpointStats
+
+GUARDS_FILE = Path(__file__).resolve().parent / "guards.toml"
+
+# The exit code of a run (Locust's or a command's) whose guards failed: Locust
+# itself uses 1 for request errors and 2 for crashes.
+GUARD_FAILED = 3
+
+# Guard key -> (EndpointStats attribute, "max" or "min").
+LIMITS = {
+    "p50_ms": ("p50_ms", "max"),
+    "p95_ms": ("p95_ms", "max"),
+    "p99_ms": ("p99_ms", "max"),
+    "max_fail_ratio": ("fail_ratio", "max"),
+    "min_rps": ("rps", "min"),
+}
+METRICS = {"p50_ms", "p95_ms", "p99_ms", "fail_ratio", "rps"}
+DEFAULT_SETTINGS = {
+    "warmup_s": 3.0,
+    "abort_factor": 3.0,
+    "abort_after_s": 3.0,
+    "abort_min_requests": 20,
+    "min_arrival_ratio": 0.97,
+}
+
+
+@dataclass
+class Check:
+    """One guard's outcome."""
+
+    scenario: str
+    endpoint: str
+    guard: str
+    value: float | None
+    limit: float
+    kind: str  # "max" or "min"
+    ok: bool
+    detail: str = ""
+
+    def beyond(self, factor: float) -> bool:
+        """True when the value misses its limit by more than ``factor`` times."""
+        if self.value is None:
+            return False
+        if self.kind == "max":
+            return self.value > self.limit * factor
+        return self.value < self.limit / factor
+
+
+def load(path: Path = GUARDS_FILE) -> dict:
+    """Read a guards file; ``settings`` gets defaults for missing keys."""
+    with open(path, "rb") as handle:
+        config = tomllib.load(handle)
+    config["settings"] = {**DEFAULT_SETTINGS, **config.get("settings", {})}
+    config.setdefault("scenarios", {})
+    config.setdefault("ratios", [])
+    return config
+
+
+def _compare(value: float | None, limit: float, kind: str) -> bool:
+    if value is None:
+        return False
+    return value <= limit if kind == "max" else value >= limit
+
+
+def _metric(stats: EndpointStats | None, metric: str) -> float | None:
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; one of {sorted(METRICS)}")
+    return None if stats is None else getattr(stats, metric)
+
+
+def _ratio_check(
+    scenario: str, endpoint: str, guard: str, ratio: dict, value, baseline
+) -> Check:
+    kind = "max" if "max" in ratio else "min"
+    limit = float(ratio[kind])
+    quotient = value / baseline if value is not None and baseline else None
+    detail = (
+        "no baseline figure" if quotient is None else f"{value:.4g} / {baseline:.4g}"
+    )
+    return Check(
+        scenario,
+        endpoint,
+        guard,
+        quotient,
+        limit,
+        kind,
+        _compare(quotient, limit, kind),
+        detail,
+    )
+
+
+def main_endpoint(spec: dict) -> str:
+    """The scenario's first guarded endpoint, else ``Aggregated``.
+
+    It is the one the open model's rate is checked on, so helper requests (a
+    baseline timer) do not count towards the target.
+    """
+    return next(iter(spec.get("endpoints", {})), AGGREGATED)
+
+
+def evaluate(
+    scenario: str,
+    spec: dict,
+    stats: dict[str, EndpointStats],
+    *,
+    settings: dict | None = None,
+) -> list[Check]:
+    """Check one run's steady-state ``stats`` against its scenario ``spec``.
+
+    An endpoint with a guard but no requests in the window fails ("no requests").
+    """
+    settings = {**DEFAULT_SETTINGS, **(settings or {})}
+    checks = []
+    for endpoint, guards in spec.get("endpoints", {}).items():
+        entry = stats.get(endpoint)
+        for guard, limit in guards.items():
+            if guard not in LIMITS:
+                raise ValueError(f"{scenario} {endpoint}: unknown guard {guard!r}")
+            attribute, kind = LIMITS[guard]
+            value = (
+                None
+                if entry is None or not entry.requests
+                else getattr(entry, attribute)
+            )
+            detail = "no requests" if value is None else ""
+            checks.append(
+                Check(
+                    scenario,
+                    endpoint,
+                    guard,
+                    value,
+                    float(limit),
+                    kind,
+                    _compare(value, float(limit), kind),
+                    detail,
+                )
+            )
+    for ratio in spec.get("ratios", []):
+        metric = ratio["metric"]
+        checks.append(
+            _ratio_check(
+                scenario,
+                ratio["endpoint"],
+                f"{metric} / {ratio['baseline']}",
+                ratio,
+                _metric(stats.get(ratio["endpoint"]), metric),
+                _metric(stats.get(ratio["baseline"]), metric),
+            )
+        )
+    rate = spec.get("arrival_rate")
+    if rate:
+        endpoint = main_endpoint(spec)
+        achieved = stats[endpoint].rps if endpoint in stats else None
+        ratio = achieved / rate if achieved is not None else None
+        minimum = float(settings["min_arrival_ratio"])
+        checks.append(
+            Check(
+                scenario,
+                endpoint,
+                "achieved / target rate",
+                ratio,
+                minimum,
+                "min",
+                _compare(ratio, minimum, "min"),
+                f"target {rate:g} req/s",
+            )
+        )
+    return checks
+
+
+def evaluate_cross(
+    ratios: list[dict], stats_by_scenario: dict[str, dict[str, EndpointStats]]
+) -> list[Check]:
+    """Ratio guards between scenarios of one command (e.g. gevent vs gthread req/s).
+
+    A ratio whose scenarios did not both run is skipped.
+    """
+    checks = []
+    for ratio in ratios:
+        scenario, base = ratio["scenario"], ratio["baseline_scenario"]
+        if scenario not in stats_by_scenario or base not in stats_by_scenario:
+            continue
+        endpoint = ratio.get("endpoint", AGGREGATED)
+        metric = ratio["metric"]
+        checks.append(
+            _ratio_check(
+                scenario,
+                endpoint,
+                f"{metric} / {base}",
+                ratio,
+                _metric(stats_by_scenario[scenario].get(endpoint), metric),
+                _metric(stats_by_scenario[base].get(endpoint), metric),
+            )
+        )
+    return checks
+
+
+def hopeless(checks: list[Check], factor: float) -> list[Check]:
+    """Failed checks ``factor`` times beyond their limit: waiting is pointless."""
+    return [check for check in checks if not check.ok and check.beyond(factor)]
+
+
+def exit_code(checks: list[Check]) -> int:
+    """0 when every check passed, else ``GUARD_FAILED``."""
+    return 0 if all(check.ok for check in checks) else GUARD_FAILED
+
+
+def fmt(value: float | None) -> str:
+    """A figure with 4 significant digits, '-' for none."""
+    return "-" if value is None else f"{value:.4g}"
+
+
+def format_table(checks: list[Check]) -> str:
+    """A Markdown table of the checks, failures marked."""
+    lines = [
+        "| result | scenario | endpoint | guard | value | limit | detail |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in checks:
+        sign = "<=" if c.kind == "max" else ">="
+        lines.append(
+            f"| {'pass' if c.ok else 'FAIL'} | {c.scenario} | {c.endpoint} | {c.guard} "
+            f"| {fmt(c.value)} | {sign} {c.limit:g} | {c.detail} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,221 @@
+"""``make loadtest``: short headless runs of every scenario, then the guards.
+
+Starts on loopback the stub upstream and, per worker model the scenarios need
+(gevent; gthread for the baseline), one gunicorn with the project's
+``gunicorn.conf.py`` (2 workers) on the embedded development cluster (or
+``DATABASE_URL``). Runs each scenario of ``guards.toml`` with Locust, whose
+plugin checks that scenario's guards on the steady state; then checks the
+ratios between scenarios, prints one table of what passed and failed, and
+stops exactly what it started. Reports (Locust's HTML and CSV, steady.json)
+go under ``reports/<timestamp>-<scenario>/``.
+
+Exit status: 0 all guards passed, 3 (``guards.GUARD_FAILED``) a guard failed
+or a run was aborted as hopeless, 1 a run did not complete.
+
+Usage: ``python -m loadtests.loadtest [--scenarios W1,W2] [--seconds 10]
+[--users 20] [--guards FILE] [--arrival-rate R] [--workers 2]
+[--processes N | --locust-workers N]
+[--env KEY=VALUE ...]``
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from loadtests import guards
+from loadtests.common.locust_run import LocustRun, run_locust
+from loadtests.common.processes import (
+    BASE_DIR,
+    Processes,
+    database_url,
+    env_item,
+)
+from loadtests.common.window import stats_from_json
+
+REPORTS = BASE_DIR / "reports"
+RUN_FAILED = 1
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options; every one optional."""
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.loadtest", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--scenarios", default="", help="comma-separated; default all")
+    parser.add_argument("--guards", type=Path, default=guards.GUARDS_FILE)
+    parser.add_argument("--seconds", type=float, help="override every scenario's")
+    parser.add_argument("--users", type=int, help="override every scenario's")
+    parser.add_argument(
+        "--arrival-rate", type=float, help="open model for every scenario: req/s"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    distributed = parser.add_mutually_exclusive_group()
+    distributed.add_argument(
+        "--processes", type=int, default=0, help="Locust --processes N (one machine)"
+    )
+    distributed.add_argument(
+        "--locust-workers",
+        type=int,
+        default=0,
+        help="a Locust master and N --worker processes on loopback",
+    )
+    parser.add_argument(
+        "--env",
+        type=env_item,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="server environment override, e.g. HTTP_POOL_MAXSIZE=1",
+    )
+    parser.add_argument("--reports", type=Path, default=REPORTS)
+    return parser.parse_args(argv)
+
+
+def scenario_specs(config: dict, args: argparse.Namespace) -> dict[str, dict]:
+    """The scenarios to run, with command-line overrides applied."""
+    names = [n for n in args.scenarios.split(",") if n] or list(config["scenarios"])
+    unknown = [n for n in names if n not in config["scenarios"]]
+    if unknown:
+        raise SystemExit(
+            f"unknown scenario(s) {unknown}; known: {list(config['scenarios'])}"
+        )
+    specs = {}
+    for name in names:
+        spec = dict(config["scenarios"][name])
+        for key in ("seconds", "users", "arrival_rate"):
+            if getattr(args, key) is not None:
+                spec[key] = getattr(args, key)
+        specs[name] = spec
+    return specs
+
+
+def run_scenario(
+    processes: Processes,
+    name: str,
+    spec: dict,
+    *,
+    host: str,
+    upstream: str,
+    report_dir: Path,
+    args: argparse.Namespace,
+) -> LocustRun:
+    """One headless Locust run of a scenario, its guards checked by the plugin."""
+    options = [
+        "--scenario",
+        name,
+        "--guards",
+        str(args.guards),
+        "--upstream-url",
+        upstream,
+    ]
+    if spec.get("arrival_rate"):
+        options += ["--arrival-rate", str(spec["arrival_rate"])]
+    return run_locust(
+        processes,
+        spec["locustfile"].split(","),
+        host=host,
+        users=int(spec.get("users", 20)),
+        seconds=float(spec.get("seconds", 10)),
+        report_dir=report_dir,
+        options=options,
+        local_processes=args.processes,
+        workers=args.locust_workers,
+    )
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the project when inside it."""
+    return (
+        str(path.relative_to(BASE_DIR)) if path.is_relative_to(BASE_DIR) else str(path)
+    )
+
+
+def summary_line(name: str, spec: dict, run: LocustRun) -> str:
+    """One line per run: the main endpoint's figures, verdict, where the report is."""
+    total = run.stats.get(guards.main_endpoint(spec))
+    figures = (
+        f"{total['rps']:7.1f} req/s  p50 {total['p50_ms'] or 0:4.0f} ms  "
+        f"p95 {total['p95_ms'] or 0:4.0f} ms  failures {total['fail_ratio']:.2%}"
+        if total
+        else "no steady-state figures"
+    )
+    verdict = {0: "pass", guards.GUARD_FAILED: "FAIL"}.get(
+        run.returncode, f"run failed (exit {run.returncode})"
+    )
+    if run.result.get("aborted"):
+        verdict = "ABORTED"
+    late = (
+        f"  late starts {run.result['late_starts']}/{run.result['scheduled']}"
+        if run.result.get("arrival_rate")
+        else ""
+    )
+    return f"{name:11} {figures}{late}  {verdict}  {shown(run.report_dir)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the scenarios, print the guard table, return the exit status."""
+    args = parse_args(argv)
+    config = guards.load(args.guards)
+    specs = scenario_specs(config, args)
+    env = dict(args.env)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    runs: dict[str, LocustRun] = {}
+    with Processes(log_dir=args.reports / f"{stamp}-servers") as processes:
+        upstream = processes.start_upstream()
+        url = database_url()
+        # One server per worker model and environment, shared by the scenarios.
+        servers: dict[tuple, str] = {}
+        for name, spec in specs.items():
+            mode = spec.get("server", "gevent")
+            server_env = {"DEMO_UPSTREAM_URL": upstream, **spec.get("server_env", {})}
+            server_env.update(env)
+            key = (mode, tuple(sorted(server_env.items())))
+            if key not in servers:
+                servers[key] = processes.start_gunicorn(
+                    database_url=url, mode=mode, workers=args.workers, env=server_env
+                )
+            run = run_scenario(
+                processes,
+                name,
+                spec,
+                host=servers[key],
+                upstream=upstream,
+                report_dir=args.reports / f"{stamp}-{name}",
+                args=args,
+            )
+            runs[name] = run
+            print(summary_line(name, spec, run), flush=True)
+    checks = [
+        guards.Check(**check)
+        for run in runs.values()
+        for check in run.result.get("checks", [])
+    ]
+    checks += guards.evaluate_cross(
+        config["ratios"],
+        {name: stats_from_json(run.stats) for name, run in runs.items()},
+    )
+    print()
+    print(guards.format_table(checks))
+    for name, run in runs.items():
+        if run.result.get("aborted"):
+            print(f"{name} aborted early: {run.result['aborted']}")
+    crashed = [
+        name
+        for name, run in runs.items()
+        if run.returncode not in (0, guards.GUARD_FAILED) or not run.result
+    ]
+    failed = [c for c in checks if not c.ok]
+    aborted = [n for n, r in runs.items() if r.result.get("aborted")]
+    if crashed:
+        print(f"\nloadtest: run(s) did not complete: {', '.join(crashed)}")
+        return RUN_FAILED
+    if failed or aborted:
+        print(f"\nloadtest: FAILED, {len(failed)} of {len(checks)} guards")
+        return guards.GUARD_FAILED
+    print(f"\nloadtest: passed, {len(checks)} guards")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The capacity report from synthetic steps (loadtests.capacity), no load run."""
+
+import csv
+
+from loadtests import capacity, usl
+
+
+def synthetic_steps() -> list[dict]:
+    """Steps following a known USL curve, p95 rising past 200 ms at 60 users."""
+    steps = []
+    for users in (10, 20, 30, 40, 50, 60):
+        rps = float(usl.throughput(users, 20.0, 0.02, 0.0005))
+        p95 = 1000.0 * users / rps * 1.5
+        steps.append(
+            {
+                "users": users,
+                "rps": rps,
+                "p50_ms": p95 / 1.5,
+                "p95_ms": p95,
+                "p99_ms": p95 * 1.2,
+                "fail_ratio": 0.0,
+            }
+        )
+    return steps
+
+
+def test_report_files_and_recommendation(tmp_path):
+    """CSV, PNG and Markdown are written; the Markdown ends with the recommendation."""
+    args = capacity.parse_args(["--target-rps", "2000", "--workers", "2"])
+    steps = synthetic_steps()
+    fit = usl.fit([s["users"] for s in steps], [s["rps"] for s in steps])
+    knee = usl.knee(steps, args.slo_p95_ms, args.slo_fail_ratio)
+    per_host = capacity.planned_rps(knee, fit)
+    plan = usl.plan(
+        target_rps=2000, per_host_rps=per_host, workers_per_host=2, cores_per_host=2
+    )
+    sentence = capacity.recommendation(plan, knee, fit, args)
+    capacity.write_csv(tmp_path / "c.csv", steps, fit)
+    capacity.plot(tmp_path / "c.png", steps, fit, knee, args)
+    text = capacity.markdown(steps, fit, knee, sentence, args)
+
+    rows = list(csv.DictReader((tmp_path / "c.csv").open()))
+    assert [int(r["users"]) for r in rows] == [10, 20, 30, 40, 50, 60]
+    assert abs(float(rows[2]["usl_rps"]) - steps[2]["rps"]) < 1
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert text.rstrip().endswith(sentence)
+    assert sentence.startswith("To serve 2,000 req/s of W1 at p95 < 200 ms you need")
+    assert f"{plan.workers} gevent workers" in sentence
+    assert "σ = 0.0200" in text
+
+
+def test_plan_takes_the_lower_of_step_and_fit():
+    """A lucky step above the fitted curve does not inflate the per-host figure."""
+    fit = usl.Fit(20.0, 0.02, 0.0005)
+    expected = float(fit(40))
+    lucky = {"users": 40, "rps": expected * 1.2}
+    unlucky = {"users": 40, "rps": expected * 0.9}
+    assert capacity.planned_rps(lucky, fit) == expected
+    assert capacity.planned_rps(unlucky, fit) == unlucky["rps"]
+    assert capacity.planned_rps(lucky, None) == lucky["rps"]

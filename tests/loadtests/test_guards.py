@@ -1,0 +1,144 @@
+"""Guard evaluation on synthetic steady-state stats (loadtests.guards)."""
+
+import pytest
+
+from loadtests import guards
+from loadtests.common.window import EndpointStats
+
+
+def stats(requests=1000, failures=0, seconds=10.0, p50=50.0, p95=80.0, p99=100.0):
+    """EndpointStats with healthy defaults."""
+    return EndpointStats(requests, failures, seconds, p50, p95, p99)
+
+
+SPEC = {
+    "endpoints": {
+        "/x": {
+            "p50_ms": 60,
+            "p95_ms": 90,
+            "p99_ms": 120,
+            "max_fail_ratio": 0.01,
+            "min_rps": 50,
+        }
+    }
+}
+
+
+def failed(checks: list[guards.Check]) -> list[str]:
+    """The guard names that failed."""
+    return [c.guard for c in checks if not c.ok]
+
+
+def test_all_guards_pass():
+    """Figures within every limit pass, exit code 0."""
+    checks = guards.evaluate("S", SPEC, {"/x": stats()})
+    assert len(checks) == 5 and failed(checks) == []
+    assert guards.exit_code(checks) == 0
+
+
+@pytest.mark.parametrize(
+    ("figures", "guard"),
+    [
+        ({"p50": 61}, "p50_ms"),
+        ({"p95": 91}, "p95_ms"),
+        ({"p99": 121}, "p99_ms"),
+        ({"failures": 11}, "max_fail_ratio"),
+        ({"requests": 499, "seconds": 10.0}, "min_rps"),
+    ],
+)
+def test_each_kind_fails_alone(figures, guard):
+    """Breaking one limit fails exactly that guard, with the distinct exit code."""
+    checks = guards.evaluate("S", SPEC, {"/x": stats(**figures)})
+    assert failed(checks) == [guard]
+    assert guards.exit_code(checks) == guards.GUARD_FAILED == 3
+
+
+def test_limits_are_inclusive():
+    """A figure exactly at its limit passes."""
+    checks = guards.evaluate(
+        "S", SPEC, {"/x": stats(p50=60, failures=10, requests=1000)}
+    )
+    assert failed(checks) == []
+
+
+def test_endpoint_without_requests_fails():
+    """A guarded endpoint that saw no requests fails every guard, 'no requests'."""
+    checks = guards.evaluate("S", SPEC, {})
+    assert len(failed(checks)) == 5
+    assert {c.detail for c in checks} == {"no requests"}
+
+
+def test_same_run_ratio_guard():
+    """Fan-out p50 over the baseline's p50 is checked against max."""
+    spec = {
+        "ratios": [{"endpoint": "/x", "metric": "p50_ms", "baseline": "/b", "max": 1.3}]
+    }
+    ok = guards.evaluate("S", spec, {"/x": stats(p50=64), "/b": stats(p50=50)})
+    bad = guards.evaluate("S", spec, {"/x": stats(p50=66), "/b": stats(p50=50)})
+    missing = guards.evaluate("S", spec, {"/x": stats(p50=64)})
+    assert ok[0].ok and ok[0].value == pytest.approx(1.28)
+    assert not bad[0].ok
+    assert not missing[0].ok and missing[0].detail == "no baseline figure"
+
+
+def test_cross_scenario_ratio_guard():
+    """gevent req/s over gthread req/s is checked against min; absent runs skip it."""
+    ratio = {
+        "scenario": "A",
+        "baseline_scenario": "B",
+        "endpoint": "/x",
+        "metric": "rps",
+        "min": 1.0,
+    }
+    fast = {"A": {"/x": stats(requests=1100)}, "B": {"/x": stats(requests=1000)}}
+    slow = {"A": {"/x": stats(requests=900)}, "B": {"/x": stats(requests=1000)}}
+    assert guards.evaluate_cross([ratio], fast)[0].ok
+    assert not guards.evaluate_cross([ratio], slow)[0].ok
+    assert guards.evaluate_cross([ratio], {"A": fast["A"]}) == []
+
+
+def test_open_model_needs_97_percent_of_target():
+    """An arrival-rate run fails below 97 % of its target rate."""
+    spec = {"arrival_rate": 100}
+    assert guards.evaluate("S", spec, {"Aggregated": stats(requests=970)})[0].ok
+    assert not guards.evaluate("S", spec, {"Aggregated": stats(requests=960)})[0].ok
+
+
+def test_open_model_rate_is_measured_on_the_main_endpoint():
+    """The rate is the first guarded endpoint's: baseline requests do not count."""
+    spec = {"arrival_rate": 100, "endpoints": {"/x": {"max_fail_ratio": 0.01}}}
+    figures = {"/x": stats(requests=900), "Aggregated": stats(requests=1000)}
+    check = guards.evaluate("S", spec, figures)[-1]
+    assert (check.endpoint, check.ok) == ("/x", False)
+
+
+def test_hopeless_only_far_beyond_the_limit():
+    """Early abort takes failed guards past factor x limit (max) or limit / factor."""
+    checks = guards.evaluate("S", SPEC, {"/x": stats(p50=170, p95=200, requests=200)})
+    assert sorted(failed(checks)) == ["min_rps", "p50_ms", "p95_ms"]
+    lost = {c.guard for c in guards.hopeless(checks, 2.0)}
+    assert lost == {"p50_ms", "p95_ms", "min_rps"}
+    assert {c.guard for c in guards.hopeless(checks, 3.0)} == set()
+
+
+def test_unknown_guard_is_an_error():
+    """A typo in guards.toml is reported, not ignored."""
+    with pytest.raises(ValueError, match="p59_ms"):
+        guards.evaluate("S", {"endpoints": {"/x": {"p59_ms": 1}}}, {"/x": stats()})
+
+
+def test_table_marks_failures():
+    """The table has one row per check, failures in capitals."""
+    table = guards.format_table(guards.evaluate("S", SPEC, {"/x": stats(p50=61)}))
+    assert table.count("| FAIL |") == 1 and table.count("| pass |") == 4
+
+
+def test_project_guards_file_loads():
+    """guards.toml parses, names known guards, and gets default settings."""
+    config = guards.load()
+    assert config["settings"]["min_arrival_ratio"] == 0.97
+    for name, spec in config["scenarios"].items():
+        for locustfile in spec["locustfile"].split(","):
+            assert (guards.GUARDS_FILE.parent / locustfile).exists(), name
+        for limits in spec.get("endpoints", {}).values():
+            assert set(limits) <= set(guards.LIMITS)
