@@ -38,7 +38,7 @@ def start_server(processes: Processes, db_url: str, stub_url: str) -> str:
                 BASE_DIR / "loadtests" / "aggregations_bench.toml"
             ),
             "AGGREGATION_API_TOKENS": TOKEN,
-            "BENCH_UPSTREAM_URL": stub_url,
+            "DEMO_UPSTREAM_URL": stub_url,
         },
     )
 
