@@ -14,13 +14,13 @@ Usage: ``python -m loadtests.bench_aggregate [--rounds 3] [--seconds 20]
 [--users 10,100,400]``
 """
 
-import argparse
 import csv
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
+from loadtests.common.bench import bench_parser, headline
 from loadtests.common.locust_run import read_stats_csv, run_locust
 from loadtests.common.processes import BASE_DIR, Processes, database_url
 
@@ -67,22 +67,16 @@ def measure(
         }
     return {
         "kinds": kinds,
-        "rps": float(request["Requests/s"]),
-        "p50": float(request["50%"]),
-        "p99": float(request["99%"]),
-        "failures": int(request["Failure Count"]),
+        **headline(request),
         "source_p50": float(slowest["50%"]),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the rounds and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=20)
-    parser.add_argument("--users", default="10,100,400")
+    parser = bench_parser(__doc__)
     args = parser.parse_args(argv)
-    users = [int(u) for u in args.users.split(",")]
+    users = args.users
     db_url = database_url()
     results: dict[int, list[dict]] = {count: [] for count in users}
     with Processes() as processes, tempfile.TemporaryDirectory() as tmp:

@@ -12,7 +12,6 @@ unless DATABASE_URL is set.
 Usage: ``python -m loadtests.bench_db [--rounds 3] [--seconds 20] [--users 10,100,400]``
 """
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import psycopg2
 
+from loadtests.common.bench import bench_parser, headline
 from loadtests.common.locust_run import read_stats_csv, run_locust
 from loadtests.common.processes import Processes, database_url
 
@@ -72,23 +72,14 @@ def measure(
         seconds=seconds,
         report_dir=workdir / f"u{users}",
     )
-    row = read_stats_csv(run.report_dir)["Aggregated"]
-    return {
-        "rps": float(row["Requests/s"]),
-        "p50": float(row["50%"]),
-        "p99": float(row["99%"]),
-        "failures": int(row["Failure Count"]),
-    }
+    return headline(read_stats_csv(run.report_dir)["Aggregated"])
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the rounds and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=20)
-    parser.add_argument("--users", default="10,100,400")
+    parser = bench_parser(__doc__)
     args = parser.parse_args(argv)
-    users = [int(u) for u in args.users.split(",")]
+    users = args.users
     url = database_url()
     results: dict[tuple[str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:

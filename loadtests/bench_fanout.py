@@ -20,7 +20,6 @@ Usage: ``python -m loadtests.bench_fanout [--rounds 3] [--seconds 20]
 [--users 10,100,400] [--baseline REV]...``
 """
 
-import argparse
 import csv
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ from pathlib import Path
 import psutil
 import requests
 
+from loadtests.common.bench import bench_parser, headline
 from loadtests.common.locust_run import read_stats_csv, run_locust
 from loadtests.common.processes import BASE_DIR, Processes, database_url
 
@@ -99,10 +99,7 @@ def measure(
         "top_error": f"{errors[0]['Occurrences']}x {errors[0]['Error']}"
         if errors
         else "",
-        "rps": float(row["Requests/s"]),
-        "p50": float(row["50%"]),
-        "p99": float(row["99%"]),
-        "failures": int(row["Failure Count"]),
+        **headline(row),
         "cpu_ms": 1000 * cpu / max(requests_served, 1),
         "connections": connections,
         "excess": max(0, connections - users * LEGS),
@@ -150,10 +147,7 @@ def print_table(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the rounds and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=20)
-    parser.add_argument("--users", default="10,100,400")
+    parser = bench_parser(__doc__)
     parser.add_argument(
         "--baseline",
         action="append",
@@ -162,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also run this git revision in the same rounds (repeatable)",
     )
     args = parser.parse_args(argv)
-    users = [int(u) for u in args.users.split(",")]
+    users = args.users
     db_url = database_url()
     results: dict[tuple[str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
