@@ -42,8 +42,8 @@ from loadtests.common.locust_run import run_locust  # noqa: E402
 from loadtests.common.processes import (
     BASE_DIR,
     Processes,
+    add_env_option,
     database_url,
-    env_item,
 )  # noqa: E402
 from loadtests.common.window import AGGREGATED  # noqa: E402
 
@@ -69,14 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workers", type=int, default=os.cpu_count() or 1, help="gunicorn workers"
     )
     parser.add_argument("--processes", type=int, default=0, help="Locust --processes")
-    parser.add_argument(
-        "--env",
-        type=env_item,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="server env",
-    )
+    add_env_option(parser, "server env")
     parser.add_argument("--reports", type=Path, default=BASE_DIR / "reports")
     return parser.parse_args(argv)
 

@@ -28,8 +28,8 @@ from loadtests.common.locust_run import LocustRun, run_locust
 from loadtests.common.processes import (
     BASE_DIR,
     Processes,
+    add_env_option,
     database_url,
-    env_item,
 )
 from loadtests.common.window import stats_from_json
 
@@ -60,14 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="a Locust master and N --worker processes on loopback",
     )
-    parser.add_argument(
-        "--env",
-        type=env_item,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="server environment override, e.g. HTTP_POOL_MAXSIZE=1",
-    )
+    add_env_option(parser, "server environment override, e.g. HTTP_POOL_MAXSIZE=1")
     parser.add_argument("--reports", type=Path, default=REPORTS)
     return parser.parse_args(argv)
 

@@ -39,6 +39,18 @@ def env_item(text: str) -> tuple[str, str]:
     return key, value
 
 
+def add_env_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--env KEY=VALUE`` (repeatable): the server environment a run overrides."""
+    parser.add_argument(
+        "--env",
+        type=env_item,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=help_text,
+    )
+
+
 def free_port() -> int:
     """A loopback port that was free a moment ago."""
     with socket.socket() as sock:
