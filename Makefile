@@ -41,9 +41,10 @@ capacity: install
 bench-db: install
 	$(PY) -m loadtests.bench_db
 
-## W1 fan-out HTTP on 2 gevent workers against the stub, 3 rounds (about 4 minutes).
+## W1 fan-out HTTP on 2 gevent workers against the stub, and the asyncio baseline
+## (aiohttp under uvicorn) in the same rounds, 3 rounds (about 7 minutes).
 bench-fanout: install
-	$(PY) -m loadtests.bench_fanout
+	$(PY) -m loadtests.bench_fanout --asyncio
 
 ## The aggregation API (5 HTTP + 1 SQL sources) at 10/100/400 users, 3 rounds (~4 minutes).
 bench-aggregate: install

@@ -14,10 +14,13 @@ discarded, reported as ``excess``.
 ``--baseline REV`` (repeatable) runs the same rounds on another commit, checked
 out in a temporary git worktree, against the same stub in the same round, so
 the before/after table compares runs made side by side on a noisy machine.
-Every process and worktree it starts, it stops or removes.
+``--asyncio`` does the same for the asyncio baseline
+(``loadtests/asyncio_baseline``: a Django async view on aiohttp, 2 uvicorn
+workers), the recipe gevent has to beat. Every process and worktree it starts,
+it stops or removes.
 
 Usage: ``python -m loadtests.bench_fanout [--rounds 3] [--seconds 20]
-[--users 10,100,400] [--baseline REV]...``
+[--users 10,100,400] [--asyncio] [--baseline REV]...``
 """
 
 import csv
@@ -25,8 +28,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -39,6 +43,7 @@ from loadtests.common.processes import BASE_DIR, Processes, database_url
 LEGS = 10
 LEG_MS = 50
 WORKERS = 2
+ASYNCIO = "asyncio"
 
 
 @contextmanager
@@ -111,7 +116,7 @@ def print_table(
 ) -> None:
     """Medians over rounds, one row per (users, tree), ratios against this tree."""
     print(
-        f"\nW1 /demo/fan-out/?http={LEGS}&ms={LEG_MS}, {WORKERS} gevent workers, "
+        f"\nW1 /demo/fan-out/?http={LEGS}&ms={LEG_MS}, {WORKERS} workers a server, "
         f"medians of {len(results[(labels[0], users[0])])} rounds"
     )
     print(
@@ -149,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the rounds and print the table."""
     parser = bench_parser(__doc__)
     parser.add_argument(
+        "--asyncio",
+        action="store_true",
+        help="also run the asyncio baseline (aiohttp under uvicorn) in the same rounds",
+    )
+    parser.add_argument(
         "--baseline",
         action="append",
         default=[],
@@ -167,11 +177,23 @@ def main(argv: list[str] | None = None) -> int:
         # Entered after the checkouts, so it stops the servers before they go.
         processes = stack.enter_context(Processes())
         upstream = processes.start_upstream()
+        servers: dict[str, Callable[[], str]] = {
+            label: partial(
+                processes.start_gunicorn,
+                database_url=db_url,
+                env={"DEMO_UPSTREAM_URL": upstream},
+                workers=WORKERS,
+                tree=tree,
+            )
+            for label, tree in trees.items()
+        }
+        if args.asyncio:
+            servers[ASYNCIO] = partial(
+                processes.start_asyncio_baseline, upstream=upstream, workers=WORKERS
+            )
         for round_number in range(1, args.rounds + 1):
-            for index, (label, tree) in enumerate(trees.items()):
-                base = processes.start_gunicorn(
-                    database_url=db_url, env={"DEMO_UPSTREAM_URL": upstream}, tree=tree
-                )
+            for index, (label, start) in enumerate(servers.items()):
+                base = start()
                 for count in users:
                     report_dir = workdir / f"r{round_number}-t{index}-u{count}"
                     result = measure(
@@ -191,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                     if result["top_error"]:
                         print(f"  most frequent failure: {result['top_error']}")
                 processes.stop(processes.servers.pop(base))
-    print_table(results, list(trees), users)
+    print_table(results, list(servers), users)
     return 0
 
 

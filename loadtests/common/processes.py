@@ -199,7 +199,47 @@ class Processes:
             env=environment,
             cwd=tree,
         )
+        return self._serving(port, process, "/healthz")
+
+    def start_asyncio_baseline(self, *, upstream: str, workers: int = 2) -> str:
+        """Start the asyncio baseline (uvicorn, uvloop, httptools); return its URL.
+
+        ``upstream`` is the stub its fan-out calls. Like gunicorn's master, the
+        uvicorn supervisor's children are its workers (``self.servers``).
+        """
+        port = free_port()
+        process = self.popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "loadtests.asyncio_baseline.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--backlog",
+                "4096",
+            ],
+            "uvicorn-asyncio",
+            env={
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "loadtests.asyncio_baseline.settings",
+                "DEMO_UPSTREAM_URL": upstream,
+            },
+        )
+        return self._serving(port, process, "/demo/fan-out/?http=1&ms=0")
+
+    def _serving(self, port: int, process: subprocess.Popen, probe: str) -> str:
+        """Wait until the server on ``port`` answers ``probe``; record it."""
         base = f"http://127.0.0.1:{port}"
-        wait_for_http(base + "/healthz", process)
+        wait_for_http(base + probe, process)
         self.servers[base] = process
         return base
