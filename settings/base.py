@@ -151,6 +151,8 @@ HTTP_POOL_MAXSIZE = env.int(
     "HTTP_POOL_MAXSIZE", default=10 * env.int("WORKER_CONNECTIONS", default=1000)
 )
 HTTP_CONNECT_TIMEOUT_S = env.float("HTTP_CONNECT_TIMEOUT_S", default=2.0)
+# How long an upstream's resolved address is reused for new connections.
+HTTP_DNS_TTL_S = env.float("HTTP_DNS_TTL_S", default=30.0)
 # An upstream answer is held in memory whole; a runaway body must not take the worker.
 HTTP_MAX_BODY_BYTES = env.int("HTTP_MAX_BODY_BYTES", default=10 * 1024 * 1024)
 FANOUT_MAX_CONCURRENCY = env.int("FANOUT_MAX_CONCURRENCY", default=100)

@@ -21,6 +21,7 @@ import json
 import os
 import select
 import socket
+import time
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -30,6 +31,8 @@ from geventhttpclient import HTTPClient
 from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
 from geventhttpclient.header import Headers
 from geventhttpclient.response import HTTPParseError
+
+from .resilience.singleflight import SharedCallAbandoned, SingleFlight
 
 # Per-read limit inside a call; the call's own gevent.Timeout is what bounds it.
 _READ_TIMEOUT_S = 3600.0
@@ -55,25 +58,64 @@ class _PollLivenessCheck:
         return not poller.poll(0)
 
 
-class _Pool(_PollLivenessCheck, ConnectionPool):
+# Address lookups in flight in this process, one per pool.
+_lookups = SingleFlight()
+
+
+class _SharedLookup:
+    """Resolves the upstream's host once per ``dns_ttl`` seconds for all its sockets.
+
+    geventhttpclient looks the host up for every new connection, through
+    gevent's resolver thread pool (10 threads). When a burst of legs opens
+    connections at once (W1 ramping to 400 users: ~2,000 per worker), the
+    lookups queue behind each other and the GIL: even "127.0.0.1" took up to
+    13 s, and legs timed out at the 15 s deadline before connecting. One lookup
+    shared by the burst, kept for ``dns_ttl``, costs one hop.
+    """
+
+    dns_ttl: float  # set by _Client from HTTP_DNS_TTL_S
+    _addresses: tuple[float, list] | None = None
+
+    def _resolve(self) -> list:
+        cached = self._addresses
+        if cached is not None and time.monotonic() < cached[0]:
+            return cached[1]
+        while True:
+            try:
+                addresses, _ = _lookups.do(
+                    id(self), self._lookup, timeout=self.connection_timeout
+                )
+                return addresses
+            except SharedCallAbandoned:
+                # The caller doing the lookup was killed; someone must do it again.
+                continue
+
+    def _lookup(self) -> list:
+        addresses = super()._resolve()
+        self._addresses = (time.monotonic() + self.dns_ttl, addresses)
+        return addresses
+
+
+class _Pool(_PollLivenessCheck, _SharedLookup, ConnectionPool):
     pass
 
 
-class _TLSPool(_PollLivenessCheck, SSLConnectionPool):
+class _TLSPool(_PollLivenessCheck, _SharedLookup, SSLConnectionPool):
     pass
 
 
 class _Client(HTTPClient):
     """geventhttpclient's ``HTTPClient`` adjusted for fan-out legs.
 
-    Both adjustments reach into the pool it builds (geventhttpclient 2.6,
-    pinned; ``tests/core/test_http_client.py`` checks both behaviours).
+    The adjustments reach into the pool it builds (geventhttpclient 2.6,
+    pinned; ``tests/core/test_http_client.py`` checks each behaviour).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, dns_ttl: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         pool = self._connection_pool
         pool.__class__ = _TLSPool if self.ssl else _Pool
+        pool.dns_ttl = dns_ttl
         # A GET whose connection closes before any answer is retried up to
         # pool-size + 1 times: against an upstream that resets every
         # connection, thousands of requests a second. The pool checks a
@@ -140,6 +182,7 @@ def get_pool(scheme: str, host: str, port: int | None) -> HTTPClient:
             concurrency=settings.HTTP_POOL_MAXSIZE,
             connection_timeout=settings.HTTP_CONNECT_TIMEOUT_S,
             network_timeout=_READ_TIMEOUT_S,
+            dns_ttl=settings.HTTP_DNS_TTL_S,
         )
         _pools["by_origin"][key] = pool
     return pool

@@ -9,6 +9,7 @@ import gevent
 import pytest
 import requests
 from django.test import override_settings
+from geventhttpclient.connectionpool import ConnectionPool
 
 from project.core import http_client
 from project.core.deadline import Deadline
@@ -76,6 +77,59 @@ def test_concurrent_calls_keep_their_connections(upstream, fresh_pools):
             results = fan_out([Leg("http", leg)] * 50, deadline=Deadline(5))
             assert {r.value for r in results} == {200}
     assert _stats(upstream)["connections"] == 50
+
+
+@pytest.fixture
+def lookups(monkeypatch) -> list[str]:
+    """Records each real address lookup a pool makes (host names, in order)."""
+    seen: list[str] = []
+    original = ConnectionPool._resolve
+
+    def counted(pool: ConnectionPool) -> list:
+        seen.append(pool._connection_host)
+        # Long enough for a burst of callers to arrive while it is in flight.
+        gevent.sleep(0.05)
+        return original(pool)
+
+    monkeypatch.setattr(ConnectionPool, "_resolve", counted)
+    return seen
+
+
+def test_a_burst_of_new_connections_looks_the_host_up_once(
+    upstream, fresh_pools, lookups
+):
+    """Fifty new connections at once share one lookup (not fifty thread-pool hops)."""
+
+    def leg(timeout: float) -> int:
+        return http_get(f"{upstream}/delay?ms=50", timeout=timeout).status_code
+
+    requests.post(f"{upstream}/stats/reset", timeout=5)
+    results = fan_out([Leg("http", leg)] * 50, deadline=Deadline(5))
+    assert {r.value for r in results} == {200}
+    assert _stats(upstream)["connections"] == 50
+    assert lookups == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize(("ttl", "expected"), [(30.0, 1), (0.0, 3)])
+def test_looked_up_address_is_kept_for_the_ttl(fresh_pools, lookups, ttl, expected):
+    """Within HTTP_DNS_TTL_S a pool reuses its address; after it, it looks again."""
+    with override_settings(HTTP_DNS_TTL_S=ttl):
+        pool = http_client.get_pool("http", "127.0.0.1", 9)._connection_pool
+    for _ in range(3):
+        assert pool._resolve()[0][4] == ("127.0.0.1", 9)
+    assert len(lookups) == expected
+
+
+def test_a_killed_lookup_is_done_again_by_its_waiters(fresh_pools, lookups):
+    """A waiter whose shared lookup was killed (its leg timed out) looks up itself."""
+    pool = http_client.get_pool("http", "127.0.0.1", 9)._connection_pool
+    leader = gevent.spawn(pool._resolve)
+    gevent.sleep(0.01)
+    waiter = gevent.spawn(pool._resolve)
+    gevent.sleep(0.01)
+    leader.kill()
+    assert waiter.get(timeout=2)[0][4] == ("127.0.0.1", 9)
+    assert len(lookups) == 2
 
 
 def test_full_pool_makes_callers_wait_not_fail(upstream, fresh_pools):
