@@ -140,6 +140,9 @@ LOGGING = {
     },
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
+    # Django's default console handler (DEBUG only) would print its records a
+    # second time, unformatted; they reach stderr through the root instead.
+    "loggers": {"django": {"handlers": [], "level": LOG_LEVEL, "propagate": True}},
 }
 
 # IO toolkit (project/core)

@@ -190,6 +190,26 @@ def test_production_demo_endpoints_can_be_turned_on(clean_project):
     assert output == "True"
 
 
+@pytest.mark.parametrize("name", ["development", "production"])
+def test_django_warnings_are_logged_once(clean_project, name):
+    """A ``django.request`` warning (e.g. a 401) is one line on stderr, formatted,
+    not also Django's own debug console copy."""
+    code = "import logging; logging.getLogger('django.request').warning('probe-401')"
+    result = manage(
+        clean_project,
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        code,
+        **production_env(ENVIRONMENT=name),
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "probe-401" in line]
+    assert len(lines) == 1, result.stderr
+    assert "WARNING" in lines[0] and "django.request" in lines[0]
+
+
 # .env
 
 PRINT_ENV_VALUES = (
