@@ -18,45 +18,32 @@ from django.urls import path
 from project.core.errors import ApiError
 from project.core.params import int_param
 
-_sessions: dict[int, aiohttp.ClientSession] = {}
+_session: aiohttp.ClientSession | None = None
 
 
-def _session() -> aiohttp.ClientSession:
-    # A session belongs to the loop it was made on; uvicorn runs one per worker.
-    loop = asyncio.get_running_loop()
-    session = _sessions.get(id(loop))
-    if session is None:
-        session = aiohttp.ClientSession(
+def _client() -> aiohttp.ClientSession:
+    # Made on first use, inside the worker's running loop (uvicorn: one per process).
+    global _session
+    if _session is None:
+        _session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None),
             skip_auto_headers=("User-Agent",),
         )
-        _sessions[id(loop)] = session
-    return session
+    return _session
 
 
 async def _leg(url: str, ms: int) -> dict[str, Any]:
+    leg: dict[str, Any] = {"name": "http", "status": "error"}
     started = time.perf_counter()
     try:
-        async with _session().get(url, params={"ms": ms}) as response:
+        async with _client().get(url, params={"ms": ms}) as response:
             await response.read()
-            status = response.status
     except (aiohttp.ClientError, OSError) as exc:
-        return {"name": "http", "status": "error", "error": type(exc).__name__}
-    elapsed = round((time.perf_counter() - started) * 1000, 1)
-    if status >= 400:
-        error = f"upstream answered {status}"
-        return {
-            "name": "http",
-            "status": "error",
-            "elapsed_ms": elapsed,
-            "error": error,
-        }
-    return {
-        "name": "http",
-        "status": "ok",
-        "elapsed_ms": elapsed,
-        "value": {"http_status": status},
-    }
+        return {**leg, "error": type(exc).__name__}
+    leg["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    if response.status >= 400:
+        return {**leg, "error": f"upstream answered {response.status}"}
+    return {**leg, "status": "ok", "value": {"http_status": response.status}}
 
 
 async def fan_out(request: HttpRequest) -> JsonResponse:
