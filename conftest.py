@@ -126,7 +126,6 @@ def gunicorn_server(start_gunicorn, test_database_url, upstream) -> Server:
         DEMO_UPSTREAM_URL=upstream,
         DB_APPLICATION_NAME=LIVE_APPLICATION_NAME,
         DB_POOL_SIZE=str(POOL_SIZE),
-        DB_POOL_TIMEOUT="10",
     )
 
 

@@ -8,7 +8,7 @@ from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from project.core.deadline import Deadline, deadline_from_header
+from project.core.deadline import Deadline, activate, deadline_from_header
 
 
 def json_get(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -33,12 +33,17 @@ def json_get(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
 
 
 def request_deadline(request: HttpRequest) -> Deadline:
-    """Return the request's deadline (``X-Request-Timeout-Ms`` or the default)."""
-    return deadline_from_header(
+    """Return the request's deadline (``X-Request-Timeout-Ms`` or the default).
+
+    It becomes the current deadline, so a pool checkout waits no longer.
+    """
+    deadline = deadline_from_header(
         request.headers.get("X-Request-Timeout-Ms"),
         default_ms=settings.REQUEST_DEADLINE_MS,
         max_ms=settings.REQUEST_DEADLINE_MAX_MS,
     )
+    activate(deadline)
+    return deadline
 
 
 def bad_request(

@@ -1,15 +1,33 @@
-"""Render API errors as JSON in one place."""
+"""Middleware: each request's deadline, and API errors rendered as JSON."""
 
 import logging
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from project.core.deadline import Deadline, deadline_scope
 from project.core.errors import ApiError
 from project.core.pg_pool.pool import PoolTimeout
 
 logger = logging.getLogger(__name__)
+
+
+class RequestDeadlineMiddleware:
+    """Give every request the default deadline until its view sets its own.
+
+    Code far below the view (a pool checkout) reads it, so no wait outlasts the
+    request. Scoped: a keep-alive connection's next request starts afresh.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        """Run the request under ``REQUEST_DEADLINE_MS``."""
+        with deadline_scope(Deadline.from_ms(settings.REQUEST_DEADLINE_MS)):
+            return self.get_response(request)
 
 
 class ApiErrorMiddleware:

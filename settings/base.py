@@ -52,6 +52,7 @@ INSTALLED_APPS = [
 ]
 CSRF_FAILURE_VIEW = "project.api.csrf_failure"
 MIDDLEWARE = [
+    "project.middleware.RequestDeadlineMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -60,14 +61,10 @@ MIDDLEWARE = [
 ]
 
 
-def _default_pool_size() -> int:
-    """Connections per worker so all workers stay under PostgreSQL's default 100.
-
-    80 of the 100 are shared among the workers (20 left for admin, migrations,
-    other clients), at most 20 each.
-    """
+def _pool_share() -> int:
+    """Processes sharing the database's connection budget: workers per host × hosts."""
     workers = env.int("WEB_CONCURRENCY", default=0) or cores()
-    return max(4, min(20, 80 // workers))
+    return workers * max(1, env.int("DB_HOSTS", default=1))
 
 
 def database_settings(embedded_data_dir: Path) -> tuple[dict, str | None]:
@@ -86,8 +83,9 @@ def database_settings(embedded_data_dir: Path) -> tuple[dict, str | None]:
         url = embedded_pg.url(embedded_data_dir)
     db = env.db_url_config(url)
     db["HOST"] = unquote(db.get("HOST", ""))  # unix socket paths arrive %-encoded
-    pool_size = env.int("DB_POOL_SIZE", default=_default_pool_size())
-    if pool_size > 0:
+    # Unset: sized from the database's budget when the first connection opens.
+    pool_size = env.int("DB_POOL_SIZE", default=-1)
+    if pool_size != 0:
         db["ENGINE"] = "project.core.pg_pool"
         db["CONN_MAX_AGE"] = 0
     else:
@@ -104,12 +102,24 @@ def database_settings(embedded_data_dir: Path) -> tuple[dict, str | None]:
     options.setdefault(
         "application_name", env.str("DB_APPLICATION_NAME", default="gevent-django")
     )
-    if pool_size > 0:
-        options["pool_size"] = pool_size
-        options["pool_timeout"] = env.float("DB_POOL_TIMEOUT", default=2.0)
+    if pool_size != 0:
+        options["pool_size"] = pool_size if pool_size > 0 else None
+        options["pool_share"] = _pool_share()
+        options["pool_reserve"] = env.int("DB_RESERVED_CONNECTIONS", default=10)
+        # Unset: a checkout waits as long as its request's deadline allows.
+        options["pool_timeout"] = env.float("DB_POOL_TIMEOUT", default=None)
+        options["pool_max_waiting"] = env.int(
+            "DB_POOL_MAX_WAITING",
+            default=10 * env.int("WORKER_CONNECTIONS", default=1000),
+        )
         options["pool_check_idle_after"] = env.float(
             "DB_POOL_CHECK_IDLE_S", default=30.0
         )
+        options["pool_max_lifetime"] = env.float(
+            "DB_POOL_MAX_LIFETIME_S", default=3600.0
+        )
+        options["pool_max_idle"] = env.float("DB_POOL_MAX_IDLE_S", default=600.0)
+        options["pool_min_idle"] = env.int("DB_POOL_MIN_IDLE", default=2)
     server_options = {
         "statement_timeout": env.int("DB_STATEMENT_TIMEOUT_MS", default=30000),
         "idle_in_transaction_session_timeout": env.int(

@@ -1,6 +1,9 @@
 """Request deadlines: one budget per request, split into per-leg timeouts."""
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from .errors import ApiError
 
@@ -37,6 +40,32 @@ class Deadline:
     def elapsed_ms(self) -> float:
         """Return milliseconds since the deadline was set."""
         return (time.monotonic() - self.started) * 1000.0
+
+
+# The deadline of the work this greenlet does, for code far below the view that
+# must not wait longer (a pool checkout). Greenlets start with an empty context,
+# so fan-out legs set their own.
+_current: ContextVar["Deadline | None"] = ContextVar("deadline", default=None)
+
+
+def current_deadline() -> "Deadline | None":
+    """Return the deadline this greenlet works under, if any."""
+    return _current.get()
+
+
+def activate(deadline: Deadline) -> None:
+    """Make ``deadline`` this greenlet's current deadline (until its scope ends)."""
+    _current.set(deadline)
+
+
+@contextmanager
+def deadline_scope(deadline: Deadline | None) -> Iterator[Deadline | None]:
+    """Run a block under ``deadline``; the previous one is restored afterwards."""
+    token = _current.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _current.reset(token)
 
 
 def deadline_from_header(

@@ -10,7 +10,7 @@ import gevent
 from gevent.event import Event
 from gevent.lock import BoundedSemaphore
 
-from .deadline import Deadline
+from .deadline import Deadline, activate
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ def fan_out(
     started = time.monotonic()
 
     def run(index: int, leg: Leg) -> None:
+        activate(deadline)  # a pool checkout in this leg waits no longer than this
         if not slots.acquire(timeout=deadline.remaining()):
             results[index] = LegResult(
                 leg.name, TIMEOUT, error="no free slot before the deadline"

@@ -2,12 +2,12 @@ import time
 
 import gevent
 import pytest
-from django.conf import settings
 from django.db import connection
 
 from conftest import app_backends, pool_in_use
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
+from project.core.pg_pool.base import all_pools
 from project.core.sql import run_query, with_own_connection
 
 # Spawned greenlets use their own connections, which cannot see a test's
@@ -72,7 +72,7 @@ def test_sql_legs_run_concurrently_on_their_own_connections():
     assert [r.status for r in results] == ["ok"] * 10
     assert len({r.value[0][1] for r in results}) == 10  # ten distinct backends
     assert pool_in_use() == before
-    assert app_connections() <= settings.DATABASES["default"]["OPTIONS"]["pool_size"]
+    assert app_connections() <= max(pool.size for pool in all_pools().values())
 
 
 def test_killed_leg_cancels_its_query_and_releases_its_connection():

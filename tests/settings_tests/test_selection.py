@@ -312,14 +312,18 @@ def test_no_missing_migrations(test_database_url):
 
 
 def test_database_settings_pool_options(monkeypatch, tmp_path):
-    """DB_POOL_* reach the pooled backend; the default size fits 80 connections."""
+    """DB_POOL_* reach the pooled backend; by default the size comes from the budget."""
     monkeypatch.setenv("DATABASE_URL", "postgres://u@127.0.0.1/db")
     monkeypatch.setenv("WEB_CONCURRENCY", "8")
-    monkeypatch.setenv("DB_POOL_TIMEOUT", "0.5")
+    monkeypatch.setenv("DB_HOSTS", "3")
     db, _ = database_settings(tmp_path / "unused")
     assert (db["ENGINE"], db["CONN_MAX_AGE"]) == ("project.core.pg_pool", 0)
-    assert db["OPTIONS"]["pool_size"] == 10  # 80 // 8 workers
-    assert db["OPTIONS"]["pool_timeout"] == 0.5
+    options = db["OPTIONS"]
+    assert options["pool_size"] is None  # sized from max_connections at first use
+    assert options["pool_share"] == 24  # 8 workers x 3 hosts
+    assert options["pool_timeout"] is None  # the request's deadline bounds the wait
+    monkeypatch.setenv("DB_POOL_TIMEOUT", "0.5")
+    assert database_settings(tmp_path / "unused")[0]["OPTIONS"]["pool_timeout"] == 0.5
     monkeypatch.setenv("DB_POOL_SIZE", "7")
     assert database_settings(tmp_path / "unused")[0]["OPTIONS"]["pool_size"] == 7
 
