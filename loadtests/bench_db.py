@@ -1,13 +1,14 @@
-"""``make bench-db``: W2 (slow SQL) on gevent + pool against a gthread baseline.
+"""``make bench-db``: W2 (slow SQL) on gevent + pool against gthread baselines.
 
-Starts, on loopback, the project's gunicorn twice per round: 2 gevent workers
-with the pooled backend (32 connections each), then 2 ``gthread`` workers (32
-threads, Django's own backend, ``CONN_MAX_AGE=60``, so also up to 32 each), and
-drives each with Locust (``slow_sql.py``) at 10, 100 and 400 users. Prints
-requests/s, p50, p99, failures and peak PostgreSQL backends per run, then the
-medians over rounds and the gevent/gthread ratio measured in the same round.
-Every process it starts, it stops. Uses the embedded development cluster
-unless DATABASE_URL is set.
+Starts, on loopback, the project's gunicorn four times per round, 2 workers
+each: gevent with the pool on its defaults (sized from the database's budget),
+gthread on its defaults (32 threads, Django's own backend, ``CONN_MAX_AGE=60``),
+then each with the other's database budget (gevent with a pool of 32, gthread
+with as many threads as our default pool), and drives each with Locust
+(``slow_sql.py``) at 10, 100 and 400 users. Prints requests/s, p50, p99,
+failures and peak PostgreSQL backends per run, then the medians over rounds and
+the gevent/gthread ratios measured in the same round. Every process it starts,
+it stops. Uses the embedded development cluster unless DATABASE_URL is set.
 
 Usage: ``python -m loadtests.bench_db [--rounds 3] [--seconds 20] [--users 10,100,400]``
 """
@@ -27,13 +28,50 @@ from loadtests.common.processes import Processes, database_url
 
 APPLICATION_NAME = "bench-db"
 
-# Server environment per mode (on top of processes.SERVER_MODES). The same
-# database budget for both: 32 connections per worker (the pool's default of 20
-# would cap gevent at 2 x 20 / 50 ms = 800 req/s by Little's law).
-MODES = {
-    "gevent": {"DB_POOL_SIZE": "32"},
-    "gthread": {},
-}
+WORKERS = 2
+# Django's default and ours: what the gthread baseline runs with.
+GTHREAD_THREADS = 32
+
+
+def runs(default_pool: int) -> dict[str, tuple[str, dict[str, str], list[str]]]:
+    """Server mode, environment and extra gunicorn args per configuration."""
+    return {
+        "gevent": ("gevent", {}, []),
+        "gthread": ("gthread", {}, []),
+        f"gevent pool {GTHREAD_THREADS}": (
+            "gevent",
+            {"DB_POOL_SIZE": str(GTHREAD_THREADS)},
+            [],
+        ),
+        f"gthread {default_pool} threads": (
+            "gthread",
+            {},
+            ["--threads", str(default_pool)],
+        ),
+    }
+
+
+# Which runs are compared (same round): defaults with defaults, and each
+# worker model on the other's database budget.
+def pairs(names: list[str]) -> list[tuple[str, str, str]]:
+    """(label, gevent run, gthread run) for the ratio table."""
+    gevent, gthread, gevent_small, gthread_big = names
+    return [
+        ("defaults", gevent, gthread),
+        (f"budget of {gthread}", gevent_small, gthread),
+        (f"budget of {gevent}", gevent, gthread_big),
+    ]
+
+
+def default_pool_size(url: str) -> int:
+    """Connections per worker our pool takes by default on this database."""
+    from project.core.pg_pool.base import budget_size
+
+    conn = psycopg2.connect(url, connect_timeout=5, application_name="bench-sizer")
+    try:
+        return budget_size(conn, share=WORKERS, reserve=10)
+    finally:
+        conn.close()
 
 
 class PeakBackends(threading.Thread):
@@ -76,64 +114,72 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the rounds and print the table."""
+    """Run the rounds and print the tables."""
     parser = bench_parser(__doc__)
     args = parser.parse_args(argv)
     users = args.users
     url = database_url()
+    configs = runs(default_pool_size(url))
     results: dict[tuple[str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for round_number in range(1, args.rounds + 1):
-            for mode, env in MODES.items():
+            for name, (mode, env, extra) in configs.items():
                 with Processes() as processes:
                     base = processes.start_gunicorn(
                         database_url=url,
                         mode=mode,
+                        workers=WORKERS,
                         env={**env, "DB_APPLICATION_NAME": APPLICATION_NAME},
+                        args=extra,
                     )
                     for count in users:
                         sampler = PeakBackends(url)
                         sampler.start()
                         result = measure(
-                            processes, base, count, args.seconds, Path(tmp) / mode
+                            processes,
+                            base,
+                            count,
+                            args.seconds,
+                            Path(tmp) / name.replace(" ", "-"),
                         )
                         sampler.running = False
                         sampler.join()
                         result["peak_backends"] = sampler.peak
-                        results.setdefault((mode, count), []).append(result)
+                        results.setdefault((name, count), []).append(result)
                         print(
-                            f"round {round_number} {mode:7} {count:4} users: "
+                            f"round {round_number} {name:18} {count:4} users: "
                             f"{result['rps']:7.1f} req/s  p50 {result['p50']:5.0f} ms  "
                             f"p99 {result['p99']:6.0f} ms  "
                             f"failures {result['failures']}  "
                             f"peak backends {sampler.peak}",
                             flush=True,
                         )
-    print(f"\nW2 /demo/slow-sql/?ms=50, 2 workers, medians of {args.rounds} rounds")
-    print(
-        "| users | mode | req/s | p50 ms | p99 ms | failures | peak backends | ratio |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\nW2 /demo/slow-sql/?ms=50, {WORKERS} workers, medians of", end=" ")
+    print(f"{args.rounds} rounds")
+    print("| users | run | req/s | p50 ms | p99 ms | failures | peak backends |")
+    print("|---|---|---|---|---|---|---|")
     for count in users:
-        ratios = [
-            g["rps"] / t["rps"]
-            for g, t in zip(
-                results[("gevent", count)], results[("gthread", count)], strict=True
-            )
-            if t["rps"]
-        ]
-        for mode in MODES:
-            runs = results[(mode, count)]
-            med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-            ratio = (
-                f"{statistics.median(ratios):.2f}x"
-                if mode == "gevent" and ratios
-                else ""
-            )
+        for name in configs:
+            runs_ = results[(name, count)]
+            med = {key: statistics.median(r[key] for r in runs_) for key in runs_[0]}
             print(
-                f"| {count} | {mode} | {med['rps']:.0f} | {med['p50']:.0f} | "
+                f"| {count} | {name} | {med['rps']:.0f} | {med['p50']:.0f} | "
                 f"{med['p99']:.0f} | {med['failures']:.0f} | "
-                f"{med['peak_backends']:.0f} | {ratio} |"
+                f"{med['peak_backends']:.0f} |"
+            )
+    print("\ngevent / gthread, medians of the same-round ratios")
+    print("| users | comparison | req/s ratio | p99 ratio |")
+    print("|---|---|---|---|")
+    for count in users:
+        for label, ours, theirs in pairs(list(configs)):
+            rows = list(
+                zip(results[(ours, count)], results[(theirs, count)], strict=True)
+            )
+            rps = [g["rps"] / t["rps"] for g, t in rows if t["rps"]]
+            p99 = [g["p99"] / t["p99"] for g, t in rows if t["p99"]]
+            print(
+                f"| {count} | {label} | {statistics.median(rps):.2f}x | "
+                f"{statistics.median(p99):.2f}x |"
             )
     return 0
 

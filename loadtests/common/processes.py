@@ -162,13 +162,15 @@ class Processes:
         mode: str = "gevent",
         workers: int = 2,
         env: dict[str, str] | None = None,
+        args: list[str] | None = None,
         tree: Path = BASE_DIR,
     ) -> str:
         """Start gunicorn with gunicorn.conf.py in ``mode``; return its base URL.
 
         ``env`` overrides the environment last, so a run can break or tune the
-        service on purpose (``HTTP_POOL_MAXSIZE=1``). ``tree`` serves another
-        checkout of the project (a before/after comparison).
+        service on purpose (``HTTP_POOL_MAXSIZE=1``); ``args`` come after the
+        mode's own (``--threads 64`` wins). ``tree`` serves another checkout of
+        the project (a before/after comparison).
         """
         port = free_port()
         environment = {
@@ -194,6 +196,7 @@ class Processes:
                 "-c",
                 "gunicorn.conf.py",
                 *SERVER_MODES[mode]["args"],
+                *(args or []),
             ],
             f"gunicorn-{mode}",
             env=environment,
