@@ -7,10 +7,13 @@ then each with the other's database budget (gevent with a pool of 32, gthread
 with as many threads as our default pool), and drives each with Locust
 (``slow_sql.py``) at 10, 100 and 400 users. Prints requests/s, p50, p99,
 failures and peak PostgreSQL backends per run, then the medians over rounds and
-the gevent/gthread ratios measured in the same round. Every process it starts,
-it stops. Uses the embedded development cluster unless DATABASE_URL is set.
+the gevent/gthread ratios measured in the same round. ``--baseline REV``
+(repeatable) also runs that commit with a pool of 32 in the same rounds. Every
+process and worktree it starts, it stops. Uses the embedded development cluster
+unless DATABASE_URL is set.
 
-Usage: ``python -m loadtests.bench_db [--rounds 3] [--seconds 20] [--users 10,100,400]``
+Usage: ``python -m loadtests.bench_db [--rounds 3] [--seconds 20]
+[--users 10,100,400] [--baseline REV]...``
 """
 
 import statistics
@@ -18,13 +21,19 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg2
 
-from loadtests.common.bench import bench_parser, headline
+from loadtests.common.bench import (
+    add_baseline_option,
+    bench_parser,
+    checkout,
+    headline,
+)
 from loadtests.common.locust_run import read_stats_csv, run_locust
-from loadtests.common.processes import Processes, database_url
+from loadtests.common.processes import BASE_DIR, Processes, database_url
 
 APPLICATION_NAME = "bench-db"
 
@@ -116,14 +125,24 @@ def measure(
 def main(argv: list[str] | None = None) -> int:
     """Run the rounds and print the tables."""
     parser = bench_parser(__doc__)
+    add_baseline_option(parser)
     args = parser.parse_args(argv)
     users = args.users
     url = database_url()
     configs = runs(default_pool_size(url))
+    # (configuration, tree): a baseline revision runs gevent on gthread's
+    # budget, the same as this tree's "gevent pool 32", to compare the pools.
+    plan = [(name, BASE_DIR) for name in configs]
     results: dict[tuple[str, int], list[dict]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        for rev in args.baseline:
+            tree = stack.enter_context(checkout(rev, Path(tmp)))
+            name = f"{rev} pool {GTHREAD_THREADS}"
+            configs[name] = configs[f"gevent pool {GTHREAD_THREADS}"]
+            plan.append((name, tree))
         for round_number in range(1, args.rounds + 1):
-            for name, (mode, env, extra) in configs.items():
+            for name, tree in plan:
+                mode, env, extra = configs[name]
                 with Processes() as processes:
                     base = processes.start_gunicorn(
                         database_url=url,
@@ -131,23 +150,21 @@ def main(argv: list[str] | None = None) -> int:
                         workers=WORKERS,
                         env={**env, "DB_APPLICATION_NAME": APPLICATION_NAME},
                         args=extra,
+                        tree=tree,
                     )
                     for count in users:
                         sampler = PeakBackends(url)
                         sampler.start()
+                        report_dir = Path(tmp) / f"r{round_number}-{len(results)}"
                         result = measure(
-                            processes,
-                            base,
-                            count,
-                            args.seconds,
-                            Path(tmp) / name.replace(" ", "-"),
+                            processes, base, count, args.seconds, report_dir
                         )
                         sampler.running = False
                         sampler.join()
                         result["peak_backends"] = sampler.peak
                         results.setdefault((name, count), []).append(result)
                         print(
-                            f"round {round_number} {name:18} {count:4} users: "
+                            f"round {round_number} {name:22} {count:4} users: "
                             f"{result['rps']:7.1f} req/s  p50 {result['p50']:5.0f} ms  "
                             f"p99 {result['p99']:6.0f} ms  "
                             f"failures {result['failures']}  "
@@ -167,11 +184,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"{med['p99']:.0f} | {med['failures']:.0f} | "
                 f"{med['peak_backends']:.0f} |"
             )
-    print("\ngevent / gthread, medians of the same-round ratios")
+    print("\nmedians of the same-round ratios")
     print("| users | comparison | req/s ratio | p99 ratio |")
     print("|---|---|---|---|")
     for count in users:
-        for label, ours, theirs in pairs(list(configs)):
+        comparisons = pairs(list(configs)[:4]) + [
+            (f"this tree / {rev} (pool {GTHREAD_THREADS})", list(configs)[2], name)
+            for rev, name in zip(args.baseline, list(configs)[4:], strict=True)
+        ]
+        for label, ours, theirs in comparisons:
             rows = list(
                 zip(results[(ours, count)], results[(theirs, count)], strict=True)
             )

@@ -25,18 +25,22 @@ Usage: ``python -m loadtests.bench_fanout [--rounds 3] [--seconds 20]
 
 import csv
 import statistics
-import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
 import psutil
 import requests
 
-from loadtests.common.bench import bench_parser, headline
+from loadtests.common.bench import (
+    add_baseline_option,
+    bench_parser,
+    checkout,
+    headline,
+)
 from loadtests.common.locust_run import read_stats_csv, run_locust
 from loadtests.common.processes import BASE_DIR, Processes, database_url
 
@@ -44,23 +48,6 @@ LEGS = 10
 LEG_MS = 50
 WORKERS = 2
 ASYNCIO = "asyncio"
-
-
-@contextmanager
-def checkout(rev: str, workdir: Path) -> Iterator[Path]:
-    """A temporary detached git worktree of ``rev``; removed afterwards."""
-    tree = workdir / f"tree-{rev}"
-
-    def git(*args: str) -> None:
-        subprocess.run(
-            ["git", *args], cwd=BASE_DIR, check=True, capture_output=True, timeout=60
-        )
-
-    git("worktree", "add", "--detach", str(tree), rev)
-    try:
-        yield tree
-    finally:
-        git("worktree", "remove", "--force", str(tree))
 
 
 def workers_cpu_seconds(master_pid: int) -> float:
@@ -158,13 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run the asyncio baseline (aiohttp under uvicorn) in the same rounds",
     )
-    parser.add_argument(
-        "--baseline",
-        action="append",
-        default=[],
-        metavar="REV",
-        help="also run this git revision in the same rounds (repeatable)",
-    )
+    add_baseline_option(parser)
     args = parser.parse_args(argv)
     users = args.users
     db_url = database_url()

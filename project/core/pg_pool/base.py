@@ -137,6 +137,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._from_pool: ConnectionPool | None = None
+        self._key_cache: tuple[dict[str, Any], tuple] | None = None
         # Set while Django closes a connection it judged unusable: discard it.
         self._discard_on_close = False
         self._closing_if_unusable = False
@@ -153,13 +154,19 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _pool_key(self, conn_params: dict[str, Any]) -> tuple:
         options = self.settings_dict["OPTIONS"]
-        applied_after_connect = {
+        items = {
+            **conn_params,
             "_isolation_level": options.get("isolation_level"),
             "_assume_role": options.get("assume_role"),
             "_time_zone": self.timezone_name,
         }
-        items = {**conn_params, **applied_after_connect}
-        return tuple(sorted((key, str(value)) for key, value in items.items()))
+        # Settings rarely change (tests do it): compare, reuse the sorted key.
+        cached = self._key_cache
+        if cached is not None and cached[0] == items:
+            return cached[1]
+        key = tuple(sorted((name, str(value)) for name, value in items.items()))
+        self._key_cache = (items, key)
+        return key
 
     def _pool(self, conn_params: dict[str, Any]) -> ConnectionPool:
         pools = all_pools()

@@ -519,17 +519,27 @@ _MACHINERY = (
     "/contextlib.py",
     "/project/core/sql.py",
 )
+_is_machinery: dict[
+    Any, bool
+] = {}  # by code object: a checkout costs a dict lookup per frame
 
 
 def _call_site() -> str:
     """Where the checkout came from: the nearest frames outside Django and the pool."""
     frame = sys._getframe(2)
     sites = []
-    while frame is not None and len(sites) < 3:
-        filename = frame.f_code.co_filename
-        if not any(part in filename for part in _MACHINERY):
-            sites.append(f"{filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+    depth = 0
+    while frame is not None and len(sites) < 3 and depth < 60:
+        code = frame.f_code
+        machinery = _is_machinery.get(code)
+        if machinery is None:
+            machinery = _is_machinery[code] = any(
+                part in code.co_filename for part in _MACHINERY
+            )
+        if not machinery:
+            sites.append(f"{code.co_filename}:{frame.f_lineno} in {code.co_name}")
         frame = frame.f_back
+        depth += 1
     return " < ".join(sites) or "unknown"
 
 
