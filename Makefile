@@ -4,8 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 
-.PHONY: install run test lint format lock db-start db-stop db-status clean bench-db bench-fanout \
-	bench-aggregate loadtest capacity
+.PHONY: install run test test-django-suite lint format lock db-start db-stop db-status clean \
+	bench-db bench-fanout bench-aggregate loadtest capacity
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + ")")'
@@ -24,6 +24,11 @@ run: install
 ## Run the test suite (what CI runs).
 test: install
 	$(PY) -m pytest
+
+## Django's own database-backend tests on its stock PostgreSQL backend and on
+## ours, plain and under gevent; fails when an outcome differs (about 3 minutes).
+test-django-suite: install
+	$(PY) -m tests.django_suite.run
 
 ## Short Locust runs of every scenario against fresh servers, then the guards of
 ## loadtests/guards.toml; non-zero exit when one fails (under 2 minutes).
