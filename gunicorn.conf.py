@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import settings as _settings  # noqa: E402  (stdlib-only package; reads .env)
+from project import gunicorn_worker as _worker  # noqa: E402  (gevent, no Django)
 
 _settings.load_env_file()
 
@@ -43,7 +44,10 @@ backlog = _int("BACKLOG", 2048)
 # Worker processes
 # One gevent worker per core: each holds worker_connections concurrent requests.
 workers = _int("WEB_CONCURRENCY", _settings.cores())
-worker_class = "gevent"
+# gunicorn's gevent worker, accepting up to GUNICORN_ACCEPT_BATCH connections
+# per wake-up instead of 1 (see project/gunicorn_worker.py for why).
+worker_class = "project.gunicorn_worker.GeventWorker"
+_worker.accept_batch()  # a bad GUNICORN_ACCEPT_BATCH stops the master, not each worker
 worker_connections = _int("WORKER_CONNECTIONS", 1000)
 # For gevent workers timeout is only a heartbeat; requests have their own deadline.
 timeout = _int("GUNICORN_TIMEOUT", 30)

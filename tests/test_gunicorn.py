@@ -1,7 +1,9 @@
 """The service end to end: real gunicorn, gevent worker, PostgreSQL, stub upstream."""
 
+import http.client
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import gevent
 import pytest
@@ -9,6 +11,7 @@ import requests
 from gevent.pool import Pool
 
 from conftest import POOL_SIZE, app_backends
+from loadtests.common.processes import stop as stop_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,9 +25,47 @@ def timed_get(server, path: str, **kwargs) -> tuple[requests.Response, float]:
 def test_worker_is_gevent_and_patched(gunicorn_server):
     """The gevent worker logs that sockets and psycopg2 are patched."""
     log = gunicorn_server.log.read_text()
-    assert "Using worker: gevent" in log
+    assert "Using worker: project.gunicorn_worker.GeventWorker" in log
     assert "patched=True" in log
     assert "MonkeyPatchWarning" not in log
+
+
+def _keep_calling(url: str, until: float) -> tuple[float, int]:
+    """One keep-alive client: seconds to its first answer, answers by ``until``."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    started, first, answers = time.monotonic(), None, 0
+    try:
+        while first is None or time.monotonic() < until:
+            connection.request("GET", "/demo/slow-sql/?x=3&ms=20")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+            answers += 1
+            first = first if first is not None else time.monotonic() - started
+    finally:
+        connection.close()
+    return first, answers
+
+
+def test_new_connections_are_accepted_while_workers_are_saturated(
+    start_gunicorn, test_database_url
+):
+    """400 keep-alive clients at once on 2 workers: every one answered within 4 s.
+
+    gunicorn's own gevent worker accepts one connection per event-loop
+    iteration when there are several workers; with the workers saturated the
+    clients that connected last got their first answer only when the rest
+    stopped (here after 8 s).
+    """
+    name = "gevent-django-accept"
+    server = start_gunicorn(test_database_url, workers=2, DB_APPLICATION_NAME=name)
+    until = time.monotonic() + 8
+    results = Pool(400).map(lambda _: _keep_calling(server.url, until), range(400))
+    firsts = sorted(first for first, _ in results)
+    assert firsts[-1] < 4.0, f"slowest first answers: {firsts[-5:]}"
+    assert min(answers for _, answers in results) >= 3
+    stop_process(server.process)  # its idle connections would crowd later servers
 
 
 def test_ten_sql_legs_take_one_leg_time(gunicorn_server):

@@ -186,8 +186,8 @@ class Processes:
             WEB_CONCURRENCY=str(workers),
             GUNICORN_ACCESS_LOG="",
             **SERVER_MODES[mode]["env"],
-            **(env or {}),
         )
+        environment.update(env or {})
         process = self.popen(
             [
                 sys.executable,
