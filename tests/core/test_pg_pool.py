@@ -316,3 +316,48 @@ def test_full_server_caps_the_pool_at_what_it_has():
     with pytest.raises(psycopg2.OperationalError, match="too many clients"):
         empty = make_pool(size=3)
         empty.checkout(refuse, timeout=1)  # nothing of our own to wait for
+
+
+def test_a_burst_opens_at_most_max_opening_connections_at_once():
+    """100 checkouts at once on a pool of 50: never more than 2 connects in flight,
+    and the pool grows only as far as the load needs (connections come back)."""
+    in_flight, peak = [0], [0]
+
+    def slow_connect() -> FakeConnection:
+        in_flight[0] += 1
+        peak[0] = max(peak[0], in_flight[0])
+        gevent.sleep(0.01)  # a connect: fork and authentication on the server
+        in_flight[0] -= 1
+        return FakeConnection()
+
+    pool = make_pool(size=50)
+
+    def use() -> None:
+        connection = pool.checkout(slow_connect, timeout=5)
+        gevent.sleep(0.02)  # the query
+        pool.checkin(connection)
+
+    gevent.joinall([gevent.spawn(use) for _ in range(100)], raise_error=True)
+    assert peak[0] == 2
+    assert 2 < pool.stats.created < 50
+    assert pool.stats.as_dict()["in_use"] == 0 and pool.stats.waiting == 0
+
+
+def test_a_failed_open_lets_the_next_waiter_open():
+    """When opening fails, the slot and the right to open pass on: no one is stuck."""
+    attempts = [0]
+
+    def flaky_connect() -> FakeConnection:
+        attempts[0] += 1
+        gevent.sleep(0.01)
+        if attempts[0] <= 2:
+            raise OSError("connection refused")
+        return FakeConnection()
+
+    pool = make_pool(size=5)
+    calls = [gevent.spawn(pool.checkout, flaky_connect, timeout=2) for _ in range(6)]
+    gevent.joinall(calls)
+    failed = [c for c in calls if isinstance(c.exception, OSError)]
+    assert len(failed) == 2
+    assert sum(c.successful() for c in calls) == 4
+    assert pool.stats.as_dict()["in_use"] == 4

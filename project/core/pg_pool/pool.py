@@ -13,6 +13,13 @@ What it takes from psycopg_pool (psycopg 3) and HikariCP:
   records its owner (the greenlet or thread) and where it was made; a
   connection whose owner ended without giving it back is reclaimed and the
   site logged once. Checked when the pool runs dry and by the maintenance task.
+* **Growth a few connections at a time** (psycopg_pool grows by one
+  connection while clients wait, HikariCP through a single-threaded
+  add-connection executor): at most ``max_opening`` connections are being
+  opened at once; everyone else queues for a connection given back or the
+  next open. A burst of 200 requests then grows the pool to what the load
+  needs instead of 200 backends forked at once, a storm that made every
+  request of the burst wait for PostgreSQL's fork and authentication.
 * **Lifecycle** (``max_lifetime`` with jitter, ``max_idle`` above
   ``min_idle``): as in both, never closing a connection that is in use.
 * **Cheap liveness**: reuse is most-recently-used first with no round trip
@@ -136,6 +143,7 @@ class ConnectionPool:
         max_lifetime: float = 3600.0,
         max_idle: float = 600.0,
         min_idle: int = 0,
+        max_opening: int = 2,
         reset: Callable[[Any], bool],
         check: Callable[[Any], bool],
         readable: Callable[[Any], bool],
@@ -149,6 +157,8 @@ class ConnectionPool:
         self._out: dict[int, _Entry] = {}
         self._waiters: deque[_Waiter] = deque()
         self._open = 0  # connections open or being opened: idle + out + opening
+        self._opening = 0  # connections being opened right now
+        self.max_opening = max_opening
         self._sizer = sizer
         self._size = size if size is not None else 1  # one opener until sized
         self._configured_size = size
@@ -262,8 +272,7 @@ class ConnectionPool:
                     )  # most recently used: warm, least likely dead
                     self.stats.idle = len(self._idle)
                     return entry, False
-                if self._open < self._size:
-                    self._open += 1
+                if self._may_open():
                     return None, True
         # The pool is dry: a gone owner's connection may be what we wait for.
         self._reclaim_leaks()
@@ -272,8 +281,7 @@ class ConnectionPool:
                 entry = self._idle.pop()
                 self.stats.idle = len(self._idle)
                 return entry, False
-            if not self._waiters and self._open < self._size:
-                self._open += 1
+            if not self._waiters and self._may_open():
                 return None, True
             if timeout <= 0 or (
                 self.max_waiting and len(self._waiters) >= self.max_waiting
@@ -287,6 +295,8 @@ class ConnectionPool:
             waiter = _Waiter(threading.Event())
             self._waiters.append(waiter)
             self.stats.waiting = len(self._waiters)
+            # Someone waits: grow (the longest waiter opens) if allowed.
+            self._grow_for_waiters()
         return self._wait(waiter, started + timeout, timeout)
 
     def _wait(
@@ -321,6 +331,7 @@ class ConnectionPool:
         if waiter.entry is not None:
             self._give_back(waiter.entry)
         else:
+            self._opened()
             self._free_slot()
 
     def _refusal(self, full: bool, timeout: float) -> PoolTimeout:
@@ -343,7 +354,13 @@ class ConnectionPool:
             self._retire(entry)
             entry = None
         if entry is None:
-            entry = self._open_entry(connect)
+            if not may_open:  # its connection was dead: open anew in its place
+                with self._lock:
+                    self._opening += 1
+            try:
+                entry = self._open_entry(connect)
+            finally:
+                self._opened()
         entry.owner = weakref.ref(greenlet.getcurrent())
         entry.site = _call_site()
         with self._lock:
@@ -411,9 +428,27 @@ class ConnectionPool:
         with self._lock:
             self._size = self._configured_size = size
             self.stats.size = size
-            while self._waiters and self._open < self._size:
-                self._open += 1
-                self._grant(may_open=True)
+            self._grow_for_waiters()
+
+    def _may_open(self) -> bool:
+        """Take a slot to open a connection in, if the size and ``max_opening``
+        allow (lock held)."""
+        if self._open < self._size and self._opening < self.max_opening:
+            self._open += 1
+            self._opening += 1
+            return True
+        return False
+
+    def _opened(self) -> None:
+        """An open finished (or was given up): let the next waiter open one."""
+        with self._lock:
+            self._opening -= 1
+            self._grow_for_waiters()
+
+    def _grow_for_waiters(self) -> None:
+        """Grant queued checkouts the right to open, while allowed (lock held)."""
+        while self._waiters and self._may_open():
+            self._grant(may_open=True)
 
     # Giving slots back
 
@@ -450,10 +485,8 @@ class ConnectionPool:
 
     def _free_slot(self) -> None:
         with self._lock:
-            if self._waiters:
-                self._grant(may_open=True)  # the slot passes on; _open is unchanged
-            else:
-                self._open -= 1
+            self._open -= 1
+            self._grow_for_waiters()
 
     def _grant(self, *, entry: _Entry | None = None, may_open: bool = False) -> None:
         """Hand a connection or a slot to the longest waiter (lock held)."""
