@@ -42,7 +42,7 @@ loadtest: install
 capacity: install
 	$(PY) -m loadtests.capacity $(CAPACITY_ARGS)
 
-## W2 on gevent + pool vs a gthread baseline, 3 rounds (about 8 minutes).
+## W2 on gevent + pool vs gthread, each on its defaults and on the other's database budget, 3 rounds (about 12 minutes).
 bench-db: install
 	$(PY) -m loadtests.bench_db
 
