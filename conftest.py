@@ -1,6 +1,7 @@
 """Fixtures shared by the whole test suite."""
 
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -78,7 +79,9 @@ def start_gunicorn(
     """
     started: list[Server] = []
 
-    def start(database_url: str, workers: int = 1, **env: str) -> Server:
+    def start(
+        database_url: str, workers: int = 1, nofile: int | None = None, **env: str
+    ) -> Server:
         port = free_port()
         log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
         environment = {
@@ -101,6 +104,14 @@ def start_gunicorn(
                 env=environment,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                # ``nofile``: soft and hard RLIMIT_NOFILE, as under ``ulimit -n``.
+                preexec_fn=(
+                    None
+                    if nofile is None
+                    else lambda: resource.setrlimit(
+                        resource.RLIMIT_NOFILE, (nofile, nofile)
+                    )
+                ),
             )
         server = Server(f"http://127.0.0.1:{port}", process, log)
         started.append(server)

@@ -73,14 +73,22 @@ proc_name = "gevent-django"
 
 
 def on_starting(server) -> None:
-    """Start the embedded PostgreSQL once, in the master, before any worker forks."""
+    """Start the embedded PostgreSQL once, in the master, before any worker forks;
+    raise the file-descriptor soft limit to the hard one for every worker."""
+    from project.core.fd_budget import raise_soft_limit
+
+    raise_soft_limit()
     _settings.select()
     _settings.ensure_embedded_database()
 
 
 def post_worker_init(worker) -> None:
-    """Log the worker's concurrency and patching state (tests read it)."""
+    """Log the worker's concurrency and patching state (tests read it); warn when
+    its worst case does not fit the file-descriptor limit."""
     from project import green
+    from project.core import fd_budget
+
+    fd_budget.check(upstreams=1)
 
     worker.log.info(
         "gevent worker %s ready (worker_connections=%s, patched=%s)",

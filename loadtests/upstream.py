@@ -13,6 +13,17 @@ Endpoints (GET; bad parameters give 400 ``{"error": ..., "param": ...}``):
   apart; with ``chunked=1`` no Content-Length (chunked transfer encoding).
 * ``/headers``: 200 with the request's headers as JSON (lowercase names), so
   tests can check what a client sent (deadlines, auth).
+* ``/hostile?mode=M``: a misbehaving upstream, for tests and load runs that aim
+  at one. Raw modes write straight to the socket and never finish a response:
+  ``header_line`` (one header line that never ends), ``headers`` (new headers
+  forever), ``interim`` (``100 Continue`` forever), ``status_line`` (a status
+  line that never ends); they stop when the client goes or after
+  ``HOSTILE_MAX_BYTES``. Answer modes give a complete 200 that is wrong in one
+  way: ``close`` (a valid answer with ``Connection: close``), ``stray`` (a
+  valid answer, then ``ms`` later, default 300, stray bytes on the kept-alive
+  connection), ``gzip`` (a gzip body with ``Content-Encoding``),
+  ``gzip_bomb`` (100 MB of zeros in ~100 KB of gzip), ``json_invalid``,
+  ``json_nan`` (``NaN``/``Infinity``), ``json_deep`` (100,000 nested arrays).
 * ``/stats``: ``{"requests": {path: count}, "connections": N}`` since start or
   the last reset; N counts distinct client addresses (host, port), that is the
   connections clients opened, so tests can see whether keep-alive reuses them.
@@ -37,6 +48,7 @@ if __name__ == "__main__" and not monkey.is_module_patched("socket"):
     monkey.patch_all()
 
 import argparse  # noqa: E402
+import gzip  # noqa: E402
 import ipaddress  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
@@ -68,6 +80,14 @@ class AbortConnection(Exception):
     """Raised by the app to make the handler reset the connection, not answer."""
 
 
+class RawReply(Exception):
+    """Raised by the app to write raw bytes to the socket instead of answering."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        super().__init__("raw reply")
+        self.chunks = chunks
+
+
 class BadParam(Exception):
     """A query parameter is missing or out of range; rendered as a 400."""
 
@@ -87,6 +107,12 @@ class _StubHandler(WSGIHandler):
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().handle()
 
+    def get_environ(self) -> dict[str, Any]:
+        """pywsgi's environ plus the client socket (``/hostile?mode=stray``)."""
+        environ = super().get_environ()
+        environ["hostile.socket"] = self.socket
+        return environ
+
     def run_application(self) -> None:
         try:
             super().run_application()
@@ -96,6 +122,18 @@ class _StubHandler(WSGIHandler):
                 socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
             )
             self.close_connection = True
+        except RawReply as reply:
+            self.close_connection = True
+            sent = 0
+            try:
+                for chunk in reply.chunks:
+                    self.socket.sendall(chunk)
+                    sent += len(chunk)
+                    if sent > HOSTILE_MAX_BYTES:
+                        break
+                    gevent.sleep(0)  # other clients of the stub keep their turn
+            except OSError:
+                pass  # the client gave up: what these modes are for
 
 
 def _int_param(
@@ -145,6 +183,74 @@ def _delay_body(ms: int) -> bytes:
     base = {"slept_ms": ms, "server": "stub-upstream", "pad": ""}
     pad = DELAY_BODY_BYTES - len(json.dumps(base))
     return json.dumps({**base, "pad": "x" * max(pad, 0)}).encode()
+
+
+# Raw modes stop after this much, so a client with no limit cannot fill a disk.
+HOSTILE_MAX_BYTES = 1 << 30
+_FILLER = b"a" * 4096
+
+
+def _forever(first: bytes, then: bytes) -> Iterator[bytes]:
+    yield first
+    while True:
+        yield then
+
+
+_RAW_MODES: dict[str, Callable[[], Iterator[bytes]]] = {
+    "header_line": lambda: _forever(b"HTTP/1.1 200 OK\r\nX-Endless: ", _FILLER),
+    "headers": lambda: _forever(b"HTTP/1.1 200 OK\r\n", b"X-Again: yes\r\n" * 256),
+    "interim": lambda: _forever(b"", b"HTTP/1.1 100 Continue\r\n\r\n" * 64),
+    "status_line": lambda: _forever(b"HTTP/1.1 200 ", _FILLER),
+}
+_bodies: dict[str, bytes] = {}
+
+
+def _gzip_bomb() -> bytes:
+    # Made on first use (about a second of CPU), then kept.
+    if "bomb" not in _bodies:
+        _bodies["bomb"] = gzip.compress(bytes(100 << 20), compresslevel=9)
+    return _bodies["bomb"]
+
+
+def _hostile(
+    mode: str, ms: int, environ: dict[str, Any], start_response: StartResponse
+) -> Iterable[bytes]:
+    if mode in _RAW_MODES:
+        raise RawReply(_RAW_MODES[mode]())
+    headers = [("Content-Type", "application/json")]
+    if mode == "stray":
+        body = b'{"ok": true}'
+        sock = environ["hostile.socket"]
+        gevent.spawn_later(
+            ms / 1000, _send_quietly, sock, b"stray bytes after the answer"
+        )
+    elif mode == "close":
+        body = b'{"ok": true}'
+        headers.append(("Connection", "close"))
+    elif mode == "gzip":
+        body = gzip.compress(json.dumps({"ok": True, "pad": "x" * 4096}).encode())
+        headers.append(("Content-Encoding", "gzip"))
+    elif mode == "gzip_bomb":
+        body = _gzip_bomb()
+        headers.append(("Content-Encoding", "gzip"))
+    elif mode == "json_invalid":
+        body = b'{"ok": tru'
+    elif mode == "json_nan":
+        body = b'{"value": NaN, "limit": Infinity}'
+    elif mode == "json_deep":
+        body = b"[" * 100_000 + b"]" * 100_000
+    else:
+        raise BadParam("mode", f"unknown mode {mode!r}")
+    headers.append(("Content-Length", str(len(body))))
+    start_response("200 OK", headers)
+    return [body]
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass  # the connection is gone already
 
 
 def _trickle(chunks: int, interval_ms: int) -> Iterator[bytes]:
@@ -214,6 +320,10 @@ def make_app() -> WSGIApp:
                     headers.append(("Content-Length", str(length)))
                 start_response("200 OK", headers)
                 return _trickle(chunks, interval)
+            if path == "/hostile":
+                mode = (query.get("mode") or [""])[0]
+                ms = _int_param(query, "ms", default=300, low=0, high=MAX_MS)
+                return _hostile(mode, ms, environ, start_response)
             if path == "/headers":
                 sent = {
                     key[5:].replace("_", "-").lower(): value

@@ -157,12 +157,19 @@ LOGGING = {
 
 # IO toolkit (project/core)
 # Connections per upstream per worker, at most; beyond it calls wait (within
-# their timeout) for a free one. A full worker (WORKER_CONNECTIONS requests)
-# fanning out ten legs each to one upstream needs ten times that many. Idle
-# connections stay open for reuse, so it costs nothing until the load happens.
-HTTP_POOL_MAXSIZE = env.int(
-    "HTTP_POOL_MAXSIZE", default=10 * env.int("WORKER_CONNECTIONS", default=1000)
-)
+# their timeout) for a free one. 256 sockets at 50 ms a call carry 5,120 calls/s,
+# several times what a worker's CPU can drive; it is also a bulkhead that keeps
+# one slow upstream from taking every file descriptor of the worker.
+HTTP_POOL_MAXSIZE = env.int("HTTP_POOL_MAXSIZE", default=256)
+# Pooled connections idle this long are closed (an upstream closes its side
+# sooner or later anyway, and a burst must not pin sockets for good).
+HTTP_POOL_IDLE_S = env.float("HTTP_POOL_IDLE_S", default=30.0)
+# What an upstream answer may send before its body; crossing a limit fails the
+# call at once ("upstream headers too large") and closes the connection.
+HTTP_MAX_HEADER_BYTES = env.int("HTTP_MAX_HEADER_BYTES", default=64 * 1024)
+HTTP_MAX_HEADERS = env.int("HTTP_MAX_HEADERS", default=100)
+HTTP_MAX_STATUS_LINE_BYTES = env.int("HTTP_MAX_STATUS_LINE_BYTES", default=8 * 1024)
+HTTP_MAX_INTERIM_RESPONSES = env.int("HTTP_MAX_INTERIM_RESPONSES", default=5)
 HTTP_CONNECT_TIMEOUT_S = env.float("HTTP_CONNECT_TIMEOUT_S", default=2.0)
 # How long an upstream's resolved address is reused for new connections.
 HTTP_DNS_TTL_S = env.float("HTTP_DNS_TTL_S", default=30.0)

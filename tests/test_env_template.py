@@ -70,6 +70,6 @@ def test_template_copied_verbatim_keeps_development_defaults(tmp_path):
         "['localhost',",
         "'127.0.0.1',",
         "'[::1]']",
-        "10000",
+        "256",
         "True",
     ]

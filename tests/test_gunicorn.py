@@ -1,6 +1,7 @@
 """The service end to end: real gunicorn, gevent worker, PostgreSQL, stub upstream."""
 
 import http.client
+import os
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -66,6 +67,44 @@ def test_new_connections_are_accepted_while_workers_are_saturated(
     assert firsts[-1] < 4.0, f"slowest first answers: {firsts[-5:]}"
     assert min(answers for _, answers in results) >= 3
     stop_process(server.process)  # its idle connections would crowd later servers
+
+
+def _open_sockets(pid: int) -> int:
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(
+        os.readlink(fd).startswith("socket:") for fd in fds.iterdir() if fd.exists()
+    )
+
+
+def test_burst_under_ulimit_1024_recovers(start_gunicorn, test_database_url, upstream):
+    """ulimit -n 1024: 12 x 100 concurrent legs all succeed; afterwards the worker
+    answers at once and its upstream sockets close once idle."""
+    server = start_gunicorn(
+        test_database_url,
+        nofile=1024,
+        DEMO_UPSTREAM_URL=upstream,
+        HTTP_POOL_IDLE_S="1",
+        DB_APPLICATION_NAME="gevent-django-nofile",
+    )
+    # 1000 client connections + 256 upstream sockets + the database do not fit.
+    assert "a worker may need" in server.log.read_text()
+    worker = int(
+        Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+        .read_text()
+        .split()[0]
+    )
+    responses = Pool(12).map(
+        lambda _: server.get("/demo/fan-out/?http=100&ms=300", timeout=15), range(12)
+    )
+    assert [r.status_code for r in responses] == [200] * 12
+    legs = [leg["status"] for r in responses for leg in r.json()["legs"]]
+    assert legs == ["ok"] * 1200
+    assert _open_sockets(worker) > 200  # the pool filled up
+    response, elapsed = timed_get(server, "/demo/fan-out/?http=1&ms=0")
+    assert response.status_code == 200 and elapsed < 0.5
+    time.sleep(2.5)  # HTTP_POOL_IDLE_S=1, swept every second
+    assert _open_sockets(worker) < 20
+    stop_process(server.process)
 
 
 def test_ten_sql_legs_take_one_leg_time(gunicorn_server):

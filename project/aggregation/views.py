@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
-from project.api import json_get
+from project.api import FiniteJSONEncoder, json_get
 from project.core.deadline import DEADLINE_HEADER, Deadline, deadline_from_header
 from project.core.disconnect import client_disconnect
 from project.core.errors import ApiError
@@ -30,4 +30,9 @@ def aggregate(request: HttpRequest, name: str) -> JsonResponse:
         deadline = Deadline.from_ms(aggregation.max_deadline_ms)
     with client_disconnect(request.META.get("gunicorn.socket")) as gone:
         result = aggregator.run(aggregation, values, deadline, cancel=gone)
-    return JsonResponse(result.body, status=result.status, headers=result.headers)
+    return JsonResponse(
+        result.body,
+        status=result.status,
+        headers=result.headers,
+        encoder=FiniteJSONEncoder,
+    )

@@ -28,7 +28,8 @@ from gevent.event import Event
 
 from .deadline import DEADLINE_HEADER, Deadline
 from .fanout import Leg, LegResult, describe_error, fan_out
-from .http_client import Response, UpstreamBodyTooLarge, http_get
+from .http_client import LocalSocketsExhausted, Response, UpstreamInvalidJSON, http_get
+from .http_wire import UpstreamProtocolError
 from .registry import PLACEHOLDER, Aggregation, Query, Registry, Source, Upstream
 from .resilience.breaker import CircuitBreaker
 from .resilience.bulkhead import Bulkhead
@@ -390,14 +391,18 @@ class Aggregator:
             if isinstance(exc, gevent.GreenletExit):
                 breaker.abandon(ticket)
                 raise
+            if isinstance(exc, LocalSocketsExhausted):
+                # Our worker is out of sockets: not the upstream's fault.
+                breaker.abandon(ticket)
+                return SourceResult(SHED, error=str(exc), retry_after_s=1.0), False
             breaker.record(ticket, ok=False, seconds=time.monotonic() - started)
             # http_get's own timeout is a TimeoutError; a gevent.Timeout is an
             # outer scope's and must reach it.
             if isinstance(exc, TimeoutError):
                 return SourceResult(TIMEOUT, error=str(exc)), True
             if isinstance(exc, ConnectionError):
-                # The same answer would be just as large again.
-                again = not isinstance(exc, UpstreamBodyTooLarge)
+                # An answer that broke HTTP or our limits would do so again.
+                again = not isinstance(exc, UpstreamProtocolError)
                 return SourceResult(ERROR, error=f"ConnectionError: {exc}"), again
             raise
         elapsed = time.monotonic() - started
@@ -407,13 +412,20 @@ class Aggregator:
                 SourceResult(ERROR, error=f"upstream answered {response.status_code}"),
                 response.status_code in RETRY_STATUSES,
             )
-        # A 4xx is the request's fault, not the upstream's health.
-        breaker.record(ticket, ok=True, seconds=elapsed)
         if response.status_code >= 300:
+            # A 4xx is the request's fault, not the upstream's health; nothing
+            # follows redirects.
+            breaker.record(ticket, ok=True, seconds=elapsed)
             return SourceResult(
                 ERROR, error=f"upstream answered {response.status_code}"
             ), False
-        return SourceResult(OK, value=_body(response)), False
+        try:
+            value = _body(response)
+        except UpstreamInvalidJSON as exc:
+            breaker.record(ticket, ok=False, seconds=elapsed)
+            return SourceResult(ERROR, error=str(exc)), False
+        breaker.record(ticket, ok=True, seconds=elapsed)
+        return SourceResult(OK, value=value), False
 
     def _fetch_sql(
         self, query: Query, source: Source, args: list[Any], deadline: Deadline
@@ -490,12 +502,9 @@ def _http_target(upstream: Upstream, source: Source, values: Mapping[str, Any]) 
 
 
 def _body(response: Response) -> Any:
-    content_type = response.headers.get("Content-Type", "")
-    if "json" in content_type:
-        try:
-            return response.json()
-        except ValueError:
-            return response.text
+    """JSON (strictly; ``UpstreamInvalidJSON`` when broken) or text, by content type."""
+    if "json" in response.headers.get("Content-Type", ""):
+        return response.json()
     return response.text
 
 

@@ -2,6 +2,7 @@
 
 import socket
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import gevent
@@ -32,11 +33,20 @@ sources.one = { upstream = "stub", path = "/delay", query = { ms = "1000" } }
 sources.two = { upstream = "stub", path = "/delay", query = { ms = "1001" } }
 sources.sql = { sql = "sleep" }
 
+[upstreams.hostile]
+base_url = "${AGG_TEST_STUB}"
+breaker = { window = 1000, min_calls = 1000 }
+
+[aggregations.hostile]
+deadline_ms = 2000
+params = { mode = { type = "str", required = true }, n = { type = "int", default = 0 } }
+sources.s = { upstream = "hostile", path = "/hostile", query = { mode = "{mode}", n = "{n}" } }
+
 [aggregations.long]
 deadline_ms = 5000
 sources.http = { upstream = "stub", path = "/delay", query = { ms = "5000" } }
 sources.sql = { sql = "long" }
-"""
+"""  # noqa: E501
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +139,45 @@ def test_client_going_away_cancels_the_sources(server):
     gevent.sleep(0.1)
     assert "aggregate long status=499" in server.log.read_text()
     assert app_backends(state="active") == 0
+
+
+def _worker_pid(server) -> int:
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    return int(children.read_text().split()[0])
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_hostile_upstream_cannot_stall_or_bloat_the_worker(server):
+    """50 calls to endless-header / gzip-bomb upstreams (one every 20 ms): each a
+    502 within the deadline + 100 ms, /healthz under 100 ms meanwhile, the same
+    worker throughout, its peak RSS under 150 MB."""
+    worker = _worker_pid(server)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    modes = ["header_line", "headers", "interim", "status_line", "gzip_bomb"]
+
+    def call(i: int) -> tuple[int, float]:
+        started = time.monotonic()
+        response = server.get(
+            f"/api/aggregate/hostile/?mode={modes[i % 5]}&n={i}", headers=headers
+        )
+        return response.status_code, time.monotonic() - started
+
+    calls = [gevent.spawn_later(i * 0.02, call, i) for i in range(50)]
+    health = []
+    while not all(c.ready() for c in calls):
+        started = time.monotonic()
+        assert server.get("/healthz").status_code == 200
+        health.append(time.monotonic() - started)
+        gevent.sleep(0.02)
+    results = [c.get() for c in calls]
+    assert [status for status, _ in results] == [502] * 50
+    assert max(elapsed for _, elapsed in results) < 2.0 + 0.1
+    assert len(health) > 20 and max(health) < 0.1, sorted(health)[-3:]
+    assert _worker_pid(server) == worker  # not killed and replaced
+    assert _peak_rss_mb(worker) < 150

@@ -112,6 +112,11 @@ sources.s = { upstream = "stub", path = "/delay", cache_ttl_s = 0.05, query = { 
 params = { n = { type = "int", required = true } }
 sources.s = { upstream = "stub", path = "/delay", query = { ms = "300", n = "{n}" } }
 
+[aggregations.hostile]
+deadline_ms = 2000
+params = { mode = { type = "str", required = true } }
+sources.s = { upstream = "flaky", path = "/hostile", query = { mode = "{mode}" } }
+
 [upstreams.sluggish]
 base_url = "${STUB}"
 timeout_ms = 50
@@ -421,3 +426,23 @@ def test_follower_outliving_its_leader_tries_again(upstream):
     assert statuses(follower) == {"fast": "ok", "slow": "ok"}
     # Per pair: "fast" twice (not in flight together), "slow" by leader and follower.
     assert stub_counts(upstream)["/delay"] == 2 * (2 + 2)
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        ("json_deep", "invalid JSON: nested too deeply"),
+        ("json_nan", "invalid JSON: NaN is not JSON"),
+        ("json_invalid", "invalid JSON: "),
+        ("header_line", "ConnectionError: upstream headers too large ("),
+        ("gzip_bomb", "ConnectionError: upstream sent a 'gzip'-encoded body"),
+    ],
+)
+def test_broken_answers_are_errors_of_this_caller(upstream, mode, error):
+    """A broken answer is a 502 'error' with one attempt (not retried), not shared."""
+    result = run(aggregator(upstream), "hostile", mode=mode)
+    meta = result.body["sources"]["s"]
+    assert result.status == 502
+    assert (meta["status"], meta["attempts"]) == ("error", 1)
+    assert meta["error"].startswith(error)
+    assert "shared" not in meta

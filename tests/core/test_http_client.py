@@ -15,6 +15,7 @@ from project.core import http_client
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
 from project.core.http_client import http_get
+from project.core.http_wire import UpstreamBodyTooLarge
 
 
 @pytest.fixture
@@ -209,7 +210,7 @@ def test_reset_connection_is_a_connection_error(upstream, fresh_pools):
 def test_body_over_the_limit_is_an_error_and_not_pooled(upstream, fresh_pools, path):
     """A 200-byte body over a 99-byte cap fails; its half-read connection is closed."""
     requests.post(f"{upstream}/stats/reset", timeout=5)
-    with pytest.raises(http_client.UpstreamBodyTooLarge, match="larger than 99 bytes"):
+    with pytest.raises(UpstreamBodyTooLarge, match="larger than 99 bytes"):
         http_get(f"{upstream}{path}", timeout=2, max_body_bytes=99)
     assert (
         len(http_get(f"{upstream}{path}", timeout=2, max_body_bytes=200).content) == 200
@@ -220,7 +221,7 @@ def test_body_over_the_limit_is_an_error_and_not_pooled(upstream, fresh_pools, p
 def test_body_limit_defaults_to_the_setting(upstream, fresh_pools):
     """HTTP_MAX_BODY_BYTES applies when the caller passes no limit."""
     with override_settings(HTTP_MAX_BODY_BYTES=10):
-        with pytest.raises(http_client.UpstreamBodyTooLarge):
+        with pytest.raises(UpstreamBodyTooLarge):
             http_get(f"{upstream}/delay", timeout=2)
 
 
