@@ -6,6 +6,7 @@ from urllib.parse import unquote
 import environ
 
 from project import embedded_pg
+from project.core import fd_budget
 from settings import cores, load_env_file
 
 
@@ -157,10 +158,16 @@ LOGGING = {
 
 # IO toolkit (project/core)
 # Connections per upstream per worker, at most; beyond it calls wait (within
-# their timeout) for a free one. 256 sockets at 50 ms a call carry 5,120 calls/s,
-# several times what a worker's CPU can drive; it is also a bulkhead that keeps
-# one slow upstream from taking every file descriptor of the worker.
-HTTP_POOL_MAXSIZE = env.int("HTTP_POOL_MAXSIZE", default=256)
+# their timeout) for a free one. Unset: one per concurrent request
+# (WORKER_CONNECTIONS), less when the file-descriptor limit would not hold it
+# (project/core/fd_budget.py). A bound, not 10 x that: it is also the bulkhead
+# that keeps one slow upstream from taking every descriptor of the worker.
+HTTP_POOL_MAXSIZE = env.int(
+    "HTTP_POOL_MAXSIZE",
+    default=fd_budget.default_http_pool_size(
+        env.int("WORKER_CONNECTIONS", default=1000)
+    ),
+)
 # Pooled connections idle this long are closed (an upstream closes its side
 # sooner or later anyway, and a burst must not pin sockets for good).
 HTTP_POOL_IDLE_S = env.float("HTTP_POOL_IDLE_S", default=30.0)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from project.core.fd_budget import default_http_pool_size
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 SOURCES = ["settings", "project", "gunicorn.conf.py"]
 KEY_READ = re.compile(
@@ -70,6 +72,6 @@ def test_template_copied_verbatim_keeps_development_defaults(tmp_path):
         "['localhost',",
         "'127.0.0.1',",
         "'[::1]']",
-        "256",
+        str(default_http_pool_size(1000)),  # the same limit as this process
         "True",
     ]

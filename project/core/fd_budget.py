@@ -33,6 +33,21 @@ def raise_soft_limit() -> tuple[int, int]:
     return soft, hard
 
 
+def default_http_pool_size(worker_connections: int) -> int:
+    """Sockets per upstream per worker when ``HTTP_POOL_MAXSIZE`` is unset.
+
+    One per concurrent request (``WORKER_CONNECTIONS``), so a full worker can
+    call each upstream at once; under a low descriptor limit, half of what the
+    limit leaves after the client connections and the reserve (at least 16),
+    so upstream sockets alone cannot starve accept().
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return worker_connections
+    headroom = (soft - worker_connections - RESERVE) // 2
+    return max(16, min(worker_connections, headroom))
+
+
 def shortfall(
     *, client_connections: int, http_pool: int, upstreams: int, db_pool: int
 ) -> str | None:

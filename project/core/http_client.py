@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import gevent
+from django.conf import settings
 from gevent import monkey
 from geventhttpclient import HTTPClient
 from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
@@ -293,8 +294,6 @@ def get_pool(scheme: str, host: str, port: int | None) -> HTTPClient:
     key = (scheme, host, port)
     pool = _pools["by_origin"].get(key)
     if pool is None:
-        from django.conf import settings
-
         pool = _Client(
             host,
             port,
@@ -305,6 +304,15 @@ def get_pool(scheme: str, host: str, port: int | None) -> HTTPClient:
             dns_ttl=settings.HTTP_DNS_TTL_S,
             idle_s=settings.HTTP_POOL_IDLE_S,
         )
+        # Read once per pool, not per call (pools are made after any settings
+        # change a test makes).
+        pool.limits = HeaderLimits(
+            total_bytes=settings.HTTP_MAX_HEADER_BYTES,
+            count=settings.HTTP_MAX_HEADERS,
+            status_line_bytes=settings.HTTP_MAX_STATUS_LINE_BYTES,
+            interim=settings.HTTP_MAX_INTERIM_RESPONSES,
+        )
+        pool.max_body_bytes = settings.HTTP_MAX_BODY_BYTES
         _pools["by_origin"][key] = pool
         fd_budget.check(upstreams=len(_pools["by_origin"]))
     return pool
@@ -318,17 +326,6 @@ def open_sockets() -> dict[str, int]:
         f"{scheme}://{host}:{port}": client._connection_pool.idle_count()
         for (scheme, host, port), client in _pools["by_origin"].items()
     }
-
-
-def _limits() -> HeaderLimits:
-    from django.conf import settings
-
-    return HeaderLimits(
-        total_bytes=settings.HTTP_MAX_HEADER_BYTES,
-        count=settings.HTTP_MAX_HEADERS,
-        status_line_bytes=settings.HTTP_MAX_STATUS_LINE_BYTES,
-        interim=settings.HTTP_MAX_INTERIM_RESPONSES,
-    )
 
 
 def _exchange(client: _Client, request: bytes, limits: HeaderLimits) -> LimitedResponse:
@@ -387,13 +384,11 @@ def http_get(
     target = f"{parts.path or '/'}?{query}" if query else parts.path or "/"
     client = get_pool(parts.scheme, parts.hostname, parts.port)
     if max_body_bytes is None:
-        from django.conf import settings
-
-        max_body_bytes = settings.HTTP_MAX_BODY_BYTES
+        max_body_bytes = client.max_body_bytes
     request = client._build_request("GET", target, headers=headers, chunked=False)
     try:
         with gevent.Timeout(timeout, _TotalTimeout):
-            answer = _exchange(client, request.encode("latin-1"), _limits())
+            answer = _exchange(client, request.encode("latin-1"), client.limits)
             try:
                 encoding = answer.get("content-encoding", "identity")
                 if encoding != "identity":
