@@ -304,15 +304,6 @@ def get_pool(scheme: str, host: str, port: int | None) -> HTTPClient:
             dns_ttl=settings.HTTP_DNS_TTL_S,
             idle_s=settings.HTTP_POOL_IDLE_S,
         )
-        # Read once per pool, not per call (pools are made after any settings
-        # change a test makes).
-        pool.limits = HeaderLimits(
-            total_bytes=settings.HTTP_MAX_HEADER_BYTES,
-            count=settings.HTTP_MAX_HEADERS,
-            status_line_bytes=settings.HTTP_MAX_STATUS_LINE_BYTES,
-            interim=settings.HTTP_MAX_INTERIM_RESPONSES,
-        )
-        pool.max_body_bytes = settings.HTTP_MAX_BODY_BYTES
         _pools["by_origin"][key] = pool
         fd_budget.check(upstreams=len(_pools["by_origin"]))
     return pool
@@ -326,6 +317,22 @@ def open_sockets() -> dict[str, int]:
         f"{scheme}://{host}:{port}": client._connection_pool.idle_count()
         for (scheme, host, port), client in _pools["by_origin"].items()
     }
+
+
+_limits_cache: list = [None, None]  # [settings values, HeaderLimits]
+
+
+def _limits() -> HeaderLimits:
+    """The header limits from settings, rebuilt only when they change."""
+    values = (
+        settings.HTTP_MAX_HEADER_BYTES,
+        settings.HTTP_MAX_HEADERS,
+        settings.HTTP_MAX_STATUS_LINE_BYTES,
+        settings.HTTP_MAX_INTERIM_RESPONSES,
+    )
+    if _limits_cache[0] != values:
+        _limits_cache[:] = [values, HeaderLimits(*values)]
+    return _limits_cache[1]
 
 
 def _exchange(client: _Client, request: bytes, limits: HeaderLimits) -> LimitedResponse:
@@ -384,11 +391,11 @@ def http_get(
     target = f"{parts.path or '/'}?{query}" if query else parts.path or "/"
     client = get_pool(parts.scheme, parts.hostname, parts.port)
     if max_body_bytes is None:
-        max_body_bytes = client.max_body_bytes
+        max_body_bytes = settings.HTTP_MAX_BODY_BYTES
     request = client._build_request("GET", target, headers=headers, chunked=False)
     try:
         with gevent.Timeout(timeout, _TotalTimeout):
-            answer = _exchange(client, request.encode("latin-1"), client.limits)
+            answer = _exchange(client, request.encode("latin-1"), _limits())
             try:
                 encoding = answer.get("content-encoding", "identity")
                 if encoding != "identity":
