@@ -11,7 +11,7 @@ import random
 
 from loadtests.common.plugin import ScenarioUser
 
-TOKEN = os.environ.get("AGG_BENCH_TOKEN", "bench-token")
+TOKEN = os.environ.get("AGG_BENCH_TOKEN", "bench-token-0123456789")
 MS = int(os.environ.get("AGG_BENCH_MS", "50"))
 
 

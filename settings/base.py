@@ -4,6 +4,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from project import embedded_pg
 from project.core import fd_budget
@@ -153,7 +154,13 @@ LOGGING = {
     "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
     # Django's default console handler (DEBUG only) would print its records a
     # second time, unformatted; they reach stderr through the root instead.
-    "loggers": {"django": {"handlers": [], "level": LOG_LEVEL, "propagate": True}},
+    "loggers": {
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        # A bad Host is the client's error: one rate-limited WARNING line, no
+        # traceback (project/log_filters.py).
+        "django.security.DisallowedHost": {"filters": ["client_error"]},
+    },
+    "filters": {"client_error": {"()": "project.log_filters.ClientErrorFilter"}},
 }
 
 # IO toolkit (project/core)
@@ -196,11 +203,34 @@ CACHES = {
 }
 
 # Aggregation API (/api/aggregate/<name>/)
+# Development and tests default to the worked example; production requires
+# its own file (settings/production.py).
 AGGREGATIONS_FILE = env.str(
-    "AGGREGATIONS_FILE", default=str(BASE_DIR / "aggregations.toml")
+    "AGGREGATIONS_FILE", default=str(BASE_DIR / "examples" / "aggregations.toml")
 )
 # Bearer tokens accepted by the API (comma-separated); none configured: all 401.
-AGGREGATION_API_TOKENS = env.list("AGGREGATION_API_TOKENS", default=[])
+MIN_API_TOKEN_LENGTH = 16
+
+
+def api_tokens(raw: str) -> list[str]:
+    """The comma-separated tokens, stripped; a stray comma or a short token
+    stops the service (it would be unusable or guessable)."""
+    if not raw.strip():
+        return []
+    tokens = [token.strip() for token in raw.split(",")]
+    if not all(tokens):
+        raise ImproperlyConfigured(
+            "AGGREGATION_API_TOKENS has an empty token (a stray comma?)"
+        )
+    if any(len(token) < MIN_API_TOKEN_LENGTH for token in tokens):
+        raise ImproperlyConfigured(
+            "AGGREGATION_API_TOKENS: every token needs at least "
+            f"{MIN_API_TOKEN_LENGTH} characters"
+        )
+    return tokens
+
+
+AGGREGATION_API_TOKENS = api_tokens(env.str("AGGREGATION_API_TOKENS", default=""))
 # Sources stop this long before the deadline, leaving time for stale fallbacks
 # and the response.
 AGGREGATION_DEADLINE_MARGIN_MS = env.int("AGGREGATION_DEADLINE_MARGIN_MS", default=10)

@@ -17,6 +17,9 @@ def _required(key: str) -> str:
 
 DEBUG = False
 SECRET_KEY = _required("SECRET_KEY")
+# Never the embedded development cluster, never the example registry.
+_required("DATABASE_URL")
+AGGREGATIONS_FILE = _required("AGGREGATIONS_FILE")
 ALLOWED_HOSTS = [
     host.strip() for host in _required("ALLOWED_HOSTS").split(",") if host.strip()
 ]

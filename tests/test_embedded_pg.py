@@ -1,5 +1,7 @@
 """The embedded PostgreSQL: initialised once, restarted with its data, socket-only."""
 
+import os
+import subprocess
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -24,13 +26,16 @@ def test_socket_dir_moves_to_tmp_for_long_paths():
     assert sock != embedded_pg.socket_dir(Path("/" + "y" * 120) / "postgres")
 
 
-def test_url_names_the_socket_dir_and_database():
-    """The URL carries the %-encoded socket dir as host."""
-    data = Path("/srv/app/.data/postgres")
+def test_url_names_the_socket_dir_the_password_and_database(tmp_path):
+    """The URL carries the password and the %-encoded socket dir as host."""
+    data = tmp_path / "postgres"
     url = embedded_pg.url(data, "mydb")
-    assert url.startswith("postgres://postgres@")
+    secret = embedded_pg.password_file(data).read_text()
+    assert url.startswith(f"postgres://postgres:{secret}@")
     assert url.endswith(":5432/mydb")
-    assert unquote(url.split("@")[1].split(":")[0]) == "/srv/app/.data/postgres.sock"
+    assert unquote(url.split("@")[1].split(":")[0]) == f"{tmp_path}/postgres.sock"
+    assert embedded_pg.password_file(data).stat().st_mode & 0o777 == 0o600
+    assert embedded_pg.url(data, "mydb") == url  # generated once
 
 
 @pytest.fixture
@@ -43,10 +48,7 @@ def cluster(tmp_path) -> Path:
 
 def connect(data: Path, database: str):
     return psycopg2.connect(
-        host=str(embedded_pg.socket_dir(data)),
-        user="postgres",
-        dbname=database,
-        connect_timeout=5,
+        **embedded_pg.connect_kwargs(data, database), connect_timeout=5
     )
 
 
@@ -81,3 +83,51 @@ def test_cli_reports_status(cluster, capsys):
     assert embedded_pg.main(["status", "--data", str(cluster)]) == 0
     assert embedded_pg.main(["url", "--data", str(cluster)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == embedded_pg.url(cluster)
+
+
+def test_cluster_wants_the_password_and_hides_its_socket(cluster):
+    """No password, no login; the socket's directory is 0700."""
+    embedded_pg.ensure_running(cluster, "probe")
+    kwargs = embedded_pg.connect_kwargs(cluster, "probe")
+    del kwargs["password"]
+    with pytest.raises(psycopg2.OperationalError, match="password"):
+        psycopg2.connect(**kwargs, connect_timeout=5)
+    assert embedded_pg.socket_dir(cluster).stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_another_os_user_cannot_connect(cluster):
+    """The OS user nobody cannot even reach the server's socket."""
+    embedded_pg.ensure_running(cluster, "probe")
+    path = embedded_pg.socket_dir(cluster) / f".s.PGSQL.{embedded_pg.PORT}"
+    probe = (
+        "import socket, sys\n"
+        "try:\n"
+        f"    socket.socket(socket.AF_UNIX).connect({str(path)!r})\n"
+        "except OSError as exc:\n"
+        "    sys.exit(exc.strerror)\n"
+    )
+    result = subprocess.run(
+        ["/usr/bin/python3", "-c", probe],
+        user="nobody",
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
+    assert result.returncode != 0
+    assert "Permission denied" in result.stderr
+
+
+def test_a_trust_cluster_from_before_is_moved_to_passwords(cluster):
+    """A cluster made with trust authentication gets SCRAM and the password."""
+    embedded_pg.ensure_running(cluster, "probe")
+    hba = cluster / "pg_hba.conf"
+    hba.write_text(hba.read_text().replace("scram-sha-256", "trust"))
+    embedded_pg.stop(cluster)
+    embedded_pg.ensure_running(cluster, "probe")
+    assert "trust" not in hba.read_text().split("# TYPE")[-1]
+    kwargs = embedded_pg.connect_kwargs(cluster, "probe")
+    connect(cluster, "probe").close()
+    del kwargs["password"]
+    with pytest.raises(psycopg2.OperationalError, match="password"):
+        psycopg2.connect(**kwargs, connect_timeout=5)

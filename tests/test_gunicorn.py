@@ -184,12 +184,40 @@ def test_unreachable_database_fails_fast_with_503(start_gunicorn, tmp_path):
     )
     response, elapsed = timed_get(server, "/readyz")
     assert response.status_code == 503
-    assert response.json()["reason"].startswith("database:")
+    assert response.json() == {
+        "status": "unavailable",
+        "reason": "database unreachable",
+    }
     assert elapsed < 2.0
     response = server.get("/demo/slow-sql/?x=1&ms=1")
     assert response.status_code == 503
     assert response.json()["error"] == "database unavailable"
+    legs = server.get("/demo/fan-out/?sql=1&ms=1").json()["legs"]
+    assert legs[0]["error"] == "OperationalError: database unavailable"
+    for path in ("/readyz", "/demo/fan-out/?sql=2&ms=1", "/demo/slow-sql/?x=1&ms=1"):
+        assert tmp_path.as_posix() not in server.get(path).text  # no socket path
     assert server.get("/healthz").status_code == 200
+
+
+def test_readyz_tells_a_full_pool_from_a_dead_database(
+    start_gunicorn, test_database_url
+):
+    """Every pooled connection busy: /readyz is 200 "busy" within ~1 s, not 503."""
+    server = start_gunicorn(
+        test_database_url, DB_POOL_SIZE="2", DB_APPLICATION_NAME="gevent-django-busy"
+    )
+    busy = [
+        gevent.spawn(server.get, "/demo/slow-sql/?x=1&ms=3000", timeout=10)
+        for _ in range(4)
+    ]
+    gevent.sleep(0.5)
+    response, elapsed = timed_get(server, "/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "busy"}
+    assert 0.9 <= elapsed < 2.0
+    gevent.joinall(busy)
+    assert server.get("/readyz").json() == {"status": "ok", "database": "ok"}
+    stop_process(server.process)
 
 
 def test_recycled_workers_keep_the_embedded_database(start_gunicorn):

@@ -30,7 +30,8 @@ def pgbouncer(tmp_path_factory, django_db_setup, django_db_blocker):
         pytest.skip("written for the embedded (unix socket) test cluster")
     workdir = tmp_path_factory.mktemp("pgbouncer")
     port = free_port()
-    (workdir / "users.txt").write_text(f'"{db["USER"]}" ""\n')
+    # PgBouncer logs in to PostgreSQL (SCRAM) with the password from this file.
+    (workdir / "users.txt").write_text(f'"{db["USER"]}" "{db["PASSWORD"]}"\n')
     (workdir / "pgbouncer.ini").write_text(
         f"""[databases]
 {db["NAME"]} = host={db["HOST"]} port={db["PORT"] or 5432} dbname={db["NAME"]}

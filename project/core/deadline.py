@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from .errors import ApiError
+from .params import strict_int
 
 DEADLINE_HEADER = "X-Request-Timeout-Ms"
 
@@ -78,10 +79,10 @@ def deadline_from_header(
     """
     if value is None or value.strip() == "":
         return Deadline.from_ms(default_ms)
-    text = value.strip()
-    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= max_ms:
+    ms = strict_int(value)
+    if ms is None or not 0 < ms <= max_ms:
         raise ApiError(
             f"{DEADLINE_HEADER} must be an integer between 1 and {max_ms}",
             param=DEADLINE_HEADER,
         )
-    return Deadline.from_ms(int(text))
+    return Deadline.from_ms(ms)

@@ -7,10 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
+import psycopg2
+from django.db import DatabaseError
 from gevent.event import Event
 from gevent.lock import BoundedSemaphore
 
 from .deadline import Deadline, activate
+from .pg_pool.pool import PoolTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +148,14 @@ def _run_leg(leg: Leg, timeout: float, leg_started: float) -> LegResult:
 
 
 def describe_error(exc: Exception) -> str:
-    """``Type: first line of the message`` (for a leg's ``error`` field)."""
+    """``Type: first line of the message`` (for a leg's ``error`` field).
+
+    A database driver's message names hosts and socket paths: clients get
+    "database unavailable" (the full message is in the log).
+    """
+    if isinstance(exc, DatabaseError | psycopg2.Error) and not isinstance(
+        exc, PoolTimeout
+    ):
+        return f"{type(exc).__name__}: database unavailable"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

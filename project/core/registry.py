@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ApiError
+from .params import checked_int
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -95,20 +96,9 @@ class Param:
     def parse(self, raw: str) -> Any:
         """Return ``raw`` converted and checked, or raise a 400 naming the parameter."""
         if self.type == "int":
-            text = raw.strip()
-            digits = text[1:] if text[:1] in "+-" else text
-            if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
-                raise ApiError(
-                    f"{self.name} must be an integer", param=self.name, value=raw[:100]
-                )
-            value = int(text)
-            if not self.minimum <= value <= self.maximum:
-                raise ApiError(
-                    f"{self.name} must be between {self.minimum} and {self.maximum}",
-                    param=self.name,
-                    value=value,
-                )
-            return value
+            return checked_int(
+                raw, self.name, minimum=self.minimum, maximum=self.maximum
+            )
         if not self.pattern.fullmatch(raw):
             raise ApiError(
                 f"{self.name} must match {self.pattern.pattern}",

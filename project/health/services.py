@@ -1,26 +1,49 @@
 """Readiness: can this worker reach its database right now?"""
 
+import logging
+
 import gevent
 from django.db import connection
 
+from project.core.deadline import Deadline, deadline_scope
+from project.core.pg_pool.pool import PoolTimeout
 from project.core.sql import run_query
 
+logger = logging.getLogger(__name__)
+
 READY_TIMEOUT_S = 1.0
+# What /readyz may say: which dependency and how, never an address or a message
+# from the driver (those go to the log).
+UNREACHABLE = "database unreachable"
+NO_ANSWER = "database did not answer within 1000 ms"
 
 
-def check_database(*, timeout: float = READY_TIMEOUT_S) -> str | None:
-    """Return None when ``SELECT 1`` answers within ``timeout``, else the reason."""
+def check_database(*, timeout: float = READY_TIMEOUT_S) -> tuple[bool, str]:
+    """``(ready, state)``: the database answers ``SELECT 1`` within ``timeout``.
+
+    A pool with every connection busy is not a dead database: the worker is
+    serving, its requests queue for a connection, so it stays ready
+    (``state`` "busy") rather than have a balancer pull every loaded instance.
+    """
     try:
-        with gevent.Timeout(
-            timeout, TimeoutError(f"no answer within {timeout * 1000:.0f} ms")
-        ):
+        # The pool's wait is bounded by the current deadline: a full pool
+        # answers PoolTimeout at ``timeout`` instead of being mistaken for a
+        # silent database by the outer timeout.
+        with deadline_scope(Deadline(timeout)), gevent.Timeout(timeout, TimeoutError):
             run_query("SELECT 1", timeout=timeout)
-    except TimeoutError as exc:
+    except PoolTimeout as exc:
+        logger.info("readiness: %s", exc)
+        return True, "busy"
+    except TimeoutError:
         # The connection may be half-open after an interrupted connect; drop it.
         connection.close()
-        return f"database: {exc}"
+        logger.warning("readiness: %s", NO_ANSWER)
+        return False, NO_ANSWER
     except Exception as exc:
+        if isinstance(exc.__cause__, PoolTimeout):
+            logger.info("readiness: %s", exc)
+            return True, "busy"
         connection.close()
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return f"database: {first_line}"
-    return None
+        logger.warning("readiness: %s: %s", UNREACHABLE, exc)
+        return False, UNREACHABLE
+    return True, "ok"

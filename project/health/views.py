@@ -15,8 +15,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 @json_get
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Readiness: 200 when the database answers ``SELECT 1`` within 1 s, else 503."""
-    problem = check_database()
-    if problem:
-        return JsonResponse({"status": "unavailable", "reason": problem}, status=503)
-    return JsonResponse({"status": "ok"})
+    """Readiness: 200 when the database answers ``SELECT 1`` within 1 s (or every
+    pooled connection is busy: ``"database": "busy"``), else 503 naming the
+    dependency, never its address."""
+    ready, state = check_database()
+    if not ready:
+        return JsonResponse({"status": "unavailable", "reason": state}, status=503)
+    return JsonResponse({"status": "ok", "database": state})

@@ -58,10 +58,12 @@ def test_valid_registry_parses_with_env_and_defaults():
 
 
 def test_the_shipped_example_registry_is_valid():
-    """aggregations.toml (the README's worked example) loads without any env."""
+    """examples/aggregations.toml (the README's worked example) loads without env."""
     from django.conf import settings
 
-    registry = load_registry(settings.BASE_DIR / "aggregations.toml", environ={})
+    registry = load_registry(
+        settings.BASE_DIR / "examples" / "aggregations.toml", environ={}
+    )
     assert set(registry.aggregations) == {"product"}
 
 

@@ -25,6 +25,11 @@ BAD_INPUT = [
     ("/demo/fan-out/?http=60&sql=41&ms=10", "http+sql"),
     ("/demo/fan-out/?ms=10", "http+sql"),
     ("/demo/fan-out/?http=1&ms=20000", "ms"),
+    # Repeated parameters are refused, not "the last one wins".
+    ("/demo/delay/?ms=abc&ms=1", "ms"),
+    ("/demo/slow-sql/?x=7&x=8&ms=1", "x"),
+    ("/demo/fan-out/?http=1&http=2&ms=1", "http"),
+    ("/demo/delay/?ms=" + "9" * 5000, "ms"),
 ]
 
 
@@ -38,7 +43,9 @@ def test_bad_input_is_a_400_naming_the_parameter(client, url, param):
     assert body["error"]
 
 
-@pytest.mark.parametrize("header", ["0", "-5", "soon", "60001"])
+@pytest.mark.parametrize(
+    "header", ["0", "-5", "soon", "60001", "9" * 4301, "1" * 100_000, "١٠"]
+)
 def test_bad_deadline_header_is_a_400(client, header):
     """Returns 400 naming X-Request-Timeout-Ms when the header is not 1..max."""
     response = client.get(
@@ -156,3 +163,15 @@ def test_demo_endpoints_can_be_switched_off(client, settings):
         settings.DEMO_ENDPOINTS = True
         reload(project.urls)
         clear_url_caches()
+
+
+def test_bad_hosts_log_one_short_warning(client, caplog):
+    """50 requests with a bad Host: one WARNING line without a traceback."""
+    with caplog.at_level("INFO"):
+        for _ in range(50):
+            response = client.get("/healthz", headers={"host": "evil.example"})
+            assert response.status_code == 400
+    records = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
+    assert len(records) <= 1
+    assert all(r.levelname == "WARNING" and not r.exc_info for r in records)
+    assert all("\n" not in r.getMessage() for r in records)

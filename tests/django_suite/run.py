@@ -150,11 +150,7 @@ def _write_stub_extensions(base: Path) -> None:
 def _configure(data_dir: Path, stubs: Path) -> None:
     """Adapt the fresh cluster to the suite; new databases copy template1."""
     conn = psycopg2.connect(
-        host=str(embedded_pg.socket_dir(data_dir)),
-        port=embedded_pg.PORT,
-        user=embedded_pg.SUPERUSER,
-        dbname="template1",
-        connect_timeout=10,
+        **embedded_pg.connect_kwargs(data_dir, "template1"), connect_timeout=10
     )
     try:
         conn.autocommit = True  # ALTER SYSTEM refuses to run in a transaction

@@ -13,4 +13,4 @@ def test_readyz_ok_when_database_answers(client):
     """Returns 200 when SELECT 1 answers."""
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok"}

@@ -35,8 +35,12 @@ PRINT_MODULE = "from django.conf import settings; print(settings.SETTINGS_MODULE
 def copy_project(destination: Path) -> Path:
     """Copy manage.py, the registry, project/ and settings/ (no .env)."""
     ignore = shutil.ignore_patterns("__pycache__")
-    for name in ("manage.py", "aggregations.toml"):
-        shutil.copy2(BASE_DIR / name, destination / name)
+    shutil.copy2(BASE_DIR / "manage.py", destination / "manage.py")
+    (destination / "examples").mkdir()
+    shutil.copy2(
+        BASE_DIR / "examples" / "aggregations.toml",
+        destination / "examples" / "aggregations.toml",
+    )
     for package in ("project", "settings"):
         shutil.copytree(BASE_DIR / package, destination / package, ignore=ignore)
     return destination
@@ -59,7 +63,8 @@ def environment(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not CONTROLLED.fullmatch(k)}
     env["DATABASE_URL"] = UNREACHABLE_DB
     env.update(overrides)
-    return env
+    # A key given as None is left unset.
+    return {key: value for key, value in env.items() if value is not None}
 
 
 def manage(
@@ -94,6 +99,7 @@ def production_env(**overrides: str) -> dict[str, str]:
         "ENVIRONMENT": "production",
         "SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "example.com",
+        "AGGREGATIONS_FILE": str(BASE_DIR / "examples" / "aggregations.toml"),
     }
     env.update(overrides)
     return env
@@ -139,15 +145,15 @@ def test_django_settings_module_wins_over_environment(clean_project):
 # Production
 
 
-@pytest.mark.parametrize("key", ["SECRET_KEY", "ALLOWED_HOSTS"])
+@pytest.mark.parametrize(
+    "key", ["SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "AGGREGATIONS_FILE"]
+)
 @pytest.mark.parametrize("empty", [False, True], ids=["unset", "empty"])
 def test_production_refuses_to_start_without_required_key(clean_project, key, empty):
-    """Production refuses to start, naming the key, when it is unset or empty."""
+    """Production refuses to start, naming the key, when it is unset or empty
+    (no embedded development cluster, no example registry in production)."""
     env = production_env()
-    if empty:
-        env[key] = ""
-    else:
-        del env[key]
+    env[key] = "" if empty else None
     result = manage(clean_project, "check", **env)
     assert result.returncode != 0
     message = last_line(result.stderr)
@@ -337,3 +343,29 @@ def test_database_settings_without_pool_uses_djangos_backend(monkeypatch, tmp_pa
     assert db["ENGINE"] == "django.db.backends.postgresql"
     assert db["CONN_MAX_AGE"] == 60
     assert "pool_size" not in db["OPTIONS"]
+
+
+def test_api_tokens_are_stripped():
+    """Spaces around the commas are not part of a token."""
+    from settings.base import api_tokens
+
+    assert api_tokens(" first-token-0123456789 , second-token-0123456789 ") == [
+        "first-token-0123456789",
+        "second-token-0123456789",
+    ]
+    assert api_tokens("") == api_tokens("  ") == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("first-token-0123456789,", "empty token"),
+        ("first-token-0123456789,,second-token-0123456789", "empty token"),
+        ("short", "at least 16 characters"),
+    ],
+)
+def test_bad_api_tokens_stop_the_service(clean_project, raw, problem):
+    """An empty or short token stops the service with a message saying why."""
+    result = manage(clean_project, "check", AGGREGATION_API_TOKENS=raw)
+    assert result.returncode != 0
+    assert problem in last_line(result.stderr)
