@@ -52,7 +52,14 @@ worker_connections = _int("WORKER_CONNECTIONS", 1000)
 # For gevent workers timeout is only a heartbeat; requests have their own deadline.
 timeout = _int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+# Also bounds how long a request's headers may take to arrive (gevent worker):
+# an idle or slowloris connection is closed after this many seconds.
 keepalive = _int("GUNICORN_KEEPALIVE", 5)
+# Request size limits (gunicorn's defaults, stated): a longer line or header is
+# a 400 before any of our code runs. Bodies are refused by the app (413).
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
 # Recycle workers now and then to bound slow leaks; jitter avoids all at once.
 max_requests = _int("GUNICORN_MAX_REQUESTS", 100000)
 max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 10000)

@@ -17,9 +17,11 @@ Nothing here imports Django: gunicorn's master loads the worker class before
 forking, and the master must stay unpatched and Django-free.
 """
 
+import json
 import os
 
 from gevent.server import StreamServer
+from gunicorn import util
 from gunicorn.workers import ggevent
 
 DEFAULT_ACCEPT_BATCH = 16
@@ -54,13 +56,30 @@ class BatchAcceptServer(StreamServer):
         pass
 
 
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's ``util.write_error`` with a JSON body instead of HTML.
+
+    gunicorn answers requests it cannot parse (a request line or header over
+    its limits, a malformed request) itself, before the app: with this, those
+    answers are JSON like every other error of the service.
+    """
+    body = json.dumps({"error": reason.lower(), "detail": str(mesg)[:200]}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 class GeventWorker(ggevent.GeventWorker):
     """gunicorn's gevent worker serving through ``BatchAcceptServer``."""
 
     def run(self) -> None:
-        """Serve like gunicorn's worker, accepting in batches."""
+        """Serve like gunicorn's worker, accepting in batches, errors in JSON."""
         BatchAcceptServer.batch = accept_batch()
-        # gunicorn's run() builds its servers from this module-level name; the
-        # swap happens in the worker process, after the fork, and lasts for it.
+        # gunicorn's run() builds its servers from this module-level name, and
+        # its handle_error() writes through util.write_error; both swaps
+        # happen in the worker process, after the fork, and last for it.
         ggevent.StreamServer = BatchAcceptServer
+        util.write_error = write_json_error
         super().run()

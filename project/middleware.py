@@ -1,6 +1,7 @@
-"""Middleware: each request's deadline, and API errors rendered as JSON."""
+"""Middleware: no request bodies, each request's deadline, API errors as JSON."""
 
 import logging
+import socket
 from collections.abc import Callable
 
 from django.conf import settings
@@ -12,6 +13,40 @@ from project.core.errors import ApiError
 from project.core.pg_pool.pool import PoolTimeout
 
 logger = logging.getLogger(__name__)
+
+
+class RefuseRequestBodyMiddleware:
+    """Answer any request that carries a body with a 413, and close the connection.
+
+    Every endpoint here is GET-only. gunicorn would otherwise read and discard
+    an unread body before the next request on the connection: a client
+    streaming an endless chunked body held its greenlet (and a share of the
+    worker's CPU) for as long as it liked. Shutting down the socket's read
+    side ends that at once: the discard sees end-of-stream and gunicorn closes
+    the connection after the 413. (Behind the proxy of the deployment, the
+    proxy's ``client_max_body_size`` stops it earlier.)
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        """Refuse a body; pass anything else through."""
+        meta = request.META
+        length = (meta.get("CONTENT_LENGTH") or "").strip()
+        chunked = "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if not chunked and length in ("", "0"):
+            return self.get_response(request)
+        sock = meta.get("gunicorn.socket")
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass  # already gone
+        return JsonResponse(
+            {"error": "request body not accepted (every endpoint is GET-only)"},
+            status=413,
+        )
 
 
 class RequestDeadlineMiddleware:

@@ -54,6 +54,7 @@ INSTALLED_APPS = [
 ]
 CSRF_FAILURE_VIEW = "project.api.csrf_failure"
 MIDDLEWARE = [
+    "project.middleware.RefuseRequestBodyMiddleware",
     "project.middleware.RequestDeadlineMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -197,8 +198,13 @@ REQUEST_DEADLINE_MAX_MS = env.int("REQUEST_DEADLINE_MAX_MS", default=60000)
 # last good value here (fresh hits, and stale-if-error fallbacks).
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-        "OPTIONS": {"MAX_ENTRIES": 10000},
+        # Bounded in bytes too: LocMemCache alone counts only entries.
+        "BACKEND": "project.core.bounded_cache.ByteBoundedLocMemCache",
+        "OPTIONS": {
+            "MAX_ENTRIES": 10000,
+            "MAX_BYTES": env.int("CACHE_MAX_BYTES", default=64 * 1024 * 1024),
+            "MAX_ENTRY_BYTES": env.int("CACHE_MAX_ENTRY_BYTES", default=1024 * 1024),
+        },
     }
 }
 

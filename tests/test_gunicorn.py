@@ -2,6 +2,7 @@
 
 import http.client
 import os
+import socket
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -112,6 +113,71 @@ def test_burst_under_ulimit_1024_recovers(start_gunicorn, test_database_url, ups
     time.sleep(2.5)  # HTTP_POOL_IDLE_S=1, swept every second
     assert _open_sockets(worker) < 20
     stop_process(server.process)
+
+
+def _endless_chunks(sock: socket.socket, until: float) -> int:
+    sent = 0
+    try:
+        while time.monotonic() < until:
+            sock.sendall(b"1000\r\n" + b"x" * 4096 + b"\r\n")
+            sent += 4096
+    except OSError:
+        pass  # the server closed the connection: what we want
+    return sent
+
+
+def test_an_endless_request_body_gets_413_and_a_closed_connection(gunicorn_server):
+    """A POST streaming a chunked body forever: 413 JSON at once, connection closed,
+    /healthz unaffected meanwhile."""
+    parts = urlsplit(gunicorn_server.url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=5)
+    sock.sendall(
+        b"POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    streamer = gevent.spawn(_endless_chunks, sock, time.monotonic() + 3)
+    started = time.monotonic()
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert time.monotonic() - started < 1.0
+    health = [timed_get(gunicorn_server, "/healthz")[1] for _ in range(5)]
+    assert max(health) < 0.1
+    rest = b""
+    while True:  # the server closes; an open connection would time out here
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        rest += chunk
+    assert b"request body not accepted" in answer + rest
+    streamer.kill()
+    sock.close()
+
+
+def test_a_declared_body_is_a_413(gunicorn_server):
+    """Any Content-Length > 0 on these GET-only endpoints is a 413 JSON."""
+    response = requests.post(
+        gunicorn_server.url + "/demo/delay/?ms=1", data=b"x" * 5, timeout=5
+    )
+    assert response.status_code == 413
+    assert response.json()["error"].startswith("request body not accepted")
+
+
+def test_a_huge_declared_body_is_not_waited_for(gunicorn_server):
+    """Content-Length of 1 GB with 10 bytes sent: 413 at once, connection closed."""
+    parts = urlsplit(gunicorn_server.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Length: 1000000000\r\n\r\n" + b"x" * 10
+        )
+        started = time.monotonic()
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert time.monotonic() - started < 1.0
 
 
 def test_ten_sql_legs_take_one_leg_time(gunicorn_server):

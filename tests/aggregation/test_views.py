@@ -137,7 +137,8 @@ def test_bad_deadline_header_is_a_400(api, header):
 
 def test_other_methods_are_a_405(client):
     """POST is a JSON 405 (before authentication: nothing is revealed)."""
-    assert client.post("/api/aggregate/demo/").status_code == 405
+    assert client.generic("POST", "/api/aggregate/demo/").status_code == 405
+    assert client.post("/api/aggregate/demo/", {"a": "1"}).status_code == 413
 
 
 def test_a_deadline_too_short_for_any_call_is_a_fast_504(api):

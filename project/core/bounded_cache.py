@@ -1,0 +1,91 @@
+"""Django's local-memory cache, bounded in bytes as well as in entries.
+
+``LocMemCache`` limits the number of entries only: 60 cached 8 MB answers grew
+a worker from 54 MB to 471 MB. This backend keeps the pickled size of every
+entry, refuses (and logs) a value larger than ``MAX_ENTRY_BYTES``, and evicts
+least recently used entries to stay under ``MAX_BYTES`` per process.
+"""
+
+import logging
+import time
+from typing import Any
+
+from django.core.cache.backends.locmem import LocMemCache
+
+logger = logging.getLogger(__name__)
+
+_sizes: dict[str, list[int]] = {}  # per cache name, like LocMemCache's own stores
+_WARN_EVERY_S = 60.0
+
+
+class ByteBoundedLocMemCache(LocMemCache):
+    """``LocMemCache`` with ``OPTIONS`` ``MAX_BYTES`` and ``MAX_ENTRY_BYTES``."""
+
+    def __init__(self, name: str, params: dict[str, Any]) -> None:
+        super().__init__(name, params)
+        options = params.get("OPTIONS", {})
+        self.max_bytes = int(options.get("MAX_BYTES", 64 * 1024 * 1024))
+        self.max_entry_bytes = int(options.get("MAX_ENTRY_BYTES", 1024 * 1024))
+        self._bytes = _sizes.setdefault(name, [0])
+        self._next_warning = 0.0
+
+    @property
+    def size_bytes(self) -> int:
+        """Pickled bytes held now."""
+        return self._bytes[0]
+
+    def _set(self, key: str, value: bytes, timeout: Any = None) -> None:
+        size = len(value)
+        self._delete(key)  # a replaced value's bytes are given back first
+        if size > self.max_entry_bytes:
+            self._warn_too_large(key, size)
+            return
+        # The least recently used entries sit at the end (LocMemCache moves
+        # each one it touches to the front).
+        while self._cache and self._bytes[0] + size > self.max_bytes:
+            old_key, old = self._cache.popitem()
+            del self._expire_info[old_key]
+            self._bytes[0] -= len(old)
+        super()._set(key, value, timeout)
+        self._bytes[0] += size
+
+    def _cull(self) -> None:
+        if self._cull_frequency == 0:
+            self._cache.clear()
+            self._expire_info.clear()
+            self._bytes[0] = 0
+            return
+        for _ in range(len(self._cache) // self._cull_frequency):
+            old_key, old = self._cache.popitem()
+            del self._expire_info[old_key]
+            self._bytes[0] -= len(old)
+
+    def _delete(self, key: str) -> bool:
+        old = self._cache.get(key)
+        if not super()._delete(key):
+            return False
+        self._bytes[0] -= len(old)
+        return True
+
+    def clear(self) -> None:
+        """Empty the cache."""
+        with self._lock:
+            self._cache.clear()
+            self._expire_info.clear()
+            self._bytes[0] = 0
+
+    def incr(self, key: str, delta: int = 1, version: int | None = None) -> Any:
+        """Not offered: a changed value would change its size unseen."""
+        raise NotImplementedError("incr is not supported by ByteBoundedLocMemCache")
+
+    def _warn_too_large(self, key: str, size: int) -> None:
+        now = time.monotonic()
+        if now >= self._next_warning:
+            self._next_warning = now + _WARN_EVERY_S
+            logger.warning(
+                "not cached: a value of %d bytes is over CACHE_MAX_ENTRY_BYTES (%d); "
+                "key %s (logged at most once a minute)",
+                size,
+                self.max_entry_bytes,
+                key[:100],
+            )
