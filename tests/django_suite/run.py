@@ -178,6 +178,8 @@ def _configure(data_dir: Path, stubs: Path) -> None:
 def throwaway_cluster() -> Iterator[Path]:
     """A new embedded PostgreSQL in a temp dir, stopped and removed on exit."""
     base = Path(tempfile.mkdtemp(prefix="django-suite-"))
+    # The server (under root, its own user) reads the stub extensions in here.
+    base.chmod(0o755)
     data_dir = base / "pg"
     try:
         _write_stub_extensions(base / "stubs")
