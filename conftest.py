@@ -170,3 +170,17 @@ def app_backends(
             [application_name, state],
         )
         return cursor.fetchone()[0]
+
+
+def socket_count(pid: int | str = "self") -> int:
+    """Open sockets of a process (this one by default), from /proc."""
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(
+        os.readlink(fd).startswith("socket:") for fd in fds.iterdir() if fd.exists()
+    )
+
+
+def worker_pid(server: Server) -> int:
+    """The pid of the (first) worker of a gunicorn started by the tests."""
+    pid = server.process.pid
+    return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])

@@ -53,6 +53,9 @@ INSTALLED_APPS = [
     "project.aggregation",
 ]
 CSRF_FAILURE_VIEW = "project.api.csrf_failure"
+# Concurrent requests (greenlets) per worker; gunicorn.conf.py reads the same key.
+WORKER_CONNECTIONS = env.int("WORKER_CONNECTIONS", default=1000)
+
 MIDDLEWARE = [
     "project.middleware.RefuseRequestBodyMiddleware",
     "project.middleware.RequestDeadlineMiddleware",
@@ -113,7 +116,7 @@ def database_settings(embedded_data_dir: Path) -> tuple[dict, str | None]:
         options["pool_timeout"] = env.float("DB_POOL_TIMEOUT", default=None)
         options["pool_max_waiting"] = env.int(
             "DB_POOL_MAX_WAITING",
-            default=10 * env.int("WORKER_CONNECTIONS", default=1000),
+            default=10 * WORKER_CONNECTIONS,
         )
         options["pool_check_idle_after"] = env.float(
             "DB_POOL_CHECK_IDLE_S", default=30.0
@@ -172,9 +175,7 @@ LOGGING = {
 # that keeps one slow upstream from taking every descriptor of the worker.
 HTTP_POOL_MAXSIZE = env.int(
     "HTTP_POOL_MAXSIZE",
-    default=fd_budget.default_http_pool_size(
-        env.int("WORKER_CONNECTIONS", default=1000)
-    ),
+    default=fd_budget.default_http_pool_size(WORKER_CONNECTIONS),
 )
 # Pooled connections idle this long are closed (an upstream closes its side
 # sooner or later anyway, and a burst must not pin sockets for good).

@@ -1,7 +1,6 @@
 """The service end to end: real gunicorn, gevent worker, PostgreSQL, stub upstream."""
 
 import http.client
-import os
 import socket
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 import requests
 from gevent.pool import Pool
 
-from conftest import POOL_SIZE, app_backends
+from conftest import POOL_SIZE, app_backends, socket_count, worker_pid
 from loadtests.common.processes import stop as stop_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,13 +69,6 @@ def test_new_connections_are_accepted_while_workers_are_saturated(
     stop_process(server.process)  # its idle connections would crowd later servers
 
 
-def _open_sockets(pid: int) -> int:
-    fds = Path(f"/proc/{pid}/fd")
-    return sum(
-        os.readlink(fd).startswith("socket:") for fd in fds.iterdir() if fd.exists()
-    )
-
-
 def test_burst_under_ulimit_1024_recovers(start_gunicorn, test_database_url, upstream):
     """ulimit -n 1024: the worker warns with the numbers and caps its upstream
     sockets; a burst of 1,200 legs ends within its deadline, then the worker
@@ -90,11 +82,7 @@ def test_burst_under_ulimit_1024_recovers(start_gunicorn, test_database_url, ups
     )
     # 1000 client connections + upstream sockets + the database do not fit.
     assert "a worker may need" in server.log.read_text()
-    worker = int(
-        Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
-        .read_text()
-        .split()[0]
-    )
+    worker = worker_pid(server)
     responses = Pool(12).map(
         lambda _: server.get(
             "/demo/fan-out/?http=100&ms=300",
@@ -111,7 +99,7 @@ def test_burst_under_ulimit_1024_recovers(start_gunicorn, test_database_url, ups
     assert response.status_code == 200 and response.json()["ok"] == 10
     assert elapsed < 0.5
     time.sleep(2.5)  # HTTP_POOL_IDLE_S=1, swept every second
-    assert _open_sockets(worker) < 20
+    assert socket_count(worker) < 20
     stop_process(server.process)
 
 

@@ -10,7 +10,6 @@ numbers, when even that is not enough.
 """
 
 import logging
-import os
 import resource
 
 logger = logging.getLogger(__name__)
@@ -78,7 +77,7 @@ def check(upstreams: int) -> None:
     )
     opened = sum(pool.size for pool in all_pools().values())
     message = shortfall(
-        client_connections=int(os.environ.get("WORKER_CONNECTIONS") or 1000),
+        client_connections=settings.WORKER_CONNECTIONS,
         http_pool=settings.HTTP_POOL_MAXSIZE,
         upstreams=upstreams,
         db_pool=max(configured, opened),

@@ -32,16 +32,14 @@ def check_database(*, timeout: float = READY_TIMEOUT_S) -> tuple[bool, str]:
         guard = gevent.Timeout(timeout * 1.5, TimeoutError)
         with deadline_scope(Deadline(timeout)), guard:
             run_query("SELECT 1", timeout=timeout)
-    except PoolTimeout as exc:
-        logger.info("readiness: %s", exc)
-        return True, "busy"
     except TimeoutError:
         # The connection may be half-open after an interrupted connect; drop it.
         connection.close()
         logger.warning("readiness: %s", NO_ANSWER)
         return False, NO_ANSWER
     except Exception as exc:
-        if isinstance(exc.__cause__, PoolTimeout):
+        # Django wraps the pool's PoolTimeout in its own OperationalError.
+        if isinstance(exc, PoolTimeout) or isinstance(exc.__cause__, PoolTimeout):
             logger.info("readiness: %s", exc)
             return True, "busy"
         connection.close()

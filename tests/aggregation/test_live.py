@@ -10,7 +10,7 @@ import pytest
 import requests
 from gevent.pool import Pool
 
-from conftest import LIVE_APPLICATION_NAME, app_backends
+from conftest import LIVE_APPLICATION_NAME, app_backends, worker_pid
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -141,11 +141,6 @@ def test_client_going_away_cancels_the_sources(server):
     assert app_backends(state="active") == 0
 
 
-def _worker_pid(server) -> int:
-    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
-    return int(children.read_text().split()[0])
-
-
 def _peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -157,7 +152,7 @@ def test_hostile_upstream_cannot_stall_or_bloat_the_worker(server):
     """50 calls to endless-header / gzip-bomb upstreams (one every 20 ms): each a
     502 within the deadline + 100 ms, /healthz under 100 ms meanwhile, the same
     worker throughout, its peak RSS under 150 MB."""
-    worker = _worker_pid(server)
+    worker = worker_pid(server)
     headers = {"Authorization": f"Bearer {TOKEN}"}
     modes = ["header_line", "headers", "interim", "status_line", "gzip_bomb"]
 
@@ -179,5 +174,5 @@ def test_hostile_upstream_cannot_stall_or_bloat_the_worker(server):
     assert [status for status, _ in results] == [502] * 50
     assert max(elapsed for _, elapsed in results) < 2.0 + 0.1
     assert len(health) > 20 and max(health) < 0.1, sorted(health)[-3:]
-    assert _worker_pid(server) == worker  # not killed and replaced
+    assert worker_pid(server) == worker  # not killed and replaced
     assert _peak_rss_mb(worker) < 150

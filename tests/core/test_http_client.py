@@ -11,6 +11,7 @@ import requests
 from django.test import override_settings
 from geventhttpclient.connectionpool import ConnectionPool
 
+from conftest import socket_count
 from project.core import http_client
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
@@ -24,14 +25,6 @@ def fresh_pools() -> Iterator[None]:
     http_client._pools["pid"] = None
     yield
     http_client._pools["pid"] = None
-
-
-def _socket_count() -> int:
-    return sum(
-        os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-        for fd in os.listdir("/proc/self/fd")
-        if os.path.exists(f"/proc/self/fd/{fd}")
-    )
 
 
 def _stats(upstream: str) -> dict:
@@ -177,12 +170,12 @@ def test_calls_cut_while_waiting_for_headers_free_their_slots(upstream, fresh_po
 def test_killed_calls_leak_no_sockets(upstream, fresh_pools):
     """Twenty calls cut mid-body leave no socket open behind them."""
     http_get(f"{upstream}/delay", timeout=2)
-    before = _socket_count()
+    before = socket_count()
     for _ in range(20):
         with pytest.raises(TimeoutError):
             http_get(f"{upstream}/trickle?chunks=20&interval_ms=20", timeout=0.05)
     gc.collect()
-    assert _socket_count() <= before
+    assert socket_count() <= before
 
 
 def test_connection_closed_before_an_answer_is_retried_at_most_once(

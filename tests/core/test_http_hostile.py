@@ -8,6 +8,7 @@ import gevent
 import pytest
 from django.test import override_settings
 
+from conftest import socket_count
 from project.core import http_client
 from project.core.http_client import UpstreamInvalidJSON, http_get, open_sockets
 from project.core.http_wire import UpstreamHeadersTooLarge, UpstreamProtocolError
@@ -165,7 +166,7 @@ def test_connection_close_is_honoured(upstream):
 @override_settings(HTTP_POOL_IDLE_S=0.3)
 def test_idle_connections_are_closed(upstream):
     """A burst's sockets are closed once idle for HTTP_POOL_IDLE_S."""
-    before = _socket_count()
+    before = socket_count()
     calls = [
         gevent.spawn(http_get, f"{upstream}/delay?ms=100", timeout=2) for _ in range(20)
     ]
@@ -173,15 +174,7 @@ def test_idle_connections_are_closed(upstream):
     assert sum(open_sockets().values()) == 20
     gevent.sleep(0.8)
     assert sum(open_sockets().values()) == 0
-    assert _socket_count() <= before
-
-
-def _socket_count() -> int:
-    return sum(
-        os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-        for fd in os.listdir("/proc/self/fd")
-        if os.path.exists(f"/proc/self/fd/{fd}")
-    )
+    assert socket_count() <= before
 
 
 def test_out_of_file_descriptors_is_its_own_error(upstream):
