@@ -13,18 +13,33 @@ wake-up keeps new connections flowing and still spreads a burst over the
 workers (measured: 205/195 connections on two workers, the last served in
 1.5 s). ``GUNICORN_ACCEPT_BATCH=1`` restores gunicorn's behaviour.
 
+When all ``worker_connections`` slots are taken, the worker closes the
+connections that have waited longest for a request (new connections still
+sending headers, keep-alive connections between requests) to make room, as
+nginx does when its connections run out (``ngx_drain_connections``, "worker
+connections are not enough, reusing connections"). Otherwise idle or slowloris
+connections hold every slot for up to ``keepalive`` seconds and nobody else is
+accepted: 3,000 such connections kept ``/healthz`` waiting 9 s. A connection
+with a request in progress is never closed for this.
+
 Nothing here imports Django: gunicorn's master loads the worker class before
 forking, and the master must stay unpatched and Django-free.
 """
 
 import json
 import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 
+import gevent
 from gevent.server import StreamServer
 from gunicorn import util
 from gunicorn.workers import ggevent
 
 DEFAULT_ACCEPT_BATCH = 16
+# At most one "connections are not enough" warning per this many seconds.
+RECLAIM_LOG_INTERVAL_S = 10.0
 
 
 def accept_batch() -> int:
@@ -39,10 +54,95 @@ def accept_batch() -> int:
     return int(raw)
 
 
+class _Waiting:
+    """The header wait of one connection: gunicorn's keep-alive timeout, and
+    the connection listed as reclaimable until its request has arrived."""
+
+    def __init__(self, registry: "WaitingConnections", seconds: float) -> None:
+        self.registry = registry
+        self.timeout = gevent.Timeout(seconds, False)
+        self.greenlet = gevent.getcurrent()
+        self.waiting = False
+
+    def __enter__(self) -> "_Waiting":
+        self.timeout.__enter__()
+        self.waiting = True
+        self.registry.add(self)
+        return self
+
+    def __exit__(self, *exc_info) -> bool | None:
+        self.waiting = False
+        self.registry.discard(self)
+        return self.timeout.__exit__(*exc_info)
+
+    def end(self) -> None:
+        """End the wait soon, as its timeout would: the connection closes quietly."""
+        gevent.get_hub().loop.run_callback(self._fire)
+
+    def _fire(self) -> None:
+        # The request may have arrived since end(): thrown then, the timeout
+        # would land in the request's handling instead of this wait.
+        if self.waiting:
+            self.greenlet.throw(self.timeout)
+
+
+class WaitingConnections:
+    """The worker's connections waiting for a request, oldest first."""
+
+    def __init__(self, on_reclaim: Callable[[int], None] = lambda count: None) -> None:
+        self._waits: OrderedDict[int, _Waiting] = OrderedDict()
+        self.on_reclaim = on_reclaim
+        self.reclaimed = 0
+
+    def __len__(self) -> int:
+        return len(self._waits)
+
+    def wait(self, seconds: float) -> _Waiting:
+        """Context manager around reading one request's headers."""
+        return _Waiting(self, seconds)
+
+    def add(self, waiting: _Waiting) -> None:
+        """List a connection that starts waiting for a request."""
+        self._waits[id(waiting)] = waiting
+
+    def discard(self, waiting: _Waiting) -> None:
+        """Unlist a connection whose request arrived (or whose wait ended)."""
+        self._waits.pop(id(waiting), None)
+
+    def reclaim(self, count: int) -> int:
+        """Close up to ``count`` of the longest-waiting connections; how many."""
+        closed = 0
+        while closed < count and self._waits:
+            _, waiting = self._waits.popitem(last=False)
+            waiting.end()
+            closed += 1
+        if closed:
+            self.reclaimed += closed
+            self.on_reclaim(closed)
+        return closed
+
+
 class BatchAcceptServer(StreamServer):
-    """A StreamServer whose ``max_accept`` stays at the configured batch."""
+    """A StreamServer whose ``max_accept`` stays at the configured batch, and
+    that reclaims waiting connections when its pool is full."""
 
     batch = DEFAULT_ACCEPT_BATCH
+    waiting = WaitingConnections()
+
+    def set_spawn(self, spawn) -> None:
+        """Use the pool as gunicorn gives it, with ``full`` below in front."""
+        super().set_spawn(spawn)
+        self.pool_full = self.full
+        self.full = self._full_after_reclaiming
+
+    def _full_after_reclaiming(self) -> bool:
+        # Called before each accept. When the pool is full, end up to a batch
+        # of the longest waits: their slots free on the loop's next turn, and
+        # the pool's own wake-up resumes accepting (gevent's baseserver).
+        if not self.pool_full():
+            return False
+        self.waiting.reclaim(self.batch)
+        return True
 
     @property
     def max_accept(self) -> int:
@@ -74,9 +174,33 @@ def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
 class GeventWorker(ggevent.GeventWorker):
     """gunicorn's gevent worker serving through ``BatchAcceptServer``."""
 
+    waiting_connections: WaitingConnections
+    _last_reclaim_log = float("-inf")
+    _unlogged_reclaims = 0
+
+    def timeout_ctx(self) -> _Waiting:
+        """gunicorn's header timeout (``keepalive`` s), listed as reclaimable."""
+        return self.waiting_connections.wait(self.cfg.keepalive)
+
+    def _log_reclaim(self, count: int) -> None:
+        self._unlogged_reclaims += count
+        now = time.monotonic()
+        if now - self._last_reclaim_log < RECLAIM_LOG_INTERVAL_S:
+            return
+        self.log.warning(
+            "worker_connections (%s) are not enough: closed %s connection(s) "
+            "that waited longest for a request",
+            self.worker_connections,
+            self._unlogged_reclaims,
+        )
+        self._last_reclaim_log = now
+        self._unlogged_reclaims = 0
+
     def run(self) -> None:
         """Serve like gunicorn's worker, accepting in batches, errors in JSON."""
+        self.waiting_connections = WaitingConnections(self._log_reclaim)
         BatchAcceptServer.batch = accept_batch()
+        BatchAcceptServer.waiting = self.waiting_connections
         # gunicorn's run() builds its servers from this module-level name, and
         # its handle_error() writes through util.write_error; both swaps
         # happen in the worker process, after the fork, and last for it.

@@ -1,6 +1,7 @@
 """The service end to end: real gunicorn, gevent worker, PostgreSQL, stub upstream."""
 
 import http.client
+import resource
 import socket
 import time
 from pathlib import Path
@@ -67,6 +68,52 @@ def test_new_connections_are_accepted_while_workers_are_saturated(
     assert firsts[-1] < 4.0, f"slowest first answers: {firsts[-5:]}"
     assert min(answers for _, answers in results) >= 3
     stop_process(server.process)  # its idle connections would crowd later servers
+
+
+def _connection_closed(sock: socket.socket) -> bool:
+    sock.settimeout(0)  # gevent's socket would wait for data despite MSG_DONTWAIT
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_idle_and_slowloris_connections_do_not_lock_out_new_clients(
+    start_gunicorn, test_database_url
+):
+    """1,200 connections that never finish a request (half idle, half trickling
+    a header) against one worker's 1,000 slots: a new client is answered at
+    once instead of after the keep-alive timeout (5 s), the longest-waiting
+    connections are the ones closed, and a request in progress is not touched.
+    """
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1400:
+        pytest.skip("needs a file-descriptor limit of at least 1,400 (ulimit -n)")
+    server = start_gunicorn(test_database_url)
+    parts = urlsplit(server.url)
+    in_progress = gevent.spawn(server.get, "/demo/delay/?ms=2500", timeout=10)
+    gevent.sleep(0.3)
+    held = []
+    try:
+        for i in range(1200):
+            sock = socket.create_connection((parts.hostname, parts.port), timeout=5)
+            if i % 2:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            held.append(sock)
+        gevent.sleep(1.0)  # the worker has accepted all it can
+        response, elapsed = timed_get(server, "/healthz", timeout=10)
+        assert response.status_code == 200
+        assert elapsed < 1.0, f"/healthz took {elapsed:.2f} s"
+        closed = [_connection_closed(sock) for sock in held]
+        assert all(closed[:100]), "the oldest waits were not the ones closed"
+        assert not any(closed[-100:]), "the newest waits were closed"
+        assert in_progress.get(timeout=10).status_code == 200
+    finally:
+        for sock in held:
+            sock.close()
+    assert "are not enough: closed" in server.log.read_text()
+    stop_process(server.process)
 
 
 def test_burst_under_ulimit_1024_recovers(start_gunicorn, test_database_url, upstream):

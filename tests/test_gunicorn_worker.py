@@ -1,0 +1,71 @@
+"""The worker's bookkeeping of connections waiting for a request, in-process."""
+
+import time
+
+import gevent
+import pytest
+
+from project.gunicorn_worker import WaitingConnections, accept_batch
+
+
+def _waiter(registry: WaitingConnections, seconds: float, log: list) -> None:
+    started = time.monotonic()
+    with registry.wait(seconds):
+        gevent.sleep(30)
+        log.append("request arrived")  # never: the wait ends first
+    log.append(round(time.monotonic() - started, 1))
+
+
+def test_reclaim_ends_the_longest_waits_first_and_quietly():
+    """Three waits; reclaiming two ends the two oldest at once, without an
+    exception, and leaves the newest listed."""
+    registry = WaitingConnections()
+    logs = [[], [], []]
+    waiters = []
+    for log in logs:
+        waiters.append(gevent.spawn(_waiter, registry, 10, log))
+        gevent.sleep(0.01)
+    assert len(registry) == 3
+    assert registry.reclaim(2) == 2
+    gevent.joinall(waiters[:2], timeout=1)
+    assert [w.dead and w.successful() for w in waiters] == [True, True, False]
+    assert logs[:2] == [[0.0], [0.0]]
+    assert len(registry) == 1
+    waiters[2].kill()
+
+
+def test_the_wait_keeps_its_timeout():
+    """Nothing reclaimed: the wait still ends at its own timeout."""
+    registry = WaitingConnections()
+    log: list = []
+    gevent.spawn(_waiter, registry, 0.2, log).join(timeout=2)
+    assert log == [0.2]
+    assert len(registry) == 0
+
+
+def test_a_wait_that_ended_before_the_reclaim_fires_is_left_alone():
+    """The request arrives between reclaim() and the loop's next turn: the
+    timeout must not land in the request's handling."""
+    registry = WaitingConnections()
+    with registry.wait(10):
+        assert registry.reclaim(1) == 1  # this very wait; it fires on a later turn
+    gevent.sleep(0.05)  # "handling the request": the loop turns meanwhile
+    assert len(registry) == 0
+
+
+def test_reclaims_are_reported():
+    counts: list[int] = []
+    registry = WaitingConnections(counts.append)
+    waiters = [gevent.spawn(_waiter, registry, 10, []) for _ in range(3)]
+    gevent.sleep(0.01)
+    registry.reclaim(16)
+    assert registry.reclaim(16) == 0
+    assert counts == [3]
+    gevent.joinall(waiters, timeout=1)
+
+
+@pytest.mark.parametrize("raw", ["0", "1001", "x", "-3"])
+def test_accept_batch_is_validated(monkeypatch, raw):
+    monkeypatch.setenv("GUNICORN_ACCEPT_BATCH", raw)
+    with pytest.raises(ValueError, match="GUNICORN_ACCEPT_BATCH"):
+        accept_batch()
