@@ -53,7 +53,8 @@ worker_connections = _int("WORKER_CONNECTIONS", 1000)
 timeout = _int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 # Also bounds how long a request's headers may take to arrive (gevent worker):
-# an idle or slowloris connection is closed after this many seconds.
+# an idle or slowloris connection is closed after this many seconds, and
+# earlier, oldest first, when the worker's connections run out.
 keepalive = _int("GUNICORN_KEEPALIVE", 5)
 # Request size limits (gunicorn's defaults, stated): a longer line or header is
 # a 400 before any of our code runs. Bodies are refused by the app (413).

@@ -1,14 +1,14 @@
 """This worker's aggregator, built from the registry file on first use."""
 
-import os
-
 from django.conf import settings
 from django.core.cache import caches
 
 from project.core.aggregate import Aggregator
+from project.core.per_process import PerProcess
 from project.core.registry import load_registry
 
-_current: dict[str, tuple] = {}
+# Breakers, bulkheads and budgets are per worker: a forked child builds its own.
+_current: PerProcess[dict[str, tuple]] = PerProcess(dict)
 
 
 def get_aggregator() -> Aggregator:
@@ -17,13 +17,14 @@ def get_aggregator() -> Aggregator:
     One per worker process (breakers, bulkheads and budgets are per worker);
     rebuilt after a fork or when the setting names another file.
     """
-    key = (os.getpid(), str(settings.AGGREGATIONS_FILE))
-    cached = _current.get("aggregator")
+    key = str(settings.AGGREGATIONS_FILE)
+    current = _current.get()
+    cached = current.get("aggregator")
     if cached is None or cached[0] != key:
         aggregator = Aggregator(
             load_registry(settings.AGGREGATIONS_FILE),
             cache=caches[settings.AGGREGATION_CACHE],
             margin_s=settings.AGGREGATION_DEADLINE_MARGIN_MS / 1000.0,
         )
-        cached = _current["aggregator"] = (key, aggregator)
+        cached = current["aggregator"] = (key, aggregator)
     return cached[1]

@@ -20,7 +20,6 @@ never from clients, so the number of pools stays small.
 
 import errno
 import json
-import os
 import select
 import socket
 import time
@@ -42,6 +41,7 @@ from .http_wire import (
     NoAnswer,
     UpstreamProtocolError,
 )
+from .per_process import PerProcess
 from .resilience.singleflight import SharedCallAbandoned, SingleFlight
 
 # Per-read limit inside a call; the call's own gevent.Timeout is what bounds it.
@@ -284,15 +284,14 @@ class Response:
         return parse_json(self.content)
 
 
-_pools: dict[str, Any] = {"pid": None, "by_origin": {}}
+_pools: PerProcess[dict[tuple, HTTPClient]] = PerProcess(dict)
 
 
 def get_pool(scheme: str, host: str, port: int | None) -> HTTPClient:
     """Return this process's client (a connection pool) for one upstream origin."""
-    if _pools["pid"] != os.getpid():
-        _pools.update(pid=os.getpid(), by_origin={})
+    by_origin = _pools.get()
     key = (scheme, host, port)
-    pool = _pools["by_origin"].get(key)
+    pool = by_origin.get(key)
     if pool is None:
         pool = _Client(
             host,
@@ -304,18 +303,16 @@ def get_pool(scheme: str, host: str, port: int | None) -> HTTPClient:
             dns_ttl=settings.HTTP_DNS_TTL_S,
             idle_s=settings.HTTP_POOL_IDLE_S,
         )
-        _pools["by_origin"][key] = pool
-        fd_budget.check(upstreams=len(_pools["by_origin"]))
+        by_origin[key] = pool
+        fd_budget.check(upstreams=len(by_origin))
     return pool
 
 
 def open_sockets() -> dict[str, int]:
     """Idle pooled sockets per upstream origin in this process."""
-    if _pools["pid"] != os.getpid():
-        return {}
     return {
         f"{scheme}://{host}:{port}": client._connection_pool.idle_count()
-        for (scheme, host, port), client in _pools["by_origin"].items()
+        for (scheme, host, port), client in (_pools.peek() or {}).items()
     }
 
 

@@ -17,14 +17,14 @@ from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
 from project.core.http_client import http_get
 from project.core.http_wire import UpstreamBodyTooLarge
+from project.core.per_process import PerProcess
 
 
 @pytest.fixture
-def fresh_pools() -> Iterator[None]:
+def fresh_pools(monkeypatch) -> Iterator[None]:
     """Each test starts with no pooled connections and leaves none behind."""
-    http_client._pools["pid"] = None
+    monkeypatch.setattr(http_client, "_pools", PerProcess(dict))
     yield
-    http_client._pools["pid"] = None
 
 
 def _stats(upstream: str) -> dict:

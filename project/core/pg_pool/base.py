@@ -16,7 +16,6 @@ applies after connecting (isolation level, role, time zone), so a connection
 only ever goes to users who would have set it up the same way.
 """
 
-import os
 import select
 import threading
 from typing import Any
@@ -25,6 +24,7 @@ from django.db.backends.postgresql import base, creation
 from django.db.backends.postgresql.psycopg_any import IsolationLevel
 
 from ..deadline import current_deadline
+from ..per_process import PerProcess
 from .pool import ConnectionPool, start_maintenance
 from .session import TrackedConnection, TrackingCursor, reset_session
 
@@ -43,18 +43,14 @@ _POOL_OPTIONS = (
 _NO_DEADLINE_WAIT_S = 30.0
 _MAINTENANCE_INTERVAL_S = 10.0
 
-_pools: dict[tuple, ConnectionPool] = {}
+# A forked child must not share its parent's sockets.
+_pools: PerProcess[dict[tuple, ConnectionPool]] = PerProcess(dict)
 _pools_lock = threading.Lock()
-_pools_pid = [os.getpid()]
 
 
 def all_pools() -> dict[tuple, ConnectionPool]:
     """This process's pools, keyed by connection parameters."""
-    if _pools_pid[0] != os.getpid():
-        # A forked child must not share its parent's sockets.
-        _pools.clear()
-        _pools_pid[0] = os.getpid()
-    return _pools
+    return _pools.get()
 
 
 def close_idle_connections(dbname: str | None = None) -> None:
