@@ -12,14 +12,13 @@ from conftest import socket_count
 from project.core import http_client
 from project.core.http_client import UpstreamInvalidJSON, http_get, open_sockets
 from project.core.http_wire import UpstreamHeadersTooLarge, UpstreamProtocolError
+from project.core.per_process import PerProcess
 
 
 @pytest.fixture(autouse=True)
-def fresh_pools():
+def fresh_pools(monkeypatch):
     """Each test starts with no pooled connections."""
-    http_client._pools["pid"] = None
-    yield
-    http_client._pools["pid"] = None
+    monkeypatch.setattr(http_client, "_pools", PerProcess(dict))
 
 
 def _timed(call, *args, **kwargs):
