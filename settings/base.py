@@ -47,23 +47,23 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 # Apps: no admin, sessions or auth; the service is an API of IO-bound endpoints.
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
-    "project.apps.ProjectConfig",
+    "project.core.apps.CoreConfig",
     "project.health",
     "project.demo",
     "project.aggregation",
 ]
-CSRF_FAILURE_VIEW = "project.api.csrf_failure"
+CSRF_FAILURE_VIEW = "project.http.handlers.csrf_failure"
 # Concurrent requests (greenlets) per worker; gunicorn.conf.py reads the same key.
 WORKER_CONNECTIONS = env.int("WORKER_CONNECTIONS", default=1000)
 
 MIDDLEWARE = [
-    "project.middleware.RefuseRequestBodyMiddleware",
-    "project.middleware.RequestDeadlineMiddleware",
+    "project.http.middleware.RefuseRequestBodyMiddleware",
+    "project.http.middleware.RequestDeadlineMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "project.middleware.ApiErrorMiddleware",
+    "project.http.middleware.ApiErrorMiddleware",
 ]
 
 
