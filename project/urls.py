@@ -10,6 +10,6 @@ urlpatterns = [
 if settings.DEMO_ENDPOINTS:
     urlpatterns.append(path("demo/", include("project.demo.urls")))
 
-handler400 = "project.api.bad_request"
-handler404 = "project.api.not_found"
-handler500 = "project.api.server_error"
+handler400 = "project.http.handlers.bad_request"
+handler404 = "project.http.handlers.not_found"
+handler500 = "project.http.handlers.server_error"

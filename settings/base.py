@@ -47,23 +47,23 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 # Apps: no admin, sessions or auth; the service is an API of IO-bound endpoints.
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
-    "project.apps.ProjectConfig",
+    "project.core.apps.CoreConfig",
     "project.health",
     "project.demo",
     "project.aggregation",
 ]
-CSRF_FAILURE_VIEW = "project.api.csrf_failure"
+CSRF_FAILURE_VIEW = "project.http.handlers.csrf_failure"
 # Concurrent requests (greenlets) per worker; gunicorn.conf.py reads the same key.
 WORKER_CONNECTIONS = env.int("WORKER_CONNECTIONS", default=1000)
 
 MIDDLEWARE = [
-    "project.middleware.RefuseRequestBodyMiddleware",
-    "project.middleware.RequestDeadlineMiddleware",
+    "project.http.middleware.RefuseRequestBodyMiddleware",
+    "project.http.middleware.RequestDeadlineMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "project.middleware.ApiErrorMiddleware",
+    "project.http.middleware.ApiErrorMiddleware",
 ]
 
 
@@ -109,23 +109,31 @@ def database_settings(embedded_data_dir: Path) -> tuple[dict, str | None]:
         "application_name", env.str("DB_APPLICATION_NAME", default="gevent-django")
     )
     if pool_size != 0:
-        options["pool_size"] = pool_size if pool_size > 0 else None
-        options["pool_share"] = _pool_share()
-        options["pool_reserve"] = env.int("DB_RESERVED_CONNECTIONS", default=10)
+        options.update(_pool_options(pool_size))
+    options["options"] = _server_options()
+    return db, embedded
+
+
+def _pool_options(pool_size: int) -> dict:
+    """The pool's ``OPTIONS`` (``project.core.pg_pool``); ``pool_size`` < 0: unset."""
+    return {
+        "pool_size": pool_size if pool_size > 0 else None,
+        "pool_share": _pool_share(),
+        "pool_reserve": env.int("DB_RESERVED_CONNECTIONS", default=10),
         # Unset: a checkout waits as long as its request's deadline allows.
-        options["pool_timeout"] = env.float("DB_POOL_TIMEOUT", default=None)
-        options["pool_max_waiting"] = env.int(
-            "DB_POOL_MAX_WAITING",
-            default=10 * WORKER_CONNECTIONS,
-        )
-        options["pool_check_idle_after"] = env.float(
-            "DB_POOL_CHECK_IDLE_S", default=30.0
-        )
-        options["pool_max_lifetime"] = env.float(
-            "DB_POOL_MAX_LIFETIME_S", default=3600.0
-        )
-        options["pool_max_idle"] = env.float("DB_POOL_MAX_IDLE_S", default=600.0)
-        options["pool_min_idle"] = env.int("DB_POOL_MIN_IDLE", default=2)
+        "pool_timeout": env.float("DB_POOL_TIMEOUT", default=None),
+        "pool_max_waiting": env.int(
+            "DB_POOL_MAX_WAITING", default=10 * WORKER_CONNECTIONS
+        ),
+        "pool_check_idle_after": env.float("DB_POOL_CHECK_IDLE_S", default=30.0),
+        "pool_max_lifetime": env.float("DB_POOL_MAX_LIFETIME_S", default=3600.0),
+        "pool_max_idle": env.float("DB_POOL_MAX_IDLE_S", default=600.0),
+        "pool_min_idle": env.int("DB_POOL_MIN_IDLE", default=2),
+    }
+
+
+def _server_options() -> str:
+    """Server-side settings of every connection, as libpq's ``options`` string."""
     server_options = {
         "statement_timeout": env.int("DB_STATEMENT_TIMEOUT_MS", default=30000),
         "idle_in_transaction_session_timeout": env.int(
@@ -135,10 +143,7 @@ def database_settings(embedded_data_dir: Path) -> tuple[dict, str | None]:
         # Matches TIME_ZONE, so Django never spends a SET on a fresh connection.
         "TimeZone": "UTC",
     }
-    options["options"] = " ".join(
-        f"-c {key}={value}" for key, value in server_options.items()
-    )
-    return db, embedded
+    return " ".join(f"-c {key}={value}" for key, value in server_options.items())
 
 
 _default_db, EMBEDDED_PG_DATA_DIR = database_settings(embedded_pg.DEV_DATA_DIR)

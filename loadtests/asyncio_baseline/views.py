@@ -15,8 +15,8 @@ from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
-from project.core.errors import ApiError
-from project.core.params import int_param
+from project.http.errors import ApiError
+from project.http.params import int_param
 
 _session: aiohttp.ClientSession | None = None
 

@@ -11,8 +11,7 @@ class AggregationConfig(AppConfig):
 
     def ready(self) -> None:
         """Load and validate ``AGGREGATIONS_FILE``; raise naming the line and key."""
-        from project.core.registry import RegistryError
-
+        from .registry import RegistryError
         from .services import get_aggregator
 
         try:

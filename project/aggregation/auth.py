@@ -6,7 +6,7 @@ import hmac
 from django.conf import settings
 from django.http import HttpRequest
 
-from project.core.errors import ApiError
+from project.http.errors import ApiError
 
 
 def check_bearer_token(request: HttpRequest) -> None:

@@ -3,9 +3,10 @@
 from django.conf import settings
 from django.core.cache import caches
 
-from project.core.aggregate import Aggregator
 from project.core.per_process import PerProcess
-from project.core.registry import load_registry
+
+from .engine import Aggregator
+from .registry import load_registry
 
 # Breakers, bulkheads and budgets are per worker: a forked child builds its own.
 _current: PerProcess[dict[str, tuple]] = PerProcess(dict)

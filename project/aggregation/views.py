@@ -3,10 +3,12 @@
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
-from project.api import FiniteJSONEncoder, json_get
-from project.core.deadline import DEADLINE_HEADER, Deadline, deadline_from_header
+from project.core.deadline import DEADLINE_HEADER, Deadline
 from project.core.disconnect import client_disconnect
-from project.core.errors import ApiError
+from project.http.deadline import deadline_from_header
+from project.http.decorators import json_get
+from project.http.encoding import FiniteJSONEncoder
+from project.http.errors import ApiError
 
 from .auth import check_bearer_token
 from .services import get_aggregator

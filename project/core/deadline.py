@@ -5,9 +5,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from .errors import ApiError
-from .params import strict_int
-
+# Carries a deadline in milliseconds: clients send it to us, we send it upstream.
 DEADLINE_HEADER = "X-Request-Timeout-Ms"
 
 
@@ -67,22 +65,3 @@ def deadline_scope(deadline: Deadline | None) -> Iterator[Deadline | None]:
         yield deadline
     finally:
         _current.reset(token)
-
-
-def deadline_from_header(
-    value: str | None, *, default_ms: int, max_ms: int
-) -> Deadline:
-    """Build a request's deadline from ``X-Request-Timeout-Ms`` (or the default).
-
-    A client may shorten its deadline up to ``max_ms``; anything that is not a
-    positive integer is a 400 naming the header.
-    """
-    if value is None or value.strip() == "":
-        return Deadline.from_ms(default_ms)
-    ms = strict_int(value)
-    if ms is None or not 0 < ms <= max_ms:
-        raise ApiError(
-            f"{DEADLINE_HEADER} must be an integer between 1 and {max_ms}",
-            param=DEADLINE_HEADER,
-        )
-    return Deadline.from_ms(ms)

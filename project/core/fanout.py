@@ -14,12 +14,9 @@ from gevent.lock import BoundedSemaphore
 
 from .deadline import Deadline, activate
 from .pg_pool.pool import PoolTimeout
+from .status import Status
 
 logger = logging.getLogger(__name__)
-
-OK = "ok"
-ERROR = "error"
-TIMEOUT = "timeout"
 
 
 class _LegTimeout(Exception):
@@ -44,14 +41,14 @@ class LegResult:
     """What became of one leg."""
 
     name: str
-    status: str
+    status: Status
     value: Any = None
     error: str | None = None
     elapsed_ms: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """Return the result as a JSON-able dict (``error`` only when set)."""
-        data = {
+        data: dict[str, Any] = {
             "name": self.name,
             "status": self.status,
             "elapsed_ms": round(self.elapsed_ms, 1),
@@ -90,7 +87,7 @@ def fan_out(
         activate(deadline)  # a pool checkout in this leg waits no longer than this
         if not slots.acquire(timeout=deadline.remaining()):
             results[index] = LegResult(
-                leg.name, TIMEOUT, error="no free slot before the deadline"
+                leg.name, Status.TIMEOUT, error="no free slot before the deadline"
             )
             return
         leg_started = time.monotonic()
@@ -102,6 +99,21 @@ def fan_out(
             slots.release()
 
     greenlets = [gevent.spawn(run, index, leg) for index, leg in enumerate(legs)]
+    _join_or_kill(greenlets, deadline, cancel)
+    killed_after_ms = (time.monotonic() - started) * 1000.0
+    cancelled = cancel is not None and cancel.is_set()
+    reason = "cancelled" if cancelled else "killed at the request deadline"
+    return [
+        result
+        or LegResult(leg.name, Status.TIMEOUT, error=reason, elapsed_ms=killed_after_ms)
+        for leg, result in zip(legs, results, strict=True)
+    ]
+
+
+def _join_or_kill(
+    greenlets: list[gevent.Greenlet], deadline: Deadline, cancel: Event | None
+) -> None:
+    """Wait for ``greenlets`` until the deadline (or ``cancel``); kill the rest."""
     if cancel is None:
         gevent.joinall(greenlets, timeout=deadline.remaining())
     else:
@@ -113,18 +125,6 @@ def fan_out(
         # A blocking kill lets each leg's finally run: connections released,
         # queries cancelled.
         gevent.killall(unfinished, block=True, timeout=5)
-    killed_after_ms = (time.monotonic() - started) * 1000.0
-    cancelled = cancel is not None and cancel.is_set()
-    return [
-        result
-        or LegResult(
-            leg.name,
-            TIMEOUT,
-            error="cancelled" if cancelled else "killed at the request deadline",
-            elapsed_ms=killed_after_ms,
-        )
-        for leg, result in zip(legs, results, strict=True)
-    ]
 
 
 def _run_leg(leg: Leg, timeout: float, leg_started: float) -> LegResult:
@@ -132,19 +132,21 @@ def _run_leg(leg: Leg, timeout: float, leg_started: float) -> LegResult:
         return (time.monotonic() - leg_started) * 1000.0
 
     if timeout <= 0:
-        return LegResult(leg.name, TIMEOUT, error="no time left before the deadline")
+        return LegResult(
+            leg.name, Status.TIMEOUT, error="no time left before the deadline"
+        )
     try:
         with gevent.Timeout(timeout, _LegTimeout):
             value = leg.call(timeout)
     except (_LegTimeout, TimeoutError) as exc:
         message = str(exc) or f"no answer within {timeout * 1000:.0f} ms"
-        return LegResult(leg.name, TIMEOUT, error=message, elapsed_ms=elapsed())
+        return LegResult(leg.name, Status.TIMEOUT, error=message, elapsed_ms=elapsed())
     except Exception as exc:
         logger.info("leg %s failed: %r", leg.name, exc)
         return LegResult(
-            leg.name, ERROR, error=describe_error(exc), elapsed_ms=elapsed()
+            leg.name, Status.ERROR, error=describe_error(exc), elapsed_ms=elapsed()
         )
-    return LegResult(leg.name, OK, value=value, elapsed_ms=elapsed())
+    return LegResult(leg.name, Status.OK, value=value, elapsed_ms=elapsed())
 
 
 def describe_error(exc: Exception) -> str:

@@ -1,7 +1,7 @@
 """SQL helpers: bound parameters, a server-side timeout, connections released."""
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from django.db import connections
 from django.db.utils import OperationalError
@@ -10,6 +10,28 @@ T = TypeVar("T")
 
 # SQLSTATE 57014: statement cancelled (statement_timeout or a cancel request).
 _QUERY_CANCELED = "57014"
+
+
+@overload
+def run_query(
+    sql: str,
+    params: Sequence[Any] = (),
+    *,
+    timeout: float | None = None,
+    using: str = "default",
+    as_dicts: Literal[False] = False,
+) -> list[tuple]: ...
+
+
+@overload
+def run_query(
+    sql: str,
+    params: Sequence[Any] = (),
+    *,
+    timeout: float | None = None,
+    using: str = "default",
+    as_dicts: Literal[True],
+) -> list[dict[str, Any]]: ...
 
 
 def run_query(

@@ -6,10 +6,10 @@ from typing import Any
 from django.conf import settings
 
 from project.core.deadline import Deadline
-from project.core.errors import ApiError
 from project.core.fanout import Leg, LegResult, fan_out
 from project.core.http_client import http_get
 from project.core.sql import run_query, with_own_connection
+from project.http.errors import ApiError
 
 
 class UpstreamError(Exception):

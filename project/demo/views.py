@@ -3,9 +3,11 @@
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
-from project.api import json_get, request_deadline
-from project.core.errors import ApiError
-from project.core.params import int_param
+from project.core.status import Status
+from project.http.deadline import request_deadline
+from project.http.decorators import json_get
+from project.http.errors import ApiError
+from project.http.params import int_param
 
 from . import services
 
@@ -54,7 +56,7 @@ def fan_out(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {
             "legs": [result.as_dict() for result in results],
-            "ok": sum(result.status == "ok" for result in results),
+            "ok": sum(result.status == Status.OK for result in results),
             "elapsed_ms": round(deadline.elapsed_ms(), 1),
             "deadline_ms": round(deadline.budget * 1000),
         }

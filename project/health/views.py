@@ -2,7 +2,7 @@
 
 from django.http import HttpRequest, JsonResponse
 
-from project.api import json_get
+from project.http.decorators import json_get
 
 from .services import check_database
 

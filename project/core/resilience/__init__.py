@@ -2,4 +2,37 @@
 
 Each piece keeps its state in plain attributes updated between yields to the
 gevent hub, so none needs a lock (and none holds one across IO).
+``guarded_call`` (any call) and ``call_upstream`` (an HTTP GET) put a call
+through an upstream's bulkhead, breaker and retry budget.
 """
+
+from .breaker import BreakerConfig, CircuitBreaker
+from .bulkhead import Bulkhead, BulkheadConfig
+from .guard import (
+    Guarded,
+    Outcome,
+    Refused,
+    UpstreamResult,
+    call_upstream,
+    guarded_call,
+)
+from .retry import RetryBudget, RetryConfig, full_jitter
+from .singleflight import SharedCallAbandoned, SingleFlight
+
+__all__ = [
+    "BreakerConfig",
+    "Bulkhead",
+    "BulkheadConfig",
+    "CircuitBreaker",
+    "Guarded",
+    "Outcome",
+    "Refused",
+    "RetryBudget",
+    "RetryConfig",
+    "SharedCallAbandoned",
+    "SingleFlight",
+    "UpstreamResult",
+    "call_upstream",
+    "full_jitter",
+    "guarded_call",
+]

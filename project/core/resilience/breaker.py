@@ -20,12 +20,25 @@ breaker, any failure opens it again.
 import time
 from collections import deque
 from collections.abc import Callable
-
-from ..registry import BreakerConfig
+from dataclasses import dataclass
 
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """When a breaker opens, and for how long (see the module docstring)."""
+
+    failure_rate: float = 0.5
+    slow_call_rate: float = 1.0
+    slow_call_ms: int = 1000
+    window: int = 20
+    # At most ``window``: the rates are judged over that many calls.
+    min_calls: int = 10
+    open_ms: int = 5000
+    half_open_probes: int = 1
 
 
 class CircuitBreaker:

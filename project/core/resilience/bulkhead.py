@@ -1,5 +1,14 @@
 """A bulkhead: at most ``limit`` concurrent calls to one upstream; excess is shed."""
 
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BulkheadConfig:
+    """How many calls to one upstream may be in flight at once."""
+
+    limit: int = 100
+
 
 class Bulkhead:
     """Non-blocking: a call that finds every slot taken is refused at once.
@@ -8,8 +17,8 @@ class Bulkhead:
     spend the caller's deadline; shedding answers straight away (``shed``).
     """
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, config: BulkheadConfig) -> None:
+        self.limit = config.limit
         self.in_use = 0
         self.shed = 0
 

@@ -2,6 +2,29 @@
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Retries of one upstream: how many, their backoff, the budget bounding them."""
+
+    retries: int = 0
+    backoff_ms: int = 20
+    backoff_max_ms: int = 1000
+    # Retries may add at most this share of the calls...
+    budget_ratio: float = 0.1
+    # ...plus this many.
+    budget_reserve: int = 10
+
+    def pause(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry ``attempt`` (1-based), with full jitter."""
+        return full_jitter(
+            attempt,
+            base_s=self.backoff_ms / 1000.0,
+            cap_s=self.backoff_max_ms / 1000.0,
+            rng=rng,
+        )
 
 
 def full_jitter(
@@ -20,18 +43,21 @@ def full_jitter(
 
 
 class RetryBudget:
-    """Retries may add at most ``ratio`` of the calls, plus a small ``reserve``.
+    """Retries may add at most ``budget_ratio`` of the calls, plus ``budget_reserve``.
 
     A token bucket (as in Finagle's RetryBudget): every first attempt deposits
     ``ratio`` tokens, every retry withdraws one, and the balance never exceeds
     ``reserve`` (so a long healthy spell does not bank a retry storm). Under a
     failing upstream retries therefore stay at about ``ratio`` of the calls.
+    The budget also carries the rest of its ``RetryConfig`` (how many retries
+    one call may make, and their backoff), so one object describes the retries.
     """
 
-    def __init__(self, *, ratio: float, reserve: int) -> None:
-        self.ratio = ratio
-        self.cap = max(float(reserve), 1.0)
-        self.tokens = float(reserve)
+    def __init__(self, config: RetryConfig) -> None:
+        self.config = config
+        self.ratio = config.budget_ratio
+        self.cap = max(float(config.budget_reserve), 1.0)
+        self.tokens = float(config.budget_reserve)
         self.calls = 0
         self.retries = 0
         self.refused = 0

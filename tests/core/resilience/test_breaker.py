@@ -2,8 +2,13 @@
 
 import gevent
 
-from project.core.registry import BreakerConfig
-from project.core.resilience.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from project.core.resilience.breaker import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerConfig,
+    CircuitBreaker,
+)
 
 
 class Clock:

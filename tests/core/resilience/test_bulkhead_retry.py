@@ -1,12 +1,12 @@
 """Bulkhead, full-jitter backoff and the retry budget."""
 
-from project.core.resilience.bulkhead import Bulkhead
-from project.core.resilience.retry import RetryBudget, full_jitter
+from project.core.resilience.bulkhead import Bulkhead, BulkheadConfig
+from project.core.resilience.retry import RetryBudget, RetryConfig, full_jitter
 
 
 def test_bulkhead_sheds_beyond_its_limit():
     """Two slots: the third caller is refused and counted; a release frees one."""
-    bulkhead = Bulkhead(2)
+    bulkhead = Bulkhead(BulkheadConfig(limit=2))
     assert [bulkhead.try_acquire() for _ in range(3)] == [True, True, False]
     assert bulkhead.shed == 1
     bulkhead.release()
@@ -23,7 +23,7 @@ def test_full_jitter_is_uniform_up_to_the_capped_exponential():
 
 def test_retry_budget_allows_reserve_plus_ratio_of_calls():
     """With ratio 0.1 and reserve 5, 100 calls allow 5 + 10 retries, no more."""
-    budget = RetryBudget(ratio=0.1, reserve=5)
+    budget = RetryBudget(RetryConfig(budget_ratio=0.1, budget_reserve=5))
     allowed = 0
     for _ in range(100):
         budget.on_call()
@@ -35,7 +35,7 @@ def test_retry_budget_allows_reserve_plus_ratio_of_calls():
 
 def test_retry_budget_does_not_bank_a_storm():
     """A long healthy spell leaves at most the reserve in the bucket."""
-    budget = RetryBudget(ratio=0.5, reserve=3)
+    budget = RetryBudget(RetryConfig(budget_ratio=0.5, budget_reserve=3))
     for _ in range(1000):
         budget.on_call()
     assert sum(budget.try_retry() for _ in range(10)) == 3

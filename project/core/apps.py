@@ -1,12 +1,12 @@
-"""The project's own app config: start-up checks that need logging configured."""
+"""The toolkit's app config: start-up checks that need logging configured."""
 
 from django.apps import AppConfig
 
 
-class ProjectConfig(AppConfig):
+class CoreConfig(AppConfig):
     """Runs the late-patching check once Django's logging is set up."""
 
-    name = "project"
+    name = "project.core"
     label = "project_core"
 
     def ready(self) -> None:

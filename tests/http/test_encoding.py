@@ -3,7 +3,7 @@
 import json
 import math
 
-from project.api import FiniteJSONEncoder
+from project.http.encoding import FiniteJSONEncoder
 
 
 def test_non_finite_floats_become_null():

@@ -1,7 +1,7 @@
 import pytest
 
-from project.core.errors import ApiError
-from project.core.params import int_param
+from project.http.errors import ApiError
+from project.http.params import int_param
 
 
 @pytest.mark.parametrize(

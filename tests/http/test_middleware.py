@@ -3,7 +3,7 @@
 from django.test import RequestFactory, override_settings
 
 from project.core.deadline import Deadline, activate, current_deadline
-from project.middleware import RequestDeadlineMiddleware
+from project.http.middleware import RequestDeadlineMiddleware
 
 
 @override_settings(REQUEST_DEADLINE_MS=1500)

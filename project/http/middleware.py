@@ -6,11 +6,12 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 
 from project.core.deadline import Deadline, deadline_scope
-from project.core.errors import ApiError
 from project.core.pg_pool.pool import PoolTimeout
+
+from .errors import ApiError, error_response
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,10 @@ class RefuseRequestBodyMiddleware:
                 sock.shutdown(socket.SHUT_RD)
             except OSError:
                 pass  # already gone
-        return JsonResponse(
-            {"error": "request body not accepted (every endpoint is GET-only)"},
-            status=413,
+        return error_response(
+            ApiError(
+                "request body not accepted (every endpoint is GET-only)", status=413
+            )
         )
 
 
@@ -80,24 +82,24 @@ class ApiErrorMiddleware:
     ) -> HttpResponse | None:
         """Render known errors; leave anything else to Django's 500 handling."""
         if isinstance(exception, ApiError):
-            return JsonResponse(
-                exception.as_dict(), status=exception.status, headers=exception.headers
-            )
+            return error_response(exception)
         if isinstance(exception.__cause__, PoolTimeout):
             logger.warning(
                 "database pool exhausted for %s: %s", request.path, exception
             )
-            return JsonResponse(
-                {"error": "database busy: no connection free in time"},
-                status=503,
-                headers={"Retry-After": "1"},
+            return error_response(
+                ApiError(
+                    "database busy: no connection free in time",
+                    status=503,
+                    headers={"Retry-After": "1"},
+                )
             )
         if isinstance(exception, OperationalError | InterfaceError):
             # The details (hosts, socket paths) go to the log, not to clients.
             logger.warning("database unavailable for %s: %s", request.path, exception)
-            return JsonResponse(
-                {"error": "database unavailable"},
-                status=503,
-                headers={"Retry-After": "1"},
+            return error_response(
+                ApiError(
+                    "database unavailable", status=503, headers={"Retry-After": "1"}
+                )
             )
         return None

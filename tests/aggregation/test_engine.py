@@ -11,9 +11,10 @@ import requests
 from django.core.cache.backends.locmem import LocMemCache
 
 from conftest import BASE_DIR, free_port, stop_process, wait_for_http
-from project.core.aggregate import Aggregator
+from project.aggregation.engine import Aggregator
+from project.aggregation.registry import parse_registry
 from project.core.deadline import Deadline
-from project.core.registry import parse_registry
+from project.core.resilience import call_upstream
 
 # SQL sources run in spawned greenlets on their own connections.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -377,11 +378,18 @@ def test_stale_value_served_when_the_upstream_fails(own_upstream):
 def test_a_gevent_timeout_around_a_call_counts_as_a_failure(upstream):
     """gevent.Timeout is a BaseException: the breaker still records the failure."""
     agg = aggregator(upstream)
-    breaker = agg.upstreams["fragile"].breaker
+    state = agg.upstreams["fragile"]
+    breaker = state.breaker
     upstream_config = agg.registry.upstreams["fragile"]
-    ticket = breaker.allow()
     with pytest.raises(gevent.Timeout), gevent.Timeout(0.05):
-        agg._attempt_http(upstream_config, "/delay?ms=500", 5.0, breaker, ticket)
+        call_upstream(
+            upstream_config.base_url + "/delay?ms=500",
+            parse=lambda response: response,
+            deadline=Deadline(5.0),
+            bulkhead=state.bulkhead,
+            breaker=breaker,
+            budget=state.budget,
+        )
     assert breaker.failures == 1
     assert breaker.slow == 0
 

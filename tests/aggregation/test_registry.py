@@ -4,8 +4,8 @@ import textwrap
 
 import pytest
 
-from project.core.errors import ApiError
-from project.core.registry import RegistryError, load_registry, parse_registry
+from project.aggregation.registry import RegistryError, load_registry, parse_registry
+from project.http.errors import ApiError
 
 GOOD = """\
 [upstreams.users]
@@ -50,7 +50,11 @@ def test_valid_registry_parses_with_env_and_defaults():
     users = registry.upstreams["users"]
     assert users.base_url == "http://127.0.0.1:9"
     assert users.headers == {"Authorization": "Bearer s3cret"}
-    assert (users.timeout_ms, users.retries, users.breaker.window) == (1000, 0, 20)
+    assert (users.timeout_ms, users.retry.retries, users.breaker.window) == (
+        1000,
+        0,
+        20,
+    )
     profile = registry.aggregations["profile"]
     assert (profile.deadline_ms, profile.max_deadline_ms) == (400, 400)
     assert [s.name for s in profile.sources] == ["user", "orders", "tagged"]

@@ -1,6 +1,8 @@
-"""The one error type the API raises; rendered as JSON by ``ApiErrorMiddleware``."""
+"""The one error type the API raises, and the one place errors become JSON."""
 
 from typing import Any
+
+from django.http import JsonResponse
 
 
 class ApiError(Exception):
@@ -23,3 +25,12 @@ class ApiError(Exception):
     def as_dict(self) -> dict[str, Any]:
         """Return the JSON body: ``{"error": message, **extra}``."""
         return {"error": self.message, **self.extra}
+
+
+def error_response(error: ApiError) -> JsonResponse:
+    """The JSON answer for ``error``: its body, status and headers.
+
+    Every error answer of the service is rendered here (views, middleware,
+    Django's error handlers), so they all have the same shape.
+    """
+    return JsonResponse(error.as_dict(), status=error.status, headers=error.headers)

@@ -1,4 +1,8 @@
-"""Validation of client-supplied values; every failure is a 400 naming the parameter."""
+"""Strict parsing of client-supplied integers; every failure names the parameter.
+
+The one integer parser of the service: query parameters, the deadline header
+and the aggregation registry's own integers all go through it.
+"""
 
 from collections.abc import Mapping
 
@@ -7,6 +11,7 @@ from .errors import ApiError
 # Longer than any int64: refused before int() (which is quadratic in the digit
 # count and refuses more than 4,300 digits with a ValueError of its own).
 MAX_INT_DIGITS = 19
+NOT_AN_INTEGER = "must be an integer"
 
 
 def strict_int(raw: str) -> int | None:
@@ -20,15 +25,21 @@ def strict_int(raw: str) -> int | None:
     return int(text)
 
 
+def out_of_range(value: float, minimum: float, maximum: float) -> str | None:
+    """What is wrong with ``value`` outside ``[minimum, maximum]``; None if inside."""
+    if minimum <= value <= maximum:
+        return None
+    return f"must be between {minimum} and {maximum}"
+
+
 def checked_int(raw: str, name: str, *, minimum: int, maximum: int) -> int:
     """``raw`` as an int in ``[minimum, maximum]``, or a 400 naming ``name``."""
     value = strict_int(raw)
     if value is None:
-        raise ApiError(f"{name} must be an integer", param=name, value=raw[:100])
-    if not minimum <= value <= maximum:
-        raise ApiError(
-            f"{name} must be between {minimum} and {maximum}", param=name, value=value
-        )
+        raise ApiError(f"{name} {NOT_AN_INTEGER}", param=name, value=raw[:100])
+    problem = out_of_range(value, minimum, maximum)
+    if problem:
+        raise ApiError(f"{name} {problem}", param=name, value=value)
     return value
 
 
