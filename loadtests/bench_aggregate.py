@@ -20,9 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from loadtests.common.bench import bench_parser, headline
-from loadtests.common.locust_run import read_stats_csv, run_locust
-from loadtests.common.processes import BASE_DIR, Processes, database_url
+from loadtests.harness.bench import bench_parser, headline
+from loadtests.harness.locust_run import read_stats_csv, run_locust
+from loadtests.harness.paths import AGGREGATIONS_BENCH
+from loadtests.harness.processes import Processes, database_url
 
 FLOOR_MS = 50
 TOKEN = "bench-token-0123456789"
@@ -34,9 +35,7 @@ def start_server(processes: Processes, db_url: str, stub_url: str) -> str:
         database_url=db_url,
         env={
             "DB_POOL_SIZE": "32",
-            "AGGREGATIONS_FILE": str(
-                BASE_DIR / "loadtests" / "aggregations_bench.toml"
-            ),
+            "AGGREGATIONS_FILE": str(AGGREGATIONS_BENCH),
             "AGGREGATION_API_TOKENS": TOKEN,
             "DEMO_UPSTREAM_URL": stub_url,
         },

@@ -26,14 +26,15 @@ from pathlib import Path
 
 import psycopg2
 
-from loadtests.common.bench import (
+from loadtests.harness.bench import (
     add_baseline_option,
     bench_parser,
     checkout,
     headline,
 )
-from loadtests.common.locust_run import read_stats_csv, run_locust
-from loadtests.common.processes import BASE_DIR, Processes, database_url
+from loadtests.harness.locust_run import read_stats_csv, run_locust
+from loadtests.harness.paths import BASE_DIR
+from loadtests.harness.processes import Processes, database_url
 
 APPLICATION_NAME = "bench-db"
 

@@ -2,7 +2,7 @@
 
 1. Starts, on loopback, the stub upstream and gunicorn (``--workers``, one per
    core by default) as ``make loadtest`` does, for one scenario of guards.toml.
-2. Step load (``step_shape.py``): ``--step-users`` more users every
+2. Step load (``harness/step_shape.py``): ``--step-users`` more users every
    ``--step-seconds``, until a step's p95 exceeds the SLO or its failures exceed
    ``--slo-fail-ratio`` (or ``--step-count`` steps). Each step is measured on the
    master with its first ``--step-trim`` seconds (the ramp) cut off; one line per
@@ -37,15 +37,15 @@ matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from loadtests import guards, usl  # noqa: E402
-from loadtests.common.locust_run import run_locust  # noqa: E402
-from loadtests.common.processes import (
-    BASE_DIR,
+from loadtests.harness import guards, usl  # noqa: E402
+from loadtests.harness.locust_run import run_locust  # noqa: E402
+from loadtests.harness.paths import REPORTS, STEP_SHAPE  # noqa: E402
+from loadtests.harness.processes import (  # noqa: E402
     Processes,
     add_env_option,
     database_url,
-)  # noqa: E402
-from loadtests.common.window import AGGREGATED  # noqa: E402
+)
+from loadtests.harness.window import AGGREGATED  # noqa: E402
 
 COLUMNS = ["users", "rps", "p50_ms", "p95_ms", "p99_ms", "fail_ratio", "usl_rps"]
 
@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--processes", type=int, default=0, help="Locust --processes")
     add_env_option(parser, "server env")
-    parser.add_argument("--reports", type=Path, default=BASE_DIR / "reports")
+    parser.add_argument("--reports", type=Path, default=REPORTS)
     return parser.parse_args(argv)
 
 
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"capacity: {args.scenario} against {host}, {args.workers} workers")
         run = run_locust(
             processes,
-            [scenario_file(spec), "step_shape.py"],
+            [scenario_file(spec), STEP_SHAPE],
             host=host,
             users=args.step_users,
             seconds=args.step_count * args.step_seconds + 5,

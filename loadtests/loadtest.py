@@ -23,17 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-from loadtests import guards
-from loadtests.common.locust_run import LocustRun, run_locust
-from loadtests.common.processes import (
-    BASE_DIR,
-    Processes,
-    add_env_option,
-    database_url,
-)
-from loadtests.common.window import stats_from_json
+from loadtests.harness import guards
+from loadtests.harness.locust_run import LocustRun, run_locust
+from loadtests.harness.paths import BASE_DIR, REPORTS
+from loadtests.harness.processes import Processes, add_env_option, database_url
+from loadtests.harness.window import stats_from_json
 
-REPORTS = BASE_DIR / "reports"
 RUN_FAILED = 1
 
 

@@ -25,9 +25,10 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from loadtests.bench_fanout import checkout
-from loadtests.common.locust_run import locust_args
-from loadtests.common.processes import BASE_DIR, Processes, database_url
+from loadtests.harness.bench import checkout
+from loadtests.harness.locust_run import locust_args
+from loadtests.harness.paths import BASE_DIR
+from loadtests.harness.processes import Processes, database_url
 
 # Inclusive categories: a sample counts when any of its frames comes from a
 # file whose path (as py-spy prints it, relative to sys.path) starts with one

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from loadtests.bench_fanout import workers_cpu_seconds
-from loadtests.common.processes import Processes
+from loadtests.harness.processes import Processes
 
 
 @pytest.fixture(scope="module")

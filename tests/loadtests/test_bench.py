@@ -2,7 +2,7 @@
 
 import pytest
 
-from loadtests.common.bench import bench_parser, headline
+from loadtests.harness.bench import bench_parser, headline
 
 
 def test_parser_reads_user_levels_and_defaults() -> None:

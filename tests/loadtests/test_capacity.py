@@ -2,7 +2,8 @@
 
 import csv
 
-from loadtests import capacity, usl
+from loadtests import capacity
+from loadtests.harness import usl
 
 
 def synthetic_steps() -> list[dict]:

@@ -1,6 +1,7 @@
 """Step load for ``make capacity``: add ``--step-users`` users every ``--step-seconds``.
 
-Give it to Locust after a scenario: ``-f slow_sql.py,step_shape.py``.
+Give it to Locust after a scenario, by path:
+``-f loadtests/locustfiles/slow_sql.py,loadtests/harness/step_shape.py``.
 It stops after ``--step-count`` steps or, earlier, after the first step whose
 p95 exceeds ``--slo-p95-ms`` or whose failure ratio exceeds ``--slo-fail-ratio``
 (the plugin measures each step with its first ``--step-trim`` seconds cut off).
@@ -8,7 +9,7 @@ p95 exceeds ``--slo-p95-ms`` or whose failure ratio exceeds ``--slo-fail-ratio``
 
 from locust import LoadTestShape
 
-from loadtests.common.plugin import RECORDER
+from loadtests.harness.plugin import RECORDER
 
 
 class StepLoadShape(LoadTestShape):

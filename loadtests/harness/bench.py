@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from loadtests.common.processes import BASE_DIR
+from loadtests.harness.paths import BASE_DIR
 
 
 def bench_parser(doc: str) -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ scenario's metric over another's). An open-model run (``arrival_rate``) also
 fails when its main endpoint achieves less than ``min_arrival_ratio`` (97 %)
 of the target.
 
-Everything is evaluated on steady-state stats (``common.window``); this module
+Everything is evaluated on steady-state stats (``harness.window``); this module
 is pure Python so it is unit-tested on synthetic stats.
 """
 
@@ -16,9 +16,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtests.common.window import AGGREGATED, EndpointStats
-
-GUARDS_FILE = Path(__file__).resolve().parent / "guards.toml"
+from loadtests.harness.paths import GUARDS_FILE
+from loadtests.harness.window import AGGREGATED, EndpointStats
 
 # The exit code of a run (Locust's or a command's) whose guards failed: Locust
 # itself uses 1 for request errors and 2 for crashes.

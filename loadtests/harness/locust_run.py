@@ -13,10 +13,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtests.common.processes import BASE_DIR, Processes, free_port
-
-LOADTESTS = BASE_DIR / "loadtests"
-LOCUST_CONF = LOADTESTS / "locust.conf"
+from loadtests.harness.paths import LOCUST_CONF, LOCUSTFILES
+from loadtests.harness.processes import Processes, free_port
 
 
 @dataclass
@@ -34,7 +32,7 @@ class LocustRun:
 
 
 def locust_args(
-    locustfiles: list[str],
+    locustfiles: list[str | Path],
     *,
     host: str,
     users: int,
@@ -42,8 +40,11 @@ def locust_args(
     report_dir: Path,
     options: list[str] | None = None,
 ) -> list[str]:
-    """The command line of a headless run (without --master/--worker/--processes)."""
-    files = ",".join(str(LOADTESTS / name) for name in locustfiles)
+    """The command line of a headless run (without --master/--worker/--processes).
+
+    ``locustfiles`` are names in ``loadtests/locustfiles/``, or paths.
+    """
+    files = ",".join(str(LOCUSTFILES / name) for name in locustfiles)
     return [
         sys.executable,
         "-m",

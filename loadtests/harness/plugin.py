@@ -3,7 +3,7 @@
 Importing it adds command-line options (all optional, so a locustfile still runs
 as plain Locust) and event listeners that, on the master (or the only process):
 
-* snapshot the stats once a second (``common.window``) so figures cover the
+* snapshot the stats once a second (``harness.window``) so figures cover the
   steady state only: from ``--warmup`` seconds after all users are spawned to the
   end, or each step of a step-load run with its ramp (``--step-trim``) cut off;
 * evaluate the scenario's guards (``--guards``, ``--scenario``) when Locust quits,
@@ -28,8 +28,8 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 from locust.user.task import LOCUST_STATE_STOPPING
 
-from loadtests import guards
-from loadtests.common.window import (
+from loadtests.harness import guards
+from loadtests.harness.window import (
     AGGREGATED,
     Counts,
     EndpointStats,
