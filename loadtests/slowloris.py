@@ -28,7 +28,7 @@ monkey.patch_all()
 
 import gevent  # noqa: E402
 
-from loadtests.harness.bench import checkout  # noqa: E402
+from loadtests.harness.checkout import checkout  # noqa: E402
 from loadtests.harness.paths import BASE_DIR  # noqa: E402
 from loadtests.harness.processes import Processes, database_url  # noqa: E402
 

@@ -164,3 +164,19 @@ def read_stats_csv(report_dir: Path) -> dict[str, dict[str, str]]:
     """Locust's whole-run ``locust_stats.csv`` rows by name."""
     with open(report_dir / "locust_stats.csv") as handle:
         return {row["Name"]: row for row in csv.DictReader(handle)}
+
+
+def read_failures_csv(report_dir: Path) -> list[dict[str, str]]:
+    """Locust's ``locust_failures.csv`` rows (Method, Name, Error, Occurrences)."""
+    with open(report_dir / "locust_failures.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def headline(row: dict[str, str]) -> dict[str, float]:
+    """req/s, p50, p99 (ms) and failures from a row of Locust's stats CSV."""
+    return {
+        "rps": float(row["Requests/s"]),
+        "p50": float(row["50%"]),
+        "p99": float(row["99%"]),
+        "failures": int(row["Failure Count"]),
+    }
