@@ -12,6 +12,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NotRequired, TypedDict, Unpack
 
 from loadtests.harness.paths import LOCUST_CONF, LOCUSTFILES
 from loadtests.harness.processes import Processes, free_port
@@ -29,6 +30,16 @@ class LocustRun:
     def stats(self) -> dict[str, dict]:
         """Steady-state stats per endpoint (``Aggregated`` included)."""
         return self.result.get("stats", {})
+
+
+class LocustCommand(TypedDict):
+    """``locust_args``'s keywords, passed on by ``run_locust``."""
+
+    host: str
+    users: int
+    seconds: float
+    report_dir: Path
+    options: NotRequired[list[str] | None]
 
 
 def locust_args(
@@ -73,49 +84,29 @@ def locust_args(
 
 def run_locust(
     processes: Processes,
-    locustfiles: list[str],
+    locustfiles: list[str | Path],
     *,
-    host: str,
-    users: int,
-    seconds: float,
-    report_dir: Path,
-    options: list[str] | None = None,
     local_processes: int = 0,
     workers: int = 0,
     echo: bool = False,
     env: dict[str, str] | None = None,
+    **command: Unpack[LocustCommand],
 ) -> LocustRun:
-    """One headless run; ``local_processes`` (``--processes N``) or ``workers``.
+    """One headless run of ``locust_args(locustfiles, **command)``; its results.
 
-    ``workers`` > 0 starts a master and that many ``--worker`` processes on
-    loopback, as on several machines. ``echo`` passes Locust's stdout (the
-    plugin's progress lines and tables) to ours; its log goes to ``locust.log``.
-    ``env`` adds to Locust's environment (settings a locustfile reads).
+    ``local_processes``: ``--processes N``. ``workers`` > 0: a master and that
+    many ``--worker`` processes on loopback, as on several machines. ``echo``
+    passes Locust's stdout (the plugin's lines and tables) to ours; its log goes
+    to ``locust.log``. ``env`` adds to Locust's (settings a locustfile reads).
     """
+    report_dir: Path = command["report_dir"]
     report_dir.mkdir(parents=True, exist_ok=True)
-    args = locust_args(
-        locustfiles,
-        host=host,
-        users=users,
-        seconds=seconds,
-        report_dir=report_dir,
-        options=options,
-    )
+    args = locust_args(locustfiles, **command)
     if local_processes:
         args += ["--processes", str(local_processes)]
     port = free_port() if workers else 0
     if workers:
-        args += [
-            "--master",
-            "--master-bind-host",
-            "127.0.0.1",
-            "--master-bind-port",
-            str(port),
-            "--expect-workers",
-            str(workers),
-            "--expect-workers-max-wait",
-            "30",
-        ]
+        args += master_options(port, workers)
     log = (report_dir / "locust.log").open("a")
     environment = {**os.environ, **(env or {})}
     started: list[subprocess.Popen] = []
@@ -131,14 +122,7 @@ def run_locust(
         )
         started += [
             processes.popen(
-                [
-                    *args[:7],  # python -m locust --config C -f FILES
-                    "--worker",
-                    "--master-host",
-                    "127.0.0.1",
-                    "--master-port",
-                    str(port),
-                ],
+                worker_args(args, port),
                 f"worker-{number}",
                 stdout=log,
                 stderr=log,
@@ -147,7 +131,7 @@ def run_locust(
             for number in range(workers)
         ]
         try:
-            returncode = started[0].wait(timeout=seconds + 120)
+            returncode = started[0].wait(timeout=command["seconds"] + 120)
         except subprocess.TimeoutExpired:
             returncode = -1
     finally:
@@ -158,6 +142,33 @@ def run_locust(
     steady = report_dir / "steady.json"
     result = json.loads(steady.read_text()) if steady.exists() else {}
     return LocustRun(returncode, report_dir, result)
+
+
+def master_options(port: int, workers: int) -> list[str]:
+    """What makes a run the master of ``workers`` processes on loopback ``port``."""
+    return [
+        "--master",
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        str(port),
+        "--expect-workers",
+        str(workers),
+        "--expect-workers-max-wait",
+        "30",
+    ]
+
+
+def worker_args(args: list[str], port: int) -> list[str]:
+    """A worker's command line: the master's locustfiles, its loopback ``port``."""
+    return [
+        *args[:7],  # python -m locust --config C -f FILES
+        "--worker",
+        "--master-host",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+    ]
 
 
 def read_stats_csv(report_dir: Path) -> dict[str, dict[str, str]]:
