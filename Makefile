@@ -48,18 +48,25 @@ loadtest: install-loadtest
 capacity: install-loadtest
 	$(PY) -m loadtests.capacity $(CAPACITY_ARGS)
 
-## W2 on gevent + pool vs gthread, each on its defaults and on the other's database budget, 3 rounds (about 12 minutes).
+## The benchmarks: python -m loadtests.bench runs one workload on several
+## servers in the same rounds (3 rounds at 10/100/400 users) and prints medians
+## and same-round ratios; see loadtests/README.md. BENCH_ARGS adds options, e.g.
+## BENCH_ARGS="--compare <git rev>" (also run that revision, repeatable) or
+## BENCH_ARGS="--rounds 1 --seconds 10 --users 100".
+BENCH_ARGS ?=
+
+## W2 on gevent + pool vs gthread, each on its defaults and on the other's database budget (about 12 minutes).
 bench-db: install-loadtest
-	$(PY) -m loadtests.bench_db
+	$(PY) -m loadtests.bench --workload W2 --compare gthread $(BENCH_ARGS)
 
 ## W1 fan-out HTTP on 2 gevent workers against the stub, and the asyncio baseline
-## (aiohttp under uvicorn) in the same rounds, 3 rounds (about 7 minutes).
+## (aiohttp under uvicorn) in the same rounds (about 7 minutes).
 bench-fanout: install-loadtest
-	$(PY) -m loadtests.bench_fanout --asyncio
+	$(PY) -m loadtests.bench --workload W1 --compare asyncio $(BENCH_ARGS)
 
-## The aggregation API (5 HTTP + 1 SQL sources) at 10/100/400 users, 3 rounds (~4 minutes).
+## The aggregation API (5 HTTP + 1 SQL sources) at 10/100/400 users (~4 minutes).
 bench-aggregate: install-loadtest
-	$(PY) -m loadtests.bench_aggregate
+	$(PY) -m loadtests.bench --workload AGG $(BENCH_ARGS)
 
 ## ruff (lint and format check) and mypy (project/ and settings/ type-check).
 lint: install

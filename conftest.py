@@ -11,8 +11,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from loadtests.common.processes import Processes, free_port, wait_for_http
-from loadtests.common.processes import stop as stop_process
+from loadtests.harness.processes import Processes, free_port, wait_for_http
+from loadtests.harness.processes import stop as stop_process
 
 BASE_DIR = Path(__file__).resolve().parent
 

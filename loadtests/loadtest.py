@@ -23,17 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-from loadtests import guards
-from loadtests.common.locust_run import LocustRun, run_locust
-from loadtests.common.processes import (
-    BASE_DIR,
-    Processes,
-    add_env_option,
-    database_url,
-)
-from loadtests.common.window import stats_from_json
+from loadtests.harness import guards
+from loadtests.harness.locust_run import LocustRun, run_locust
+from loadtests.harness.paths import BASE_DIR, REPORTS
+from loadtests.harness.processes import Processes, add_env_option, database_url
+from loadtests.harness.window import stats_from_json
 
-REPORTS = BASE_DIR / "reports"
 RUN_FAILED = 1
 
 
@@ -146,12 +141,8 @@ def summary_line(name: str, spec: dict, run: LocustRun) -> str:
     return f"{name:11} {figures}{late}  {verdict}  {shown(run.report_dir)}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the scenarios, print the guard table, return the exit status."""
-    args = parse_args(argv)
-    config = guards.load(args.guards)
-    specs = scenario_specs(config, args)
-    env = dict(args.env)
+def run_all(args: argparse.Namespace, specs: dict[str, dict]) -> dict[str, LocustRun]:
+    """Run the scenarios against the servers they need; print a line per run."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     runs: dict[str, LocustRun] = {}
     with Processes(log_dir=args.reports / f"{stamp}-servers") as processes:
@@ -162,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, spec in specs.items():
             mode = spec.get("server", "gevent")
             server_env = {"DEMO_UPSTREAM_URL": upstream, **spec.get("server_env", {})}
-            server_env.update(env)
+            server_env.update(dict(args.env))
             key = (mode, tuple(sorted(server_env.items())))
             if key not in servers:
                 servers[key] = processes.start_gunicorn(
@@ -179,17 +170,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             runs[name] = run
             print(summary_line(name, spec, run), flush=True)
-    checks = [
-        guards.Check(**check)
-        for run in runs.values()
-        for check in run.result.get("checks", [])
-    ]
-    checks += guards.evaluate_cross(
-        config["ratios"],
-        {name: stats_from_json(run.stats) for name, run in runs.items()},
-    )
-    print()
-    print(guards.format_table(checks))
+    return runs
+
+
+def verdict(runs: dict[str, LocustRun], checks: list[guards.Check]) -> int:
+    """Print what was aborted and the outcome; return the exit status."""
     for name, run in runs.items():
         if run.result.get("aborted"):
             print(f"{name} aborted early: {run.result['aborted']}")
@@ -208,6 +193,25 @@ def main(argv: list[str] | None = None) -> int:
         return guards.GUARD_FAILED
     print(f"\nloadtest: passed, {len(checks)} guards")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the scenarios, print the guard table, return the exit status."""
+    args = parse_args(argv)
+    config = guards.load(args.guards)
+    runs = run_all(args, scenario_specs(config, args))
+    checks = [
+        guards.Check(**check)
+        for run in runs.values()
+        for check in run.result.get("checks", [])
+    ]
+    checks += guards.evaluate_cross(
+        config["ratios"],
+        {name: stats_from_json(run.stats) for name, run in runs.items()},
+    )
+    print()
+    print(guards.format_table(checks))
+    return verdict(runs, checks)
 
 
 if __name__ == "__main__":

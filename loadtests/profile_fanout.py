@@ -1,7 +1,7 @@
 """Where a gevent worker's CPU goes on W1: py-spy on gunicorn's workers under Locust.
 
 Starts the stub upstream and the project's gunicorn (2 gevent workers) as
-``bench_fanout`` does, drives W1 at ``--users`` for ``--seconds``, and samples
+``make bench-fanout`` does, drives W1 at ``--users`` for ``--seconds``, and samples
 both workers with ``py-spy record`` (raw collapsed stacks) in the middle of the
 run. Prints the share of on-CPU samples that pass through each part of the
 path (inclusive: a sample in ``json`` called from the HTTP client counts for
@@ -25,9 +25,10 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from loadtests.bench_fanout import checkout
-from loadtests.common.locust_run import locust_args
-from loadtests.common.processes import BASE_DIR, Processes, database_url
+from loadtests.harness.checkout import checkout
+from loadtests.harness.locust_run import locust_args
+from loadtests.harness.paths import BASE_DIR
+from loadtests.harness.processes import Processes, database_url
 
 # Inclusive categories: a sample counts when any of its frames comes from a
 # file whose path (as py-spy prints it, relative to sys.path) starts with one

@@ -28,8 +28,9 @@ monkey.patch_all()
 
 import gevent  # noqa: E402
 
-from loadtests.common.bench import checkout  # noqa: E402
-from loadtests.common.processes import BASE_DIR, Processes, database_url  # noqa: E402
+from loadtests.harness.checkout import checkout  # noqa: E402
+from loadtests.harness.paths import BASE_DIR  # noqa: E402
+from loadtests.harness.processes import Processes, database_url  # noqa: E402
 
 
 def _slow_client(port: int, trickle: bool, until: float, closed: list[int]) -> None:

@@ -13,7 +13,7 @@ import requests
 from gevent.pool import Pool
 
 from conftest import POOL_SIZE, app_backends, socket_count, worker_pid
-from loadtests.common.processes import stop as stop_process
+from loadtests.harness.processes import stop as stop_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

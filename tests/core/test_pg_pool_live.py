@@ -8,7 +8,7 @@ import pytest
 from gevent.pool import Pool
 
 from conftest import POOL_SIZE, app_backends
-from loadtests.common.processes import stop as stop_process
+from loadtests.harness.processes import stop as stop_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,12 +1,12 @@
-"""The asyncio baseline of ``bench-fanout``: real uvicorn workers, real stub."""
+"""The asyncio baseline of ``make bench-fanout``: real uvicorn workers, real stub."""
 
 import time
 
 import pytest
 import requests
 
-from loadtests.bench_fanout import workers_cpu_seconds
-from loadtests.common.processes import Processes
+from loadtests.harness.processes import Processes
+from loadtests.harness.workloads.fanout import workers_cpu_seconds
 
 
 @pytest.fixture(scope="module")

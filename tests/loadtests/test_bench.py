@@ -1,21 +1,95 @@
-"""Tests for what the bench runners share (loadtests/common/bench.py)."""
+"""The bench driver's options, servers and tables (loadtests.bench), no load run."""
+
+from pathlib import Path
 
 import pytest
 
-from loadtests.common.bench import bench_parser, headline
+from loadtests import bench
+from loadtests.harness import bench_report
+from loadtests.harness.paths import BASE_DIR
+from loadtests.harness.workloads import WORKLOADS
+from loadtests.harness.workloads import slow_sql as slow_sql_workload
 
 
 def test_parser_reads_user_levels_and_defaults() -> None:
     """``--users 5,50`` is [5, 50]; defaults: 3 rounds of 20 s at 10/100/400 users."""
-    parser = bench_parser("Doc line.\n\nmore")
-    args = parser.parse_args(["--users", "5,50", "--rounds", "1"])
+    args = bench.parse_args(["--workload", "W1", "--users", "5,50", "--rounds", "1"])
     assert (args.users, args.rounds, args.seconds) == ([5, 50], 1, 20)
-    assert parser.parse_args([]).users == [10, 100, 400]
+    assert bench.parse_args(["--workload", "W2"]).users == [10, 100, 400]
     with pytest.raises(SystemExit):
-        parser.parse_args(["--users", "ten"])
+        bench.parse_args(["--workload", "W1", "--users", "ten"])
 
 
-def test_headline_converts_a_locust_stats_row() -> None:
-    """Locust's CSV strings become numbers."""
-    row = {"Requests/s": "175.5", "50%": "55", "99%": "80", "Failure Count": "2"}
-    assert headline(row) == {"rps": 175.5, "p50": 55.0, "p99": 80.0, "failures": 2}
+def test_compare_takes_the_old_spellings_once_each() -> None:
+    """``--asyncio`` and ``--baseline REV`` are ``--compare``; repeats count once."""
+    argv = ["--workload", "W1", "--asyncio", "--baseline", "abc"]
+    assert bench.parse_args([*argv, "--compare", "asyncio"]).compare == [
+        "asyncio",
+        "abc",
+    ]
+
+
+@pytest.mark.parametrize("workload", ["W2", "AGG"])
+def test_asyncio_baseline_serves_w1_only(workload: str) -> None:
+    """The asyncio rival answers the fan-out only: other workloads refuse it."""
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--workload", workload, "--compare", "asyncio"])
+
+
+def test_w1_servers_and_comparisons() -> None:
+    """This tree first, then each --compare in order; ratios against this tree."""
+    trees = {"abc": Path("/tmp/tree-abc")}
+    servers = WORKLOADS["W1"].servers(["asyncio", "abc"], trees, "")
+    assert [(s.label, s.mode, s.tree) for s in servers[1:]] == [
+        ("asyncio", "asyncio", BASE_DIR),
+        ("abc", "gevent", trees["abc"]),
+    ]
+    assert WORKLOADS["W1"].comparisons(servers) == [
+        ("this tree / asyncio", "this tree", "asyncio"),
+        ("this tree / abc", "this tree", "abc"),
+    ]
+
+
+def test_w2_against_gthread_and_a_revision(monkeypatch) -> None:
+    """gthread brings the four runs of bench-db; a revision runs a pool of 32."""
+    monkeypatch.setattr(slow_sql_workload, "default_pool_size", lambda url: 143)
+    trees = {"abc": Path("/tmp/tree-abc")}
+    servers = WORKLOADS["W2"].servers(["gthread", "abc"], trees, "postgres://")
+    assert [s.label for s in servers] == [
+        "gevent",
+        "gthread",
+        "gevent pool 32",
+        "gthread 143 threads",
+        "abc pool 32",
+    ]
+    assert servers[3].args == ("--threads", "143")
+    assert servers[4].env == {"DB_POOL_SIZE": "32"}
+    assert [c[0] for c in WORKLOADS["W2"].comparisons(servers)] == [
+        "defaults",
+        "budget of gthread",
+        "budget of gevent",
+        "this tree / abc pool 32",
+    ]
+    alone = WORKLOADS["W2"].servers(["abc"], trees, "postgres://")
+    assert [s.label for s in alone] == ["gevent", "gevent pool 32", "abc pool 32"]
+
+
+def test_tables_print_medians_and_same_round_ratios(capsys) -> None:
+    """Medians per (users, server); ratios are medians of per-round quotients."""
+    workload = WORKLOADS["W1"]
+    servers = workload.servers(["asyncio"], {}, "")
+
+    def run(rps: float, cpu: float) -> dict:
+        figures = {"p50": 50, "p99": 90, "failures": 0, "connections": 100}
+        return {**figures, "rps": rps, "cpu_ms": cpu, "excess": 0, "top_error": ""}
+
+    results = {
+        ("this tree", 10): [run(200, 2.0), run(180, 2.0), run(100, 3.0)],
+        ("asyncio", 10): [run(100, 4.0), run(100, 4.0), run(100, 3.0)],
+    }
+    args = bench.parse_args(["--workload", "W1", "--users", "10"])
+    bench_report.print_medians(workload, servers, args, results)
+    bench_report.print_ratios(workload, workload.comparisons(servers), [10], results)
+    out = capsys.readouterr().out
+    assert "| 10 | this tree | 180 | 50 | 90 | 0 | 2.00 | 100 | 0 |" in out
+    assert "| 10 | this tree / asyncio | 1.80x | 2.00x |" in out

@@ -2,7 +2,8 @@
 
 import csv
 
-from loadtests import capacity, usl
+from loadtests import capacity
+from loadtests.harness import capacity_report, usl
 
 
 def synthetic_steps() -> list[dict]:
@@ -30,14 +31,14 @@ def test_report_files_and_recommendation(tmp_path):
     steps = synthetic_steps()
     fit = usl.fit([s["users"] for s in steps], [s["rps"] for s in steps])
     knee = usl.knee(steps, args.slo_p95_ms, args.slo_fail_ratio)
-    per_host = capacity.planned_rps(knee, fit)
+    per_host = capacity_report.planned_rps(knee, fit)
     plan = usl.plan(
         target_rps=2000, per_host_rps=per_host, workers_per_host=2, cores_per_host=2
     )
-    sentence = capacity.recommendation(plan, knee, fit, args)
-    capacity.write_csv(tmp_path / "c.csv", steps, fit)
-    capacity.plot(tmp_path / "c.png", steps, fit, knee, args)
-    text = capacity.markdown(steps, fit, knee, sentence, args)
+    sentence = capacity_report.recommendation(plan, knee, fit, args)
+    capacity_report.write_csv(tmp_path / "c.csv", steps, fit)
+    capacity_report.plot(tmp_path / "c.png", steps, fit, knee, args)
+    text = capacity_report.markdown(steps, fit, knee, sentence, args)
 
     rows = list(csv.DictReader((tmp_path / "c.csv").open()))
     assert [int(r["users"]) for r in rows] == [10, 20, 30, 40, 50, 60]
@@ -55,6 +56,6 @@ def test_plan_takes_the_lower_of_step_and_fit():
     expected = float(fit(40))
     lucky = {"users": 40, "rps": expected * 1.2}
     unlucky = {"users": 40, "rps": expected * 0.9}
-    assert capacity.planned_rps(lucky, fit) == expected
-    assert capacity.planned_rps(unlucky, fit) == unlucky["rps"]
-    assert capacity.planned_rps(lucky, None) == lucky["rps"]
+    assert capacity_report.planned_rps(lucky, fit) == expected
+    assert capacity_report.planned_rps(unlucky, fit) == unlucky["rps"]
+    assert capacity_report.planned_rps(lucky, None) == lucky["rps"]

@@ -2,7 +2,7 @@
 
 import os
 
-from loadtests.common.plugin import ScenarioUser
+from loadtests.harness.plugin import ScenarioUser
 
 MS = int(os.environ.get("W2_MS", "50"))
 

@@ -8,7 +8,7 @@ scenario's metric over another's). An open-model run (``arrival_rate``) also
 fails when its main endpoint achieves less than ``min_arrival_ratio`` (97 %)
 of the target.
 
-Everything is evaluated on steady-state stats (``common.window``); this module
+Everything is evaluated on steady-state stats (``harness.window``); this module
 is pure Python so it is unit-tested on synthetic stats.
 """
 
@@ -16,9 +16,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtests.common.window import AGGREGATED, EndpointStats
-
-GUARDS_FILE = Path(__file__).resolve().parent / "guards.toml"
+from loadtests.harness.paths import GUARDS_FILE
+from loadtests.harness.window import AGGREGATED, EndpointStats
 
 # The exit code of a run (Locust's or a command's) whose guards failed: Locust
 # itself uses 1 for request errors and 2 for crashes.
@@ -128,10 +127,31 @@ def evaluate(
     An endpoint with a guard but no requests in the window fails ("no requests").
     """
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
+    checks = _limit_checks(scenario, spec, stats)
+    for ratio in spec.get("ratios", []):
+        metric = ratio["metric"]
+        checks.append(
+            _ratio_check(
+                scenario,
+                ratio["endpoint"],
+                f"{metric} / {ratio['baseline']}",
+                ratio,
+                _metric(stats.get(ratio["endpoint"]), metric),
+                _metric(stats.get(ratio["baseline"]), metric),
+            )
+        )
+    if spec.get("arrival_rate"):
+        checks.append(_arrival_check(scenario, spec, stats, settings))
+    return checks
+
+
+def _limit_checks(
+    scenario: str, spec: dict, stats: dict[str, EndpointStats]
+) -> list[Check]:
     checks = []
-    for endpoint, guards in spec.get("endpoints", {}).items():
+    for endpoint, limits in spec.get("endpoints", {}).items():
         entry = stats.get(endpoint)
-        for guard, limit in guards.items():
+        for guard, limit in limits.items():
             if guard not in LIMITS:
                 raise ValueError(f"{scenario} {endpoint}: unknown guard {guard!r}")
             attribute, kind = LIMITS[guard]
@@ -153,37 +173,28 @@ def evaluate(
                     detail,
                 )
             )
-    for ratio in spec.get("ratios", []):
-        metric = ratio["metric"]
-        checks.append(
-            _ratio_check(
-                scenario,
-                ratio["endpoint"],
-                f"{metric} / {ratio['baseline']}",
-                ratio,
-                _metric(stats.get(ratio["endpoint"]), metric),
-                _metric(stats.get(ratio["baseline"]), metric),
-            )
-        )
-    rate = spec.get("arrival_rate")
-    if rate:
-        endpoint = main_endpoint(spec)
-        achieved = stats[endpoint].rps if endpoint in stats else None
-        ratio = achieved / rate if achieved is not None else None
-        minimum = float(settings["min_arrival_ratio"])
-        checks.append(
-            Check(
-                scenario,
-                endpoint,
-                "achieved / target rate",
-                ratio,
-                minimum,
-                "min",
-                _compare(ratio, minimum, "min"),
-                f"target {rate:g} req/s",
-            )
-        )
     return checks
+
+
+def _arrival_check(
+    scenario: str, spec: dict, stats: dict[str, EndpointStats], settings: dict
+) -> Check:
+    # The open model's achieved rate on its main endpoint, against the target.
+    rate = spec["arrival_rate"]
+    endpoint = main_endpoint(spec)
+    achieved = stats[endpoint].rps if endpoint in stats else None
+    ratio = achieved / rate if achieved is not None else None
+    minimum = float(settings["min_arrival_ratio"])
+    return Check(
+        scenario,
+        endpoint,
+        "achieved / target rate",
+        ratio,
+        minimum,
+        "min",
+        _compare(ratio, minimum, "min"),
+        f"target {rate:g} req/s",
+    )
 
 
 def evaluate_cross(

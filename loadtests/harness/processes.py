@@ -18,7 +18,7 @@ from typing import Self
 
 import requests
 
-BASE_DIR = Path(__file__).resolve().parent.parent.parent
+from loadtests.harness.paths import BASE_DIR
 
 # Extra gunicorn arguments and environment per worker model. gthread is the
 # threaded baseline: Django's own backend, one connection per thread kept open.

@@ -8,8 +8,8 @@ directly in the same run, for the ratio guard.
 
 import os
 
-from loadtests.common.checks import check_fan_out
-from loadtests.common.plugin import ScenarioUser
+from loadtests.harness.checks import check_fan_out
+from loadtests.harness.plugin import ScenarioUser
 
 LEGS = int(os.environ.get("W1_LEGS", "10"))
 MS = int(os.environ.get("W1_MS", "50"))

@@ -2,8 +2,9 @@
 
 import pytest
 
-from loadtests import guards
-from loadtests.common.window import EndpointStats
+from loadtests.harness import guards
+from loadtests.harness.paths import LOCUSTFILES
+from loadtests.harness.window import EndpointStats
 
 
 def stats(requests=1000, failures=0, seconds=10.0, p50=50.0, p95=80.0, p99=100.0):
@@ -139,6 +140,6 @@ def test_project_guards_file_loads():
     assert config["settings"]["min_arrival_ratio"] == 0.97
     for name, spec in config["scenarios"].items():
         for locustfile in spec["locustfile"].split(","):
-            assert (guards.GUARDS_FILE.parent / locustfile).exists(), name
+            assert (LOCUSTFILES / locustfile).exists(), name
         for limits in spec.get("endpoints", {}).values():
             assert set(limits) <= set(guards.LIMITS)

@@ -6,8 +6,8 @@ Five HTTP legs to the server's ``DEMO_UPSTREAM_URL`` (the stub upstream) and fiv
 
 import os
 
-from loadtests.common.checks import check_fan_out
-from loadtests.common.plugin import ScenarioUser
+from loadtests.harness.checks import check_fan_out
+from loadtests.harness.plugin import ScenarioUser
 
 HTTP_LEGS = SQL_LEGS = 5
 MS = int(os.environ.get("W3_MS", "50"))

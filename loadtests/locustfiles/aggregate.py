@@ -9,7 +9,7 @@ row, "slowest source", so one run gives both distributions.
 import os
 import random
 
-from loadtests.common.plugin import ScenarioUser
+from loadtests.harness.plugin import ScenarioUser
 
 TOKEN = os.environ.get("AGG_BENCH_TOKEN", "bench-token-0123456789")
 MS = int(os.environ.get("AGG_BENCH_MS", "50"))

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from loadtests import usl
+from loadtests.harness import usl
 
 USERS = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128]
 

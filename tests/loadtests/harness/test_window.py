@@ -1,6 +1,6 @@
-"""Steady-state windows over cumulative stats snapshots (loadtests.common.window)."""
+"""Steady-state windows over cumulative stats snapshots (loadtests.harness.window)."""
 
-from loadtests.common.window import (
+from loadtests.harness.window import (
     Counts,
     Snapshot,
     percentile,

@@ -12,11 +12,10 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NotRequired, TypedDict, Unpack
 
-from loadtests.common.processes import BASE_DIR, Processes, free_port
-
-LOADTESTS = BASE_DIR / "loadtests"
-LOCUST_CONF = LOADTESTS / "locust.conf"
+from loadtests.harness.paths import LOCUST_CONF, LOCUSTFILES
+from loadtests.harness.processes import Processes, free_port
 
 
 @dataclass
@@ -33,8 +32,18 @@ class LocustRun:
         return self.result.get("stats", {})
 
 
+class LocustCommand(TypedDict):
+    """``locust_args``'s keywords, passed on by ``run_locust``."""
+
+    host: str
+    users: int
+    seconds: float
+    report_dir: Path
+    options: NotRequired[list[str] | None]
+
+
 def locust_args(
-    locustfiles: list[str],
+    locustfiles: list[str | Path],
     *,
     host: str,
     users: int,
@@ -42,8 +51,11 @@ def locust_args(
     report_dir: Path,
     options: list[str] | None = None,
 ) -> list[str]:
-    """The command line of a headless run (without --master/--worker/--processes)."""
-    files = ",".join(str(LOADTESTS / name) for name in locustfiles)
+    """The command line of a headless run (without --master/--worker/--processes).
+
+    ``locustfiles`` are names in ``loadtests/locustfiles/``, or paths.
+    """
+    files = ",".join(str(LOCUSTFILES / name) for name in locustfiles)
     return [
         sys.executable,
         "-m",
@@ -72,49 +84,29 @@ def locust_args(
 
 def run_locust(
     processes: Processes,
-    locustfiles: list[str],
+    locustfiles: list[str | Path],
     *,
-    host: str,
-    users: int,
-    seconds: float,
-    report_dir: Path,
-    options: list[str] | None = None,
     local_processes: int = 0,
     workers: int = 0,
     echo: bool = False,
     env: dict[str, str] | None = None,
+    **command: Unpack[LocustCommand],
 ) -> LocustRun:
-    """One headless run; ``local_processes`` (``--processes N``) or ``workers``.
+    """One headless run of ``locust_args(locustfiles, **command)``; its results.
 
-    ``workers`` > 0 starts a master and that many ``--worker`` processes on
-    loopback, as on several machines. ``echo`` passes Locust's stdout (the
-    plugin's progress lines and tables) to ours; its log goes to ``locust.log``.
-    ``env`` adds to Locust's environment (settings a locustfile reads).
+    ``local_processes``: ``--processes N``. ``workers`` > 0: a master and that
+    many ``--worker`` processes on loopback, as on several machines. ``echo``
+    passes Locust's stdout (the plugin's lines and tables) to ours; its log goes
+    to ``locust.log``. ``env`` adds to Locust's (settings a locustfile reads).
     """
+    report_dir: Path = command["report_dir"]
     report_dir.mkdir(parents=True, exist_ok=True)
-    args = locust_args(
-        locustfiles,
-        host=host,
-        users=users,
-        seconds=seconds,
-        report_dir=report_dir,
-        options=options,
-    )
+    args = locust_args(locustfiles, **command)
     if local_processes:
         args += ["--processes", str(local_processes)]
     port = free_port() if workers else 0
     if workers:
-        args += [
-            "--master",
-            "--master-bind-host",
-            "127.0.0.1",
-            "--master-bind-port",
-            str(port),
-            "--expect-workers",
-            str(workers),
-            "--expect-workers-max-wait",
-            "30",
-        ]
+        args += master_options(port, workers)
     log = (report_dir / "locust.log").open("a")
     environment = {**os.environ, **(env or {})}
     started: list[subprocess.Popen] = []
@@ -130,14 +122,7 @@ def run_locust(
         )
         started += [
             processes.popen(
-                [
-                    *args[:7],  # python -m locust --config C -f FILES
-                    "--worker",
-                    "--master-host",
-                    "127.0.0.1",
-                    "--master-port",
-                    str(port),
-                ],
+                worker_args(args, port),
                 f"worker-{number}",
                 stdout=log,
                 stderr=log,
@@ -146,7 +131,7 @@ def run_locust(
             for number in range(workers)
         ]
         try:
-            returncode = started[0].wait(timeout=seconds + 120)
+            returncode = started[0].wait(timeout=command["seconds"] + 120)
         except subprocess.TimeoutExpired:
             returncode = -1
     finally:
@@ -159,7 +144,50 @@ def run_locust(
     return LocustRun(returncode, report_dir, result)
 
 
+def master_options(port: int, workers: int) -> list[str]:
+    """What makes a run the master of ``workers`` processes on loopback ``port``."""
+    return [
+        "--master",
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        str(port),
+        "--expect-workers",
+        str(workers),
+        "--expect-workers-max-wait",
+        "30",
+    ]
+
+
+def worker_args(args: list[str], port: int) -> list[str]:
+    """A worker's command line: the master's locustfiles, its loopback ``port``."""
+    return [
+        *args[:7],  # python -m locust --config C -f FILES
+        "--worker",
+        "--master-host",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+    ]
+
+
 def read_stats_csv(report_dir: Path) -> dict[str, dict[str, str]]:
     """Locust's whole-run ``locust_stats.csv`` rows by name."""
     with open(report_dir / "locust_stats.csv") as handle:
         return {row["Name"]: row for row in csv.DictReader(handle)}
+
+
+def read_failures_csv(report_dir: Path) -> list[dict[str, str]]:
+    """Locust's ``locust_failures.csv`` rows (Method, Name, Error, Occurrences)."""
+    with open(report_dir / "locust_failures.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def headline(row: dict[str, str]) -> dict[str, float]:
+    """req/s, p50, p99 (ms) and failures from a row of Locust's stats CSV."""
+    return {
+        "rps": float(row["Requests/s"]),
+        "p50": float(row["50%"]),
+        "p99": float(row["99%"]),
+        "failures": int(row["Failure Count"]),
+    }

@@ -1,0 +1,151 @@
+"""``make bench-*``: one workload on several servers, side by side, in rounds.
+
+Each round starts every server in turn on loopback (2 workers, the project's
+``gunicorn.conf.py``), drives it with Locust at each user level, and stops it;
+the stub upstream, when the workload needs one, serves every round. Then it
+prints the medians over rounds and the ratios measured in the same round, so a
+comparison on a noisy machine compares runs made side by side. Every process
+and worktree it starts, it stops or removes. Uses the embedded development
+cluster unless DATABASE_URL is set.
+
+Workloads (``harness/workloads/``): W1 fan-out HTTP (``/demo/fan-out/?http=10&ms=50``),
+W2 slow SQL (``/demo/slow-sql/?ms=50``), AGG the aggregation API. ``--compare``
+(repeatable) adds a server: ``asyncio`` (the aiohttp baseline under uvicorn, W1
+only), ``gthread`` (the threaded worker model; for W2 on both database budgets)
+or a git revision of this repository, run from a temporary worktree.
+
+Usage: ``python -m loadtests.bench --workload W1|W2|AGG
+[--compare asyncio|gthread|REV]... [--rounds 3] [--seconds 20] [--users 10,100,400]``
+"""
+
+import argparse
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+from loadtests.harness.bench_report import (
+    Results,
+    print_medians,
+    print_ratios,
+    progress_line,
+)
+from loadtests.harness.checkout import checkout
+from loadtests.harness.processes import SERVER_MODES, Processes, database_url
+from loadtests.harness.workloads import WORKLOADS
+from loadtests.harness.workloads.base import (
+    ASYNCIO,
+    GTHREAD,
+    WORKERS,
+    Server,
+    Target,
+    Workload,
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The workload, what to compare it with, rounds, seconds and user levels."""
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.bench", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--workload", required=True, choices=list(WORKLOADS))
+    parser.add_argument(
+        "--compare",
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="asyncio|gthread|REV",
+        help="also run this server in the same rounds (repeatable)",
+    )
+    parser.add_argument(
+        "--asyncio",
+        dest="compare",
+        action="append_const",
+        const=ASYNCIO,
+        help="the same as --compare asyncio",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument(
+        "--users",
+        type=lambda text: [int(count) for count in text.split(",")],
+        default=[10, 100, 400],
+        help="comma-separated user levels (default 10,100,400)",
+    )
+    args = parser.parse_args(argv)
+    if ASYNCIO in args.compare and not WORKLOADS[args.workload].serves_asyncio:
+        parser.error(f"the asyncio baseline serves W1 only, not {args.workload}")
+    # A Make target's own --compare may come again in BENCH_ARGS.
+    args.compare = list(dict.fromkeys(args.compare))
+    return args
+
+
+def start(
+    processes: Processes, server: Server, workload: Workload, upstream: str, url: str
+) -> str:
+    """Start ``server`` for ``workload``; return its base URL."""
+    if server.mode == ASYNCIO:
+        return processes.start_asyncio_baseline(upstream=upstream, workers=WORKERS)
+    # The worker model's own settings win over the workload's (gthread keeps
+    # Django's backend), the server's own over both.
+    env = {
+        **workload.server_env(upstream),
+        **SERVER_MODES[server.mode]["env"],
+        **server.env,
+    }
+    return processes.start_gunicorn(
+        database_url=url,
+        mode=server.mode,
+        workers=WORKERS,
+        env=env,
+        args=list(server.args),
+        tree=server.tree,
+    )
+
+
+def run_rounds(
+    workload: Workload,
+    servers: list[Server],
+    args: argparse.Namespace,
+    workdir: Path,
+    url: str,
+) -> Results:
+    """Every server in every round at every user level; each run's figures."""
+    results: Results = {}
+    with Processes() as processes:
+        upstream = processes.start_upstream() if workload.needs_upstream else ""
+        for round_number in range(1, args.rounds + 1):
+            for index, server in enumerate(servers):
+                base = start(processes, server, workload, upstream, url)
+                target = Target(processes, base, upstream, url)
+                for users in args.users:
+                    report_dir = workdir / f"r{round_number}-s{index}-u{users}"
+                    result = workload.measure(target, users, args.seconds, report_dir)
+                    results.setdefault((server.label, users), []).append(result)
+                    line = progress_line(
+                        workload, round_number, server.label, users, result
+                    )
+                    print(line, flush=True)
+                processes.stop(processes.servers.pop(base))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the rounds and print the tables."""
+    args = parse_args(argv)
+    workload = WORKLOADS[args.workload]
+    url = database_url()
+    revisions = [item for item in args.compare if item not in (ASYNCIO, GTHREAD)]
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        workdir = Path(tmp)
+        # Entered before run_rounds' processes, so servers stop before trees go.
+        trees = {rev: stack.enter_context(checkout(rev, workdir)) for rev in revisions}
+        servers = workload.servers(args.compare, trees, url)
+        results = run_rounds(workload, servers, args, workdir, url)
+    print_medians(workload, servers, args, results)
+    print_ratios(workload, workload.comparisons(servers), args.users, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The steps of a step-load run (``make capacity``), measured as they end.
+
+Each step is measured from the recorder's snapshots with its first
+``--step-trim`` seconds (the ramp) cut off, printed, and marks the run for
+stopping when its p95 or failure ratio is past the SLO (``--slo-p95-ms``,
+``--slo-fail-ratio``).
+"""
+
+from typing import TYPE_CHECKING
+
+from locust.env import Environment
+
+from loadtests.harness.window import AGGREGATED, stats_to_json, window_stats
+
+if TYPE_CHECKING:
+    from loadtests.harness.recorder import Recorder
+
+
+class StepLoad:
+    """The steps so far (users, start, end, stats) and whether to stop adding."""
+
+    def __init__(self, recorder: "Recorder") -> None:
+        self.recorder = recorder
+        self.steps: list[dict] = []
+        self.stop_steps = False
+
+    def start(self, users: int, environment: Environment) -> None:
+        """A step-load shape moved to ``users``; the previous step ends now."""
+        if self.recorder.environment is None:
+            # A shape's first tick comes before test_start.
+            self.recorder.begin(environment)
+        if self.steps:
+            self.end()
+        self.steps.append({"users": users, "start": self.recorder.now()})
+
+    def close(self) -> None:
+        """End the current step, if one is open (the run is stopping)."""
+        if self.steps and "end" not in self.steps[-1]:
+            self.end()
+
+    def end(self) -> None:
+        """Measure the current step (ramp trimmed), print it, stop if past the SLO."""
+        recorder = self.recorder
+        options = recorder.environment.parsed_options
+        step = self.steps[-1]
+        recorder.snapshot()
+        step["end"] = recorder.now()
+        stats = window_stats(
+            recorder.snapshots, step["start"] + options.step_trim, step["end"]
+        ).get(AGGREGATED)
+        step["stats"] = (
+            stats_to_json({AGGREGATED: stats})[AGGREGATED] if stats else None
+        )
+        if stats is None or not stats.requests:
+            print(
+                f"step {len(self.steps)}: {step['users']} users, no requests",
+                flush=True,
+            )
+            self.stop_steps = True
+            return
+        print(
+            f"step {len(self.steps)}: {step['users']:4d} users {stats.rps:8.1f} req/s  "
+            f"p50 {stats.p50_ms:5.0f} ms  p95 {stats.p95_ms:5.0f} ms  "
+            f"failures {stats.fail_ratio:.2%}",
+            flush=True,
+        )
+        if (
+            stats.p95_ms > options.slo_p95_ms
+            or stats.fail_ratio > options.slo_fail_ratio
+        ):
+            self.stop_steps = True

@@ -1,0 +1,141 @@
+"""W2, slow SQL: ``/demo/slow-sql/?x=7&ms=50`` on gevent + pool, against gthread.
+
+Compared with gthread, four servers run per round: gevent with the pool on its
+defaults (sized from the database's budget), gthread on its defaults (32
+threads, Django's own backend, ``CONN_MAX_AGE=60``), then each with the other's
+database budget (gevent with a pool of 32, gthread with as many threads as our
+default pool). Another revision runs with a pool of 32, against this tree's.
+Each run records the peak of the server's PostgreSQL backends.
+"""
+
+import threading
+import time
+from pathlib import Path
+
+import psycopg2
+
+from loadtests.harness.locust_run import headline, read_stats_csv
+from loadtests.harness.paths import BASE_DIR
+from loadtests.harness.window import AGGREGATED
+from loadtests.harness.workloads.base import (
+    GTHREAD,
+    WORKERS,
+    Column,
+    Server,
+    Target,
+    Workload,
+)
+
+APPLICATION_NAME = "bench-db"
+# Django's default and ours: what the gthread baseline runs with.
+GTHREAD_THREADS = 32
+GEVENT = "gevent"
+SMALL_POOL = f"gevent pool {GTHREAD_THREADS}"
+SMALL_POOL_ENV = {"DB_POOL_SIZE": str(GTHREAD_THREADS)}
+
+
+def default_pool_size(url: str) -> int:
+    """Connections per worker our pool takes by default on this database."""
+    from project.core.pg_pool.base import budget_size
+
+    conn = psycopg2.connect(url, connect_timeout=5, application_name="bench-sizer")
+    try:
+        return budget_size(conn, share=WORKERS, reserve=10)
+    finally:
+        conn.close()
+
+
+class PeakBackends(threading.Thread):
+    """Samples this benchmark's backends in pg_stat_activity every 0.2 s."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.peak = 0
+        self.running = True
+
+    def run(self) -> None:
+        """Sample until stopped."""
+        conn = psycopg2.connect(self.url, connect_timeout=5, application_name="sampler")
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            while self.running:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                    [APPLICATION_NAME],
+                )
+                self.peak = max(self.peak, cursor.fetchone()[0])
+                time.sleep(0.2)
+        conn.close()
+
+
+class SlowSql(Workload):
+    """W2 on this tree, against gthread on either budget and other revisions."""
+
+    name = "W2"
+    title = "W2 /demo/slow-sql/?ms=50"
+    locustfile = "slow_sql.py"
+    needs_upstream = False
+    columns = [Column("peak backends", "peak_backends")]
+
+    def server_env(self, upstream: str) -> dict[str, str]:
+        """A name on every connection, so the sampler counts only these."""
+        return {"DB_APPLICATION_NAME": APPLICATION_NAME}
+
+    def servers(
+        self, compare: list[str], trees: dict[str, Path], database_url: str
+    ) -> list[Server]:
+        """gevent; with gthread the three others; a revision's pool of 32 last."""
+        servers = [Server(GEVENT)]
+        revisions = [item for item in compare if item != GTHREAD]
+        if GTHREAD in compare:
+            threads = str(default_pool_size(database_url))
+            servers += [
+                Server(GTHREAD, mode=GTHREAD),
+                Server(SMALL_POOL, env=SMALL_POOL_ENV),
+                Server(
+                    f"gthread {threads} threads", GTHREAD, args=("--threads", threads)
+                ),
+            ]
+        elif revisions:
+            servers.append(Server(SMALL_POOL, env=SMALL_POOL_ENV))
+        servers += [
+            Server(f"{rev} pool {GTHREAD_THREADS}", env=SMALL_POOL_ENV, tree=trees[rev])
+            for rev in revisions
+        ]
+        return servers
+
+    def comparisons(self, servers: list[Server]) -> list[tuple[str, str, str]]:
+        """Defaults with defaults, each model on the other's budget, the pools."""
+        labels = [s.label for s in servers]
+        pairs = []
+        if GTHREAD in labels:
+            threads = labels[3]
+            pairs += [
+                ("defaults", GEVENT, GTHREAD),
+                (f"budget of {GTHREAD}", SMALL_POOL, GTHREAD),
+                (f"budget of {GEVENT}", GEVENT, threads),
+            ]
+        return pairs + [
+            (f"this tree / {s.label}", SMALL_POOL, s.label)
+            for s in servers
+            if s.tree != BASE_DIR
+        ]
+
+    def measure(
+        self, target: Target, users: int, seconds: int, report_dir: Path
+    ) -> dict:
+        """Locust's figures and the peak of the server's database backends."""
+        sampler = PeakBackends(target.database_url)
+        sampler.start()
+        try:
+            run = self.run(target, users, seconds, report_dir)
+        finally:
+            sampler.running = False
+            sampler.join()
+        row = read_stats_csv(run.report_dir)[AGGREGATED]
+        return {**headline(row), "peak_backends": sampler.peak}
+
+    def details(self, result: dict) -> str:
+        """The peak of the server's backends."""
+        return f"peak backends {result['peak_backends']}"
