@@ -8,7 +8,10 @@ urlpatterns = [
     path("api/", include("project.aggregation.urls")),
 ]
 if settings.DEMO_ENDPOINTS:
-    urlpatterns.append(path("demo/", include("project.demo.urls")))
+    urlpatterns += [
+        path("demo/", include("project.demo.urls")),
+        path("example/", include("project.example.urls")),
+    ]
 
 handler400 = "project.http.handlers.bad_request"
 handler404 = "project.http.handlers.not_found"

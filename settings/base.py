@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "project.core.apps.CoreConfig",
     "project.health",
     "project.demo",
+    "project.example",
     "project.aggregation",
 ]
 CSRF_FAILURE_VIEW = "project.http.handlers.csrf_failure"

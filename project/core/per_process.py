@@ -31,3 +31,8 @@ class PerProcess(Generic[T]):
     def peek(self) -> T | None:
         """This process's value if it has made one, without making it."""
         return self._value if self._pid == os.getpid() else None
+
+    def forget(self) -> None:
+        """Drop this process's value: the next ``get()`` makes a fresh one."""
+        self._pid = None
+        self._value = None

@@ -24,3 +24,11 @@ def test_one_value_per_process_and_a_fresh_one_after_fork():
     os.waitpid(child, 0)
     assert made == [os.getpid()]
     assert state.get() is first
+
+
+def test_forget_makes_the_next_value_fresh():
+    state = PerProcess(dict)
+    first = state.get()
+    state.forget()
+    assert state.peek() is None
+    assert state.get() is not first

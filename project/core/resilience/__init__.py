@@ -10,11 +10,13 @@ from .breaker import BreakerConfig, CircuitBreaker
 from .bulkhead import Bulkhead, BulkheadConfig
 from .guard import (
     Guarded,
+    Guards,
     Outcome,
     Refused,
     UpstreamResult,
     call_upstream,
     guarded_call,
+    make_guards,
 )
 from .retry import RetryBudget, RetryConfig, full_jitter
 from .singleflight import SharedCallAbandoned, SingleFlight
@@ -25,6 +27,7 @@ __all__ = [
     "BulkheadConfig",
     "CircuitBreaker",
     "Guarded",
+    "Guards",
     "Outcome",
     "Refused",
     "RetryBudget",
@@ -35,4 +38,5 @@ __all__ = [
     "call_upstream",
     "full_jitter",
     "guarded_call",
+    "make_guards",
 ]

@@ -15,16 +15,15 @@ the same ones to every call to that upstream. In a view of your own::
 
     from project.core.per_process import PerProcess
     from project.core.resilience import (
-        BreakerConfig, Bulkhead, BulkheadConfig, CircuitBreaker, RetryBudget,
-        RetryConfig, call_upstream,
+        BreakerConfig, BulkheadConfig, RetryConfig, call_upstream, make_guards,
     )
     from project.core.status import Status
 
-    users = PerProcess(lambda: {
-        "bulkhead": Bulkhead(BulkheadConfig(limit=50)),
-        "breaker": CircuitBreaker(BreakerConfig(slow_call_ms=300)),
-        "budget": RetryBudget(RetryConfig(retries=2)),
-    })
+    users = PerProcess(lambda: make_guards(
+        bulkhead=BulkheadConfig(limit=50),
+        breaker=BreakerConfig(slow_call_ms=300),
+        retry=RetryConfig(retries=2),
+    ))
 
     result = call_upstream(
         "http://users.internal/users/7",
@@ -44,7 +43,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Generic, TypeVar
+from typing import Generic, TypedDict, TypeVar
 
 import gevent
 
@@ -54,9 +53,9 @@ from .. import http_client
 from ..deadline import DEADLINE_HEADER, Deadline
 from ..http_wire import UpstreamProtocolError
 from ..status import Status
-from .breaker import CircuitBreaker
-from .bulkhead import Bulkhead
-from .retry import RetryBudget
+from .breaker import BreakerConfig, CircuitBreaker
+from .bulkhead import Bulkhead, BulkheadConfig
+from .retry import RetryBudget, RetryConfig
 
 T = TypeVar("T")
 
@@ -64,6 +63,33 @@ T = TypeVar("T")
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 # A retry is only worth it if at least this much of an attempt fits after its pause.
 _MIN_ATTEMPT_S = 0.005
+
+
+class Guards(TypedDict):
+    """One upstream's bulkhead, breaker and retry budget, as keyword arguments
+    of ``guarded_call`` and ``call_upstream`` (``**guards``)."""
+
+    bulkhead: Bulkhead
+    breaker: CircuitBreaker
+    budget: RetryBudget
+
+
+def make_guards(
+    *,
+    bulkhead: BulkheadConfig | None = None,
+    breaker: BreakerConfig | None = None,
+    retry: RetryConfig | None = None,
+) -> Guards:
+    """A fresh bulkhead, breaker and retry budget (each config's defaults unless given).
+
+    They are one upstream's state in one process: keep them in a
+    ``PerProcess`` and pass the same ones to every call to that upstream.
+    """
+    return Guards(
+        bulkhead=Bulkhead(bulkhead or BulkheadConfig()),
+        breaker=CircuitBreaker(breaker or BreakerConfig()),
+        budget=RetryBudget(retry or RetryConfig()),
+    )
 
 
 @dataclass(frozen=True)
