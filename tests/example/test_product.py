@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from conftest import BASE_DIR
 from loadtests.harness.processes import free_port
 from project.example import services
 
@@ -56,3 +57,15 @@ def test_bad_input_is_a_400_naming_the_parameter(client, query):
     response = client.get(f"/example/product/?{query}")
     assert response.status_code == 400
     assert response.json()["param"] in ("sku", "ms")
+
+
+def test_the_readme_shows_the_code_as_it_is():
+    """README "Add your own endpoint" quotes the example verbatim."""
+    readme = (BASE_DIR / "README.md").read_text()
+    section = readme.split("## Add your own endpoint", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```python\n")[1:]
+    quoted = [block.split("```", 1)[0] for block in blocks]
+    example = BASE_DIR / "project" / "example"
+    assert len(quoted) == 2
+    assert quoted[0] in (example / "services.py").read_text()
+    assert quoted[1] in (example / "views.py").read_text()
