@@ -1,7 +1,7 @@
 """The pooled client for one upstream origin, per worker.
 
 geventhttpclient's ``HTTPClient`` and its socket pool, with three changes
-(geventhttpclient 2.6, pinned; ``tests/core/test_http_client.py`` checks each):
+(geventhttpclient 2.6, pinned; ``tests/core/test_http_pool.py`` checks each):
 idle sockets are checked with ``poll`` (``PollLivenessCheck``), closed after
 ``HTTP_POOL_IDLE_S`` (``IdleLimit``), and the upstream's address is looked up
 once per ``HTTP_DNS_TTL_S`` for all of them (``http_dns.SharedLookup``).
