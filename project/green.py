@@ -12,6 +12,7 @@ importing it cannot itself import something too early.
 import logging
 import os
 import sys
+from typing import Any, TypedDict
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,13 @@ logger = logging.getLogger(__name__)
 # primitives (thread locals, blocking sockets) that gevent cannot swap later.
 _TOO_EARLY = ("django.db", "psycopg2", "requests", "urllib3", "ssl")
 
-_state = {"patched": False, "late_modules": ()}
+
+class _State(TypedDict):
+    patched: bool
+    late_modules: tuple[str, ...]  # imported before patching
+
+
+_state: _State = {"patched": False, "late_modules": ()}
 
 
 def patch_enabled() -> bool:
@@ -70,7 +77,7 @@ def _patch_psycopg() -> None:
     extensions.set_wait_callback(cancelling_wait_callback)
 
 
-def cancelling_wait_callback(conn, timeout: float | None = None) -> None:
+def cancelling_wait_callback(conn: Any, timeout: float | None = None) -> None:
     """psycogreen's wait callback, plus a server-side cancel when interrupted.
 
     When the waiting greenlet is killed or a ``gevent.Timeout`` fires, psycopg2

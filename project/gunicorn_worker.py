@@ -28,9 +28,11 @@ forking, and the master must stay unpatched and Django-free.
 
 import json
 import os
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import gevent
 from gevent.server import StreamServer
@@ -70,7 +72,7 @@ class _Waiting:
         self.registry.add(self)
         return self
 
-    def __exit__(self, *exc_info) -> bool | None:
+    def __exit__(self, *exc_info: Any) -> bool | None:
         self.waiting = False
         self.registry.discard(self)
         return self.timeout.__exit__(*exc_info)
@@ -128,8 +130,11 @@ class BatchAcceptServer(StreamServer):
 
     batch = DEFAULT_ACCEPT_BATCH
     waiting = WaitingConnections()
+    # gevent's BaseServer.full, and ours in its place (set_spawn).
+    full: Callable[[], bool]
+    pool_full: Callable[[], bool]
 
-    def set_spawn(self, spawn) -> None:
+    def set_spawn(self, spawn: Any) -> None:
         """Use the pool as gunicorn gives it, with ``full`` below in front."""
         super().set_spawn(spawn)
         self.pool_full = self.full
@@ -156,7 +161,9 @@ class BatchAcceptServer(StreamServer):
         pass
 
 
-def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+def write_json_error(
+    sock: socket.socket, status_int: int, reason: str, mesg: str
+) -> None:
     """gunicorn's ``util.write_error`` with a JSON body instead of HTML.
 
     gunicorn answers requests it cannot parse (a request line or header over

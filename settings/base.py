@@ -1,6 +1,7 @@
 """Settings shared by every environment; the others import these and override."""
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import environ
@@ -19,8 +20,12 @@ class Env(environ.Env):
     """
 
     def get_value(
-        self, var, cast=None, default=environ.Env.NOTSET, parse_default=False
-    ):
+        self,
+        var: str,
+        cast: Any = None,
+        default: Any = environ.Env.NOTSET,
+        parse_default: bool = False,
+    ) -> Any:
         """Return the default for a variable that is set but empty."""
         if default is not self.NOTSET and self.ENVIRON.get(self.prefix + var) == "":
             return default

@@ -7,7 +7,9 @@ least recently used entries to stay under ``MAX_BYTES`` per process.
 """
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 from django.core.cache.backends.locmem import LocMemCache
@@ -20,6 +22,11 @@ _WARN_EVERY_S = 60.0
 
 class ByteBoundedLocMemCache(LocMemCache):
     """``LocMemCache`` with ``OPTIONS`` ``MAX_BYTES`` and ``MAX_ENTRY_BYTES``."""
+
+    # LocMemCache's own state (Django 5.2), which its type stubs leave out.
+    _cache: OrderedDict[str, bytes]  # most recently used first
+    _expire_info: dict[str, float | None]
+    _lock: threading.Lock
 
     def __init__(self, name: str, params: dict[str, Any]) -> None:
         super().__init__(name, params)
@@ -46,7 +53,9 @@ class ByteBoundedLocMemCache(LocMemCache):
             old_key, old = self._cache.popitem()
             del self._expire_info[old_key]
             self._bytes[0] -= len(old)
-        super()._set(key, value, timeout)
+        # django-stubs leave out LocMemCache's private _set and _delete, which
+        # Django 5.2 defines and this class extends.
+        super()._set(key, value, timeout)  # type: ignore[misc]
         self._bytes[0] += size
 
     def _cull(self) -> None:
@@ -62,7 +71,8 @@ class ByteBoundedLocMemCache(LocMemCache):
 
     def _delete(self, key: str) -> bool:
         old = self._cache.get(key)
-        if not super()._delete(key):
+        # Absent from the cache, it is absent from its expiry times too.
+        if old is None or not super()._delete(key):  # type: ignore[misc]
             return False
         self._bytes[0] -= len(old)
         return True

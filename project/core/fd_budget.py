@@ -69,7 +69,7 @@ def check(upstreams: int) -> None:
     """Warn once per worst case when this worker's descriptors may run out."""
     from django.conf import settings
 
-    from .pg_pool.base import all_pools
+    from .pg_pool.pools import all_pools
 
     configured = sum(
         database.get("OPTIONS", {}).get("pool_size") or 0

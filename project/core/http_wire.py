@@ -94,7 +94,7 @@ class LimitedResponse(HTTPSocketPoolResponse):
         # The socket is handed back by release(), after the caller's last read.
         self.message_complete = True
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: str | bytes) -> None:
         """Parse ``data``; bytes after a complete answer only mark it for closing."""
         if self.message_complete and self.get_code() >= 200:
             if data:
@@ -109,6 +109,7 @@ class LimitedResponse(HTTPSocketPoolResponse):
 
     def _read_headers(self, pre_buffered: bytes = b"") -> None:
         sock = self._sock
+        assert sock is not None  # set by __init__, just before it calls us
         try:
             while not self.headers_complete or self.get_code() < 200:
                 try:

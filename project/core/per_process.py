@@ -18,21 +18,20 @@ class PerProcess(Generic[T]):
 
     def __init__(self, factory: Callable[[], T]) -> None:
         self._factory = factory
-        self._pid: int | None = None
-        self._value: T | None = None
+        self._made: tuple[int, T] | None = None  # (pid, value)
 
     def get(self) -> T:
         """This process's value, made now if this process has none yet."""
-        if self._pid != os.getpid():
-            self._value = self._factory()
-            self._pid = os.getpid()
-        return self._value  # type: ignore[return-value]
+        made = self._made
+        if made is None or made[0] != os.getpid():
+            made = self._made = (os.getpid(), self._factory())
+        return made[1]
 
     def peek(self) -> T | None:
         """This process's value if it has made one, without making it."""
-        return self._value if self._pid == os.getpid() else None
+        made = self._made
+        return made[1] if made is not None and made[0] == os.getpid() else None
 
     def forget(self) -> None:
         """Drop this process's value: the next ``get()`` makes a fresh one."""
-        self._pid = None
-        self._value = None
+        self._made = None

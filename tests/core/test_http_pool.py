@@ -1,0 +1,138 @@
+"""Tests for the upstream pools (one per origin, reuse, idle limit, shared
+address lookups), against the real stub upstream."""
+
+import os
+import time
+from collections.abc import Iterator
+
+import gevent
+import pytest
+import requests
+from django.test import override_settings
+from geventhttpclient.connectionpool import ConnectionPool
+
+from project.core import http_pool
+from project.core.deadline import Deadline
+from project.core.fanout import Leg, fan_out
+from project.core.http_client import http_get
+from project.core.per_process import PerProcess
+
+
+@pytest.fixture
+def fresh_pools(monkeypatch) -> Iterator[None]:
+    """Each test starts with no pooled connections and leaves none behind."""
+    monkeypatch.setattr(http_pool, "_pools", PerProcess(dict))
+    yield
+
+
+def _stats(upstream: str) -> dict:
+    return requests.get(f"{upstream}/stats", timeout=5).json()
+
+
+def test_pool_is_one_per_origin(fresh_pools):
+    """One pool per upstream origin (scheme, host, port), reused across calls."""
+    pool = http_pool.get_pool("http", "127.0.0.1", 9)
+    assert http_pool.get_pool("http", "127.0.0.1", 9) is pool
+    assert http_pool.get_pool("http", "127.0.0.1", 10) is not pool
+
+
+def test_sequential_calls_reuse_one_connection(upstream, fresh_pools):
+    """Keep-alive: twenty calls in a row open one connection."""
+    requests.post(f"{upstream}/stats/reset", timeout=5)
+    for _ in range(20):
+        assert http_get(f"{upstream}/delay", timeout=2).status_code == 200
+    assert _stats(upstream)["connections"] == 1
+
+
+def test_connections_on_descriptors_above_1023_are_reused(upstream, fresh_pools):
+    """A busy worker's sockets get fds > 1023, where ``select()`` fails."""
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        requests.post(f"{upstream}/stats/reset", timeout=5)
+        for _ in range(20):
+            assert http_get(f"{upstream}/delay", timeout=2).status_code == 200
+    finally:
+        for fd in filler:
+            os.close(fd)
+    assert _stats(upstream)["connections"] == 1
+
+
+def test_concurrent_calls_keep_their_connections(upstream, fresh_pools):
+    """Fifty legs at once, twice: the second burst reuses the first's connections."""
+
+    def leg(timeout: float) -> int:
+        return http_get(f"{upstream}/delay?ms=50", timeout=timeout).status_code
+
+    requests.post(f"{upstream}/stats/reset", timeout=5)
+    for _ in range(2):
+        results = fan_out([Leg("http", leg)] * 50, deadline=Deadline(5))
+        assert {r.value for r in results} == {200}
+    assert _stats(upstream)["connections"] == 50
+
+
+@pytest.fixture
+def lookups(monkeypatch) -> list[str]:
+    """Records each real address lookup a pool makes (host names, in order)."""
+    seen: list[str] = []
+    original = ConnectionPool._resolve
+
+    def counted(pool: ConnectionPool) -> list:
+        seen.append(pool._connection_host)
+        # Long enough for a burst of callers to arrive while it is in flight.
+        gevent.sleep(0.05)
+        return original(pool)
+
+    monkeypatch.setattr(ConnectionPool, "_resolve", counted)
+    return seen
+
+
+def test_a_burst_of_new_connections_looks_the_host_up_once(
+    upstream, fresh_pools, lookups
+):
+    """Fifty new connections at once share one lookup (not fifty thread-pool hops)."""
+
+    def leg(timeout: float) -> int:
+        return http_get(f"{upstream}/delay?ms=50", timeout=timeout).status_code
+
+    requests.post(f"{upstream}/stats/reset", timeout=5)
+    results = fan_out([Leg("http", leg)] * 50, deadline=Deadline(5))
+    assert {r.value for r in results} == {200}
+    assert _stats(upstream)["connections"] == 50
+    assert lookups == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize(("ttl", "expected"), [(30.0, 1), (0.0, 3)])
+def test_looked_up_address_is_kept_for_the_ttl(fresh_pools, lookups, ttl, expected):
+    """Within HTTP_DNS_TTL_S a pool reuses its address; after it, it looks again."""
+    with override_settings(HTTP_DNS_TTL_S=ttl):
+        pool = http_pool.get_pool("http", "127.0.0.1", 9)._connection_pool
+    for _ in range(3):
+        assert pool._resolve()[0][4] == ("127.0.0.1", 9)
+    assert len(lookups) == expected
+
+
+def test_a_killed_lookup_is_done_again_by_its_waiters(fresh_pools, lookups):
+    """A waiter whose shared lookup was killed (its leg timed out) looks up itself."""
+    pool = http_pool.get_pool("http", "127.0.0.1", 9)._connection_pool
+    leader = gevent.spawn(pool._resolve)
+    gevent.sleep(0.01)
+    waiter = gevent.spawn(pool._resolve)
+    gevent.sleep(0.01)
+    leader.kill()
+    assert waiter.get(timeout=2)[0][4] == ("127.0.0.1", 9)
+    assert len(lookups) == 2
+
+
+def test_full_pool_makes_callers_wait_not_fail(upstream, fresh_pools):
+    """With HTTP_POOL_MAXSIZE=2, ten calls share two connections, two at a time."""
+    requests.post(f"{upstream}/stats/reset", timeout=5)
+    with override_settings(HTTP_POOL_MAXSIZE=2):
+        started = time.monotonic()
+        greenlets = [
+            gevent.spawn(http_get, f"{upstream}/delay?ms=100", timeout=5)
+            for _ in range(10)
+        ]
+        gevent.joinall(greenlets, raise_error=True)
+    assert {g.value.status_code for g in greenlets} == {200}
+    assert time.monotonic() - started >= 0.45
+    assert _stats(upstream)["connections"] == 2
