@@ -2,6 +2,7 @@
 
 import os
 import resource
+import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -130,6 +131,23 @@ def start_gunicorn(
     yield start
     for server in started:
         stop_process(server.process)
+
+
+def production_env(upstream: str, token: str) -> dict[str, str]:
+    """The environment of a production-mode server on loopback: every demo and
+    aggregation endpoint on, the example registry's upstreams at ``upstream``."""
+    return {
+        "ENVIRONMENT": "production",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "false",
+        "DEMO_ENDPOINTS": "true",
+        "DEMO_UPSTREAM_URL": upstream,
+        "AGGREGATIONS_FILE": str(BASE_DIR / "examples" / "aggregations.toml"),
+        "AGGREGATION_API_TOKENS": token,
+        "CATALOG_URL": upstream,
+        "REVIEWS_URL": upstream,
+    }
 
 
 @pytest.fixture(scope="module")

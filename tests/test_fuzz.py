@@ -3,14 +3,13 @@ JSON errors, nothing internal in any answer."""
 
 import http.client
 import json
-import secrets
 import time
 from urllib.parse import quote, urlsplit
 
 import pytest
 from gevent.pool import Pool
 
-from conftest import BASE_DIR
+from conftest import production_env
 from loadtests.harness.processes import stop as stop_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -93,16 +92,7 @@ def test_hostile_input_on_every_endpoint(start_gunicorn, test_database_url, upst
     """No 5xx, no hang, a JSON body, nothing internal, for every hostile request."""
     server = start_gunicorn(
         test_database_url,
-        ENVIRONMENT="production",
-        SECRET_KEY=secrets.token_urlsafe(50),
-        ALLOWED_HOSTS="127.0.0.1",
-        SECURE_SSL_REDIRECT="false",
-        DEMO_ENDPOINTS="true",
-        DEMO_UPSTREAM_URL=upstream,
-        AGGREGATIONS_FILE=str(BASE_DIR / "examples" / "aggregations.toml"),
-        AGGREGATION_API_TOKENS=TOKEN,
-        CATALOG_URL=upstream,
-        REVIEWS_URL=upstream,
+        **production_env(upstream, TOKEN),
         DB_APPLICATION_NAME="gevent-django-fuzz",
     )
     cases = hostile_requests()

@@ -1,13 +1,12 @@
 """A production install (``requirements/base.txt`` alone) imports and serves."""
 
-import secrets
 import subprocess
 import sys
 
 import pytest
 import requests
 
-from conftest import BASE_DIR
+from conftest import BASE_DIR, production_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -65,16 +64,7 @@ def test_a_production_install_serves(
     server = start_gunicorn(
         test_database_url,
         python=production_python,
-        ENVIRONMENT="production",
-        SECRET_KEY=secrets.token_urlsafe(50),
-        ALLOWED_HOSTS="127.0.0.1",
-        SECURE_SSL_REDIRECT="false",
-        DEMO_ENDPOINTS="true",
-        DEMO_UPSTREAM_URL=upstream,
-        AGGREGATIONS_FILE=str(BASE_DIR / "examples" / "aggregations.toml"),
-        AGGREGATION_API_TOKENS=TOKEN,
-        CATALOG_URL=upstream,
-        REVIEWS_URL=upstream,
+        **production_env(upstream, TOKEN),
     )
     assert server.get("/healthz").status_code == 200
     assert server.get("/readyz").json() == {"status": "ok", "database": "ok"}

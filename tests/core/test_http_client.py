@@ -2,7 +2,6 @@
 
 import gc
 import time
-from collections.abc import Iterator
 
 import gevent
 import pytest
@@ -10,19 +9,10 @@ import requests
 from django.test import override_settings
 
 from conftest import socket_count
-from project.core import http_pool
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
 from project.core.http_client import http_get
 from project.core.http_wire import UpstreamBodyTooLarge
-from project.core.per_process import PerProcess
-
-
-@pytest.fixture
-def fresh_pools(monkeypatch) -> Iterator[None]:
-    """Each test starts with no pooled connections and leaves none behind."""
-    monkeypatch.setattr(http_pool, "_pools", PerProcess(dict))
-    yield
 
 
 def _stats(upstream: str) -> dict:

@@ -9,16 +9,11 @@ import pytest
 from django.test import override_settings
 
 from conftest import socket_count
-from project.core import http_client, http_pool
+from project.core import http_client
 from project.core.http_client import UpstreamInvalidJSON, http_get, open_sockets
 from project.core.http_wire import UpstreamHeadersTooLarge, UpstreamProtocolError
-from project.core.per_process import PerProcess
 
-
-@pytest.fixture(autouse=True)
-def fresh_pools(monkeypatch):
-    """Each test starts with no pooled connections."""
-    monkeypatch.setattr(http_pool, "_pools", PerProcess(dict))
+pytestmark = pytest.mark.usefixtures("fresh_pools")
 
 
 def _timed(call, *args, **kwargs):

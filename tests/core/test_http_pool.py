@@ -3,7 +3,6 @@ address lookups), against the real stub upstream."""
 
 import os
 import time
-from collections.abc import Iterator
 
 import gevent
 import pytest
@@ -15,14 +14,6 @@ from project.core import http_pool
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
 from project.core.http_client import http_get
-from project.core.per_process import PerProcess
-
-
-@pytest.fixture
-def fresh_pools(monkeypatch) -> Iterator[None]:
-    """Each test starts with no pooled connections and leaves none behind."""
-    monkeypatch.setattr(http_pool, "_pools", PerProcess(dict))
-    yield
 
 
 def _stats(upstream: str) -> dict:

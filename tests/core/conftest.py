@@ -1,0 +1,12 @@
+"""Fixtures of the toolkit's tests."""
+
+import pytest
+
+from project.core import http_pool
+from project.core.per_process import PerProcess
+
+
+@pytest.fixture
+def fresh_pools(monkeypatch) -> None:
+    """Each test starts with no pooled upstream connections and leaves none behind."""
+    monkeypatch.setattr(http_pool, "_pools", PerProcess(dict))
