@@ -1,10 +1,11 @@
 """What the stub's endpoints share: their replies, parameters and exceptions."""
 
 import json
-import re
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
+
+from project.http.params import NOT_AN_INTEGER, out_of_range, strict_int
 
 MAX_MS = 60_000
 
@@ -53,12 +54,12 @@ def int_param(
         return default
     if len(values) > 1:
         raise BadParam(name, f"{name} given more than once")
-    # int() would also accept " 1_000" and non-ASCII digits; keep the grammar plain.
-    if not re.fullmatch(r"-?[0-9]+", values[0]):
-        raise BadParam(name, f"{name} must be an integer, got {values[0]!r}")
-    value = int(values[0])
-    if not low <= value <= high:
-        raise BadParam(name, f"{name} must be between {low} and {high}, got {value}")
+    value = strict_int(values[0])
+    if value is None:
+        raise BadParam(name, f"{name} {NOT_AN_INTEGER}, got {values[0]!r}")
+    problem = out_of_range(value, low, high)
+    if problem:
+        raise BadParam(name, f"{name} {problem}, got {value}")
     return value
 
 
