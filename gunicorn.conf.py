@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import settings as _settings  # noqa: E402  (stdlib-only package; reads .env)
 from project import gunicorn_worker as _worker  # noqa: E402  (gevent, no Django)
+from project.core import metrics_dir  # noqa: E402  (stdlib only)
 
 _settings.load_env_file()
 
@@ -79,6 +80,9 @@ proc_name = "gevent-django"
 
 # Server hooks
 
+# The prometheus_client multiprocess directory of this server (on_starting).
+_metrics: dict = {}
+
 
 def on_starting(server) -> None:
     """Start the embedded PostgreSQL once, in the master, before any worker forks;
@@ -88,6 +92,18 @@ def on_starting(server) -> None:
     raise_soft_limit()
     _settings.select()
     _settings.ensure_embedded_database()
+    _metrics["dir"], _metrics["created"] = metrics_dir.prepare()
+
+
+def child_exit(server, worker) -> None:
+    """A worker is gone: its live gauges (in flight, pool in use, ...) go with it."""
+    metrics_dir.mark_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    """Remove the samples directory made at start (an operator's is kept)."""
+    if _metrics.get("created"):
+        metrics_dir.remove(_metrics["dir"])
 
 
 def post_worker_init(worker) -> None:

@@ -1,0 +1,199 @@
+"""The service's Prometheus metrics, shared by every gunicorn worker.
+
+prometheus_client's multiprocess mode: each worker writes its samples to
+memory-mapped files in ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` (any
+worker) merges them. gunicorn.conf.py makes that directory fresh at start,
+before any worker imports prometheus_client (the mode is chosen at import),
+and marks a dead worker's live gauges gone in ``child_exit``. Without the
+directory (tests, ``manage.py``) the samples stay in this process.
+
+Names follow Prometheus conventions: a ``gd_`` namespace, base units in the
+name (``_seconds``, ``_bytes``), ``_total`` on counters, and labels of low
+cardinality only: a route name, an upstream or aggregation name from the
+configuration, an outcome from ``Status``; never a raw path, a parameter value
+or anything else a client sends. Gauges of one worker's state are ``livesum``
+(or ``livemax``): a dead worker's share leaves with it.
+"""
+
+import os
+
+from prometheus_client import REGISTRY as _PROCESS_REGISTRY
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from .metrics_dir import MULTIPROC_ENV
+
+# Latency buckets, seconds: from a cache hit (1 ms) to the longest deadline.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
+    0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+# Waits and loop lag, seconds: most are well under a millisecond.
+WAIT_BUCKETS = (
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+# --- Requests (project/http/middleware.py) -----------------------------------
+REQUESTS = Counter(
+    "gd_http_requests_total",
+    "Requests answered, by route name, method and status class (2xx, 4xx, ...).",
+    ["route", "method", "status"],
+)
+REQUEST_DURATION = Histogram(
+    "gd_http_request_duration_seconds",
+    "Time from the request reaching Django to its answer, by route and method.",
+    ["route", "method", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+REQUESTS_IN_FLIGHT = Gauge(
+    "gd_http_requests_in_flight",
+    "Requests being handled now.",
+    multiprocess_mode="livesum",
+)
+CLIENT_DISCONNECTS = Counter(
+    "gd_http_client_disconnects_total",
+    "Requests whose client went away before the answer (logged as 499).",
+    ["route"],
+)
+
+# --- Database pool and queries (project/core/pg_pool, project/core/sql.py) --
+DB_POOL_SIZE = Gauge(
+    "gd_db_pool_size",
+    "Most connections the pools may hold.",
+    multiprocess_mode="livesum",
+)
+DB_POOL_CONNECTIONS = Gauge(
+    "gd_db_pool_connections",
+    "Open pooled connections, by state (in_use, idle).",
+    ["state"],
+    multiprocess_mode="livesum",
+)
+DB_POOL_WAITING = Gauge(
+    "gd_db_pool_waiting",
+    "Checkouts waiting for a connection now.",
+    multiprocess_mode="livesum",
+)
+DB_POOL_CHECKOUT_WAIT = Histogram(
+    "gd_db_pool_checkout_wait_seconds",
+    "Time a checkout waited for a connection.",
+    buckets=WAIT_BUCKETS,
+)
+DB_POOL_EVENTS = Counter(
+    "gd_db_pool_events_total",
+    "Pool events: timeouts, refused (queue full), created, discarded, reclaimed.",
+    ["event"],
+)
+DB_QUERY_DURATION = Histogram(
+    "gd_db_query_duration_seconds",
+    "Time of one run_query, by outcome (ok, error, timeout).",
+    ["outcome"],
+    buckets=LATENCY_BUCKETS,
+)
+DB_STATEMENT_TIMEOUTS = Counter(
+    "gd_db_statement_timeouts_total",
+    "Queries cancelled by statement_timeout or a cancel request (SQLSTATE 57014).",
+)
+
+# --- Outbound HTTP (project/core/http_*.py, project/core/resilience) ---------
+UPSTREAM_CALLS = Counter(
+    "gd_upstream_calls_total",
+    "Calls to an upstream by outcome (ok, error, timeout, shed, circuit_open).",
+    ["upstream", "outcome"],
+)
+UPSTREAM_CALL_DURATION = Histogram(
+    "gd_upstream_call_duration_seconds",
+    "Time of one attempt at an upstream.",
+    ["upstream"],
+    buckets=LATENCY_BUCKETS,
+)
+UPSTREAM_CONNECTIONS = Gauge(
+    "gd_upstream_connections",
+    "Pooled sockets to an upstream by state (open, idle).",
+    ["upstream", "state"],
+    multiprocess_mode="livesum",
+)
+UPSTREAM_RETRIES = Counter(
+    "gd_upstream_retries_total",
+    "Retries made (allowed by the retry budget) and refused by it.",
+    ["upstream", "decision"],
+)
+BREAKER_STATE = Gauge(
+    "gd_upstream_breaker_state",
+    "Circuit breaker state: 0 closed, 1 half-open, 2 open (the worst worker).",
+    ["upstream"],
+    multiprocess_mode="livemax",
+)
+BREAKER_TRANSITIONS = Counter(
+    "gd_upstream_breaker_transitions_total",
+    "Breaker state changes, by the state entered.",
+    ["upstream", "state"],
+)
+BULKHEAD_IN_USE = Gauge(
+    "gd_upstream_bulkhead_in_use",
+    "Calls in flight through an upstream's bulkhead.",
+    ["upstream"],
+    multiprocess_mode="livesum",
+)
+
+# --- Aggregation (project/aggregation) --------------------------------------
+AGGREGATION_SOURCES = Counter(
+    "gd_aggregation_source_results_total",
+    "Source results by aggregation, source and status.",
+    ["aggregation", "source", "status"],
+)
+AGGREGATION_PARTIAL = Counter(
+    "gd_aggregation_partial_total",
+    "Aggregation answers missing at least one optional source.",
+    ["aggregation"],
+)
+AGGREGATION_CACHE = Counter(
+    "gd_aggregation_cache_total",
+    "Cache lookups by result (hit, miss, stale_served).",
+    ["aggregation", "source", "result"],
+)
+AGGREGATION_SINGLEFLIGHT_JOINS = Counter(
+    "gd_aggregation_singleflight_joins_total",
+    "Fetches that joined an identical one already in flight instead of calling.",
+    ["aggregation", "source"],
+)
+
+# --- The event loop and the worker ------------------------------------------
+LOOP_LAG = Histogram(
+    "gd_event_loop_lag_seconds",
+    "How late a periodic timer fired: time the loop was busy with other work.",
+    buckets=WAIT_BUCKETS,
+)
+LOOP_BLOCKED = Counter(
+    "gd_event_loop_blocked_total",
+    "Episodes of one greenlet holding the loop longer than the monitor threshold.",
+)
+GREENLETS = Gauge(
+    "gd_greenlets", "Greenlets alive in the workers.", multiprocess_mode="livesum"
+)
+WORKER_RECYCLES = Counter(
+    "gd_worker_recycles_total",
+    "Workers that exited after max_requests (gunicorn starts a fresh one).",
+)
+
+
+def multiprocess_dir() -> str | None:
+    """The shared samples directory when running under gunicorn, else None."""
+    path = os.environ.get(MULTIPROC_ENV, "")
+    return path if path and os.path.isdir(path) else None
+
+
+def exposition() -> bytes:
+    """Every worker's samples, merged, in Prometheus text format."""
+    path = multiprocess_dir()
+    if path is None:
+        return generate_latest(_PROCESS_REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)
+    return generate_latest(registry)
