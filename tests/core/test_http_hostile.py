@@ -92,7 +92,8 @@ def test_deadline_interrupts_endless_header_streams(upstream):
     assert lag.stop() < 0.25  # blocked, it would be the whole call (2 s)
     for result, elapsed in (call.value for call in calls):
         assert isinstance(result, TimeoutError)
-        assert 0.3 <= elapsed < 0.3 + 0.1
+        # Cut at its 0.3 s, not after the stream's 2 s; wide for a loaded machine.
+        assert 0.3 <= elapsed < 0.9
 
 
 @pytest.mark.parametrize("mode", ["gzip", "gzip_bomb"])
