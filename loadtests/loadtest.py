@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from loadtests.harness import guards
+from loadtests.harness import guards, observe
 from loadtests.harness.locust_run import LocustRun, run_locust
 from loadtests.harness.paths import BASE_DIR, REPORTS
 from loadtests.harness.processes import Processes, add_env_option, database_url
@@ -87,8 +87,13 @@ def run_scenario(
     upstream: str,
     report_dir: Path,
     args: argparse.Namespace,
+    upstream_limit: float,
 ) -> LocustRun:
-    """One headless Locust run of a scenario, its guards checked by the plugin."""
+    """One headless Locust run of a scenario, its guards checked by the plugin.
+
+    The server's /metrics and workers' CPU are scraped meanwhile; the steady
+    window's resource figures go into the run's result and steady.json.
+    """
     options = [
         "--scenario",
         name,
@@ -99,17 +104,27 @@ def run_scenario(
     ]
     if spec.get("arrival_rate"):
         options += ["--arrival-rate", str(spec["arrival_rate"])]
-    return run_locust(
-        processes,
-        spec["locustfile"].split(","),
-        host=host,
-        users=int(spec.get("users", 20)),
-        seconds=float(spec.get("seconds", 10)),
-        report_dir=report_dir,
-        options=options,
-        local_processes=args.processes,
-        workers=args.locust_workers,
-    )
+    with observe.scraping(processes, host) as scraper:
+        run = run_locust(
+            processes,
+            spec["locustfile"].split(","),
+            host=host,
+            users=int(spec.get("users", 20)),
+            seconds=float(spec.get("seconds", 10)),
+            report_dir=report_dir,
+            options=options,
+            local_processes=args.processes,
+            workers=args.locust_workers,
+        )
+    if run.result:  # empty: the run did not complete, and must still say so
+        run.result["resources"] = observe.steady_figures(
+            scraper.samples,
+            run.result,
+            cores=observe.worker_cores(args.workers),
+            limit=upstream_limit,
+        )
+        observe.save(run)
+    return run
 
 
 def shown(path: Path) -> str:
@@ -152,7 +167,11 @@ def run_all(args: argparse.Namespace, specs: dict[str, dict]) -> dict[str, Locus
         servers: dict[tuple, str] = {}
         for name, spec in specs.items():
             mode = spec.get("server", "gevent")
-            server_env = {"DEMO_UPSTREAM_URL": upstream, **spec.get("server_env", {})}
+            server_env = {
+                **observe.METRICS_ENV,
+                "DEMO_UPSTREAM_URL": upstream,
+                **spec.get("server_env", {}),
+            }
             server_env.update(dict(args.env))
             key = (mode, tuple(sorted(server_env.items())))
             if key not in servers:
@@ -167,9 +186,11 @@ def run_all(args: argparse.Namespace, specs: dict[str, dict]) -> dict[str, Locus
                 upstream=upstream,
                 report_dir=args.reports / f"{stamp}-{name}",
                 args=args,
+                upstream_limit=observe.upstream_limit(server_env, args.workers),
             )
             runs[name] = run
             print(summary_line(name, spec, run), flush=True)
+            print(f"{'':11} {observe.summary(run.result.get('resources'))}", flush=True)
     return runs
 
 
