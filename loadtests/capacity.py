@@ -12,9 +12,14 @@
    needs at that per-host throughput.
 4. A confirming run at the knee's users checks the prediction; prints the error.
 
+During the step load the server's /metrics and CPU are scraped
+(``harness/scrape.py``); each step gets resource figures and the knee a
+verdict naming the first resource to saturate (``harness/saturation.py``).
+
 Writes ``reports/<timestamp>-capacity-<scenario>/``: capacity.md (ending in the
 recommendation), capacity.png (throughput and p95 vs users, with the fit),
-capacity.csv, and Locust's HTML/CSV of both runs (steps/, confirm/).
+capacity-resources.png (utilisation per step, thresholds, knee), capacity.csv,
+and Locust's HTML/CSV of both runs (steps/, confirm/).
 
 The load generator runs on the same cores as the server, so the per-host
 figures are pessimistic for a host that only serves.

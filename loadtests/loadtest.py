@@ -7,7 +7,9 @@ Starts on loopback the stub upstream and, per worker model the scenarios need
 plugin checks that scenario's guards on the steady state; then checks the
 ratios between scenarios, prints one table of what passed and failed, and
 stops exactly what it started. Reports (Locust's HTML and CSV, steady.json)
-go under ``reports/<timestamp>-<scenario>/``.
+go under ``reports/<timestamp>-<scenario>/``. The server's /metrics and CPU
+are scraped during each run: the steady state's resource figures are printed
+under the run's line and added to its steady.json (``resources``).
 
 Exit status: 0 all guards passed, 3 (``guards.GUARD_FAILED``) a guard failed
 or a run was aborted as hopeless, 1 a run did not complete.

@@ -96,6 +96,14 @@ def cpu_cores(samples: list[Sample]) -> float | None:
     return used / (samples[-1].t - samples[0].t)
 
 
+def host_busy(samples: list[Sample]) -> float | None:
+    """The host's busy fraction of all its cores between the first and last sample."""
+    ends = [s.host for s in samples if s.host is not None]
+    if len(ends) < 2 or ends[-1][1] <= ends[0][1]:
+        return None
+    return (ends[-1][0] - ends[0][0]) / (ends[-1][1] - ends[0][1])
+
+
 def metric_figures(scraped: list[Metrics]) -> dict:
     """The /metrics figures of a window's scrapes (at least one)."""
     first, last = scraped[0], scraped[-1]
@@ -148,6 +156,7 @@ def window_figures(
         "metrics": bool(scraped),
         "cpu_cores": busy,
         "cpu_util": None if busy is None else busy / cores,
+        "host_cpu_util": host_busy(inside),
         "upstream_limit": upstream_limit,
     }
     if scraped:

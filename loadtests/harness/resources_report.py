@@ -19,6 +19,7 @@ from loadtests.harness.saturation import RESOURCES  # noqa: E402
 # Appended to capacity.csv's columns, in this order.
 COLUMNS = [
     "cpu_util",
+    "host_cpu_util",
     "loop_lag_p99_ms",
     "db_in_use_max",
     "db_size",
@@ -54,14 +55,16 @@ def cell(value: float | None, form: str) -> str:
 def table(steps: list[dict]) -> list[str]:
     """Markdown rows of each step's resources ("no metrics" when none came)."""
     lines = [
-        "| users | worker CPU | loop lag p99 ms | DB pool in use / size "
+        "| users | worker CPU | host CPU | loop lag p99 ms | DB pool in use / size "
         "| checkout wait p95 ms | waiting max | upstream sockets | bulkhead max "
         "| breaker opens | saturated |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for step in steps:
         f = step.get("resources") or {}
-        cpu = cell(f.get("cpu_util"), "{:.0%}")
+        cpu = " | ".join(
+            cell(f.get(key), "{:.0%}") for key in ("cpu_util", "host_cpu_util")
+        )
         if not f.get("metrics"):
             lines.append(f"| {step['users']} | {cpu} | no metrics " + "| - " * 7 + "|")
             continue

@@ -9,6 +9,8 @@ utilisation is the figure over its limit, so the threshold is 1:
 resource           utilisation                                      threshold
 =================  ===============================================  =========
 CPU                workers' CPU / the cores they can use            0.90
+CPU (host)         the host's busy fraction, counted only while     0.90
+                   the event loop is late too
 event loop         loop lag p99 / 50 ms                             1.0
 DB pool            connections in use (max) / pool size             0.95
 DB pool            checkout wait p95 / 10 ms                        1.0
@@ -17,6 +19,15 @@ upstream pool      busiest upstream's open sockets / (HTTP_POOL_    0.90
 bulkhead           busiest upstream's calls in flight / (same)      0.90
 breaker            1 when a breaker opened in the step, else 0      1.0
 =================  ===============================================  =========
+
+The workers share the host's cores with the load generator, the stub upstream
+and PostgreSQL (and, on a shared machine, other people's runs), so they can be
+short of CPU with their own share under 90 %. A busy host alone proves
+nothing (it may be busy with the load generator while the workers wait on a
+pool); a busy host *and* a late loop is a worker short of CPU, so the host
+counts only with the loop lag past its limit. Loop lag with the CPU saturated
+is the CPU's symptom and the CPU is named; alone, it means code holding the
+loop (blocking calls, long CPU bursts).
 
 The knee's bottleneck is the resource that reached its threshold in the
 earliest step up to the one after the knee (the step that broke the SLO
@@ -32,16 +43,21 @@ CHECKOUT_WAIT_LIMIT_MS = 10.0
 
 @dataclass(frozen=True)
 class Resource:
-    """One utilisation: its key, plot label, what it makes a knee, its threshold."""
+    """One utilisation: its key, plot label, what it makes a knee, its threshold.
+
+    ``needs``: another resource that must be saturated too for this one to count.
+    """
 
     key: str
     label: str
     bound: str
     threshold: float
+    needs: str = ""
 
 
 RESOURCES = [
     Resource("cpu", "worker CPU / worker cores", "CPU", 0.90),
+    Resource("host_cpu", "host CPU busy", "CPU", 0.90, needs="loop_lag"),
     Resource("loop_lag", "loop lag p99 / 50 ms", "event-loop", 1.0),
     Resource("db_pool", "DB pool in use / size", "DB-pool", 0.95),
     Resource("db_wait", "DB checkout wait p95 / 10 ms", "DB-pool", 1.0),
@@ -68,6 +84,7 @@ def utilisation(figures: dict) -> dict[str, float | None]:
     opens = figures.get("breaker_opens")
     return {
         "cpu": figures.get("cpu_util"),
+        "host_cpu": figures.get("host_cpu_util"),
         "loop_lag": None if lag is None else lag / LOOP_LAG_LIMIT_MS,
         "db_pool": ratio(figures.get("db_in_use_max"), figures.get("db_size")),
         "db_wait": None if wait is None else wait / CHECKOUT_WAIT_LIMIT_MS,
@@ -80,12 +97,21 @@ def utilisation(figures: dict) -> dict[str, float | None]:
 def saturated(figures: dict) -> list[str]:
     """The bounds (``CPU``, ``DB-pool``, ...) at or past a threshold, most first."""
     use = utilisation(figures)
-    over = [
-        (use[r.key] / r.threshold, r.bound)
+    reached = {
+        r.key: use[r.key] / r.threshold
         for r in RESOURCES
         if use[r.key] is not None and use[r.key] >= r.threshold
+    }
+    over = [
+        (reached[r.key], r.bound)
+        for r in RESOURCES
+        if r.key in reached and (not r.needs or r.needs in reached)
     ]
-    return list(dict.fromkeys(bound for _, bound in sorted(over, reverse=True)))
+    bounds = list(dict.fromkeys(bound for _, bound in sorted(over, reverse=True)))
+    if "CPU" in bounds and "event-loop" in bounds:
+        bounds.remove("CPU")
+        bounds.insert(bounds.index("event-loop"), "CPU")
+    return bounds
 
 
 def bottleneck(steps: list[dict], knee_index: int) -> tuple[str, int] | None:
@@ -106,8 +132,11 @@ def details(figures: dict) -> dict[str, str]:
     """What each bound looked like in a step, in words (known figures only)."""
     use = utilisation(figures)
     out = {}
-    if use["cpu"] is not None:
-        out["CPU"] = f"workers at {percent(use['cpu'])} CPU"
+    workers, host = figures.get("cpu_util"), figures.get("host_cpu_util")
+    if workers is not None or host is not None:
+        parts = [] if workers is None else [f"workers at {percent(workers)} CPU"]
+        parts += [] if host is None else [f"host {percent(host)} busy"]
+        out["CPU"] = ", ".join(parts)
     if use["loop_lag"] is not None:
         out["event-loop"] = f"loop lag p99 {figures['loop_lag_p99_ms']:.0f} ms"
     if use["db_pool"] is not None or use["db_wait"] is not None:

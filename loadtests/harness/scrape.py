@@ -3,9 +3,9 @@
 A ``Scraper`` thread (in the command's own process, not Locust's) takes one
 ``Sample`` a second: the ``gd_*`` samples of the Prometheus text exposition
 (parsed with ``prometheus_client.parser``) and the user + system CPU seconds of
-each gunicorn worker (psutil). A missing endpoint (404, refused, timeout) never
-fails the run: the sample just has no metrics, and a window without any is
-reported as "no metrics" (``resources.window_figures``).
+each gunicorn worker and of the whole host (psutil). A missing endpoint (404,
+refused, timeout) never fails the run: the sample just has no metrics, and a
+window without any is reported as "no metrics" (``resources.window_figures``).
 
 Timestamps are ``time.monotonic()``, the system-wide monotonic clock on Linux,
 so they compare with the step and steady windows the Locust process records
@@ -33,11 +33,16 @@ Metrics = dict[str, list[tuple[dict[str, str], float]]]
 
 @dataclass
 class Sample:
-    """One poll at monotonic time ``t``: metrics (None when none came) and CPU."""
+    """One poll at monotonic time ``t``: metrics (None when none came) and CPU.
+
+    ``cpu``: CPU seconds by worker pid; ``host``: the host's busy and total CPU
+    seconds (all cores), None when unknown.
+    """
 
     t: float
     metrics: Metrics | None
     cpu: dict[int, float] = field(default_factory=dict)
+    host: tuple[float, float] | None = None
 
 
 def parse(text: str) -> Metrics:
@@ -72,6 +77,14 @@ def workers_cpu(master_pid: int | None) -> dict[int, float]:
             continue  # exited between the listing and the read
         cpu[child.pid] = times.user + times.system
     return cpu
+
+
+def host_cpu() -> tuple[float, float]:
+    """The host's busy and total CPU seconds so far, over all cores."""
+    times = psutil.cpu_times()
+    total = sum(times)
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    return total - idle, total
 
 
 def fetch_metrics(base_url: str, timeout: float = TIMEOUT_S) -> Metrics | None:
@@ -116,8 +129,8 @@ class Scraper:
     def sample(self) -> Sample:
         """Take one sample now and keep it."""
         t = time.monotonic()
-        cpu = workers_cpu(self.master_pid)
-        sample = Sample(t, fetch_metrics(self.base_url), cpu)
+        cpu, host = workers_cpu(self.master_pid), host_cpu()
+        sample = Sample(t, fetch_metrics(self.base_url), cpu, host)
         self.samples.append(sample)
         return sample
 

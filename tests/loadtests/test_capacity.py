@@ -93,9 +93,9 @@ def test_resources_in_csv_markdown_and_plot(tmp_path):
     assert list(rows[0])[:7] == capacity_report.COLUMNS
     assert rows[0]["metrics"] == "False" and rows[4]["saturated"] == "CPU"
     assert float(rows[3]["cpu_util"]) == 0.8 and rows[4]["db_size"] == "64.0"
-    assert "| 10 | 20% | no metrics |" in text
-    assert "| 40 | 80% | 15.0 | 3 / 64 | 0.1 | - | - | - | 0 | - |" in text
-    assert "| 50 | 100% | 20.0 | 3 / 64 | 0.1 | - | - | - | 0 | CPU |" in text
+    assert "| 10 | 20% | - | no metrics | - | - | - | - | - | - | - |" in text
+    assert "| 40 | 80% | - | 15.0 | 3 / 64 | 0.1 | - | - | - | 0 | - |" in text
+    assert "| 50 | 100% | - | 20.0 | 3 / 64 | 0.1 | - | - | - | 0 | CPU |" in text
     assert "The knee at 40 users is CPU-bound" in text
     assert text.rstrip().endswith("Plan.")
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"

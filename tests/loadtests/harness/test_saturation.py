@@ -35,11 +35,34 @@ def test_cpu_saturates_first():
         "the knee at 60 users is CPU-bound: workers at 98 % CPU, loop lag p99 40 ms;"
         " DB pool 30 % used"
     )
+    # Lag is furthest past its limit (1.8x) but with the CPU saturated it is
+    # the CPU's symptom: the CPU comes first.
     assert saturation.saturated(steps[3]["resources"]) == [
-        "event-loop",
         "CPU",
+        "event-loop",
         "DB-pool",
     ]
+
+
+def test_busy_host_counts_with_a_late_loop():
+    """A host at 95 % is CPU-bound when the loop is late too, not on its own."""
+    busy = step(40, cpu_util=0.7, host_cpu_util=0.95)
+    assert saturation.saturated(busy["resources"]) == []
+    late = step(40, cpu_util=0.7, host_cpu_util=0.95, loop_lag_p99_ms=60)
+    assert saturation.saturated(late["resources"]) == ["CPU", "event-loop"]
+    steps = [step(20, cpu_util=0.5, host_cpu_util=0.6), late]
+    assert saturation.verdict(steps, steps[1]).startswith(
+        "the knee at 40 users is CPU-bound: workers at 70 % CPU, host 95 % busy, "
+        "loop lag p99 60 ms; DB pool"
+    )
+
+
+def test_loop_lag_alone_is_event_loop_bound():
+    """A late loop with idle cores: something holds the loop."""
+    steps = [step(10, loop_lag_p99_ms=80)]
+    assert saturation.verdict(steps, steps[0]).startswith(
+        "the knee at 10 users is event-loop-bound: loop lag p99 80 ms, workers at 20 %"
+    )
 
 
 def test_pool_saturates_first():
@@ -99,6 +122,7 @@ def test_utilisation_of_each_resource():
     use = saturation.utilisation(step(10)["resources"])
     assert use == {
         "cpu": 0.2,
+        "host_cpu": None,
         "loop_lag": 0.04,
         "db_pool": 4 / 64,
         "db_wait": 0.01,

@@ -68,7 +68,7 @@ def test_window_figures_from_first_and_last_scrape():
         server.lag.observe(0.4)
     server.size.set(64)
     server.transitions.labels("stub", "open").inc()
-    samples = [Sample(0.0, scrape.parse(server.text()), {1: 10.0, 2: 10.0})]
+    samples = [Sample(0.0, scrape.parse(server.text()), {1: 10.0, 2: 10.0}, (5, 10))]
     for second, in_use in enumerate((20, 60, 30), start=1):
         for _ in range(98):
             server.lag.observe(0.002)
@@ -84,7 +84,8 @@ def test_window_figures_from_first_and_last_scrape():
             server.transitions.labels("stub", "open").inc(2)
         # Worker 2 recycled in the window: its successor 3 counts from zero.
         cpu = {1: 10.0 + 0.5 * second, 3: 0.4 * second}
-        samples.append(Sample(float(second), scrape.parse(server.text()), cpu))
+        host = (5 + 1.5 * second, 10 + 2 * second)  # 75 % of the host's 2 cores
+        samples.append(Sample(float(second), scrape.parse(server.text()), cpu, host))
 
     figures = resources.window_figures(
         samples, 0.0, 3.0, cores=2.0, upstream_limit=200.0
@@ -103,6 +104,7 @@ def test_window_figures_from_first_and_last_scrape():
     assert figures["breaker_opens"] == 2
     assert figures["cpu_cores"] == pytest.approx((1.5 + 1.2) / 3)
     assert figures["cpu_util"] == pytest.approx(0.45)
+    assert figures["host_cpu_util"] == pytest.approx(0.75)
 
 
 def test_window_without_metrics_keeps_the_cpu():
