@@ -33,6 +33,11 @@ COLUMNS = [
 ]
 
 
+# A wait of seconds (utilisation 100+) would flatten every other line: the
+# plot stops at twice the limit; the CSV and the table keep the values.
+CLIP = 2.0
+
+
 def csv_fields(step: dict) -> dict:
     """A step's resource columns (empty when unknown)."""
     figures = step.get("resources") or {}
@@ -97,17 +102,16 @@ def plot(
         ]
         if all(v is None for v in values):
             continue
-        shown = [float("nan") if v is None else v for v in values]
+        shown = [float("nan") if v is None else min(v, CLIP) for v in values]
         top = max(top, *(v for v in values if v is not None))
         axes.plot(users, shown, "o-", color=colour, label=resource.label)
         axes.axhline(resource.threshold, color=colour, linestyle=":", alpha=0.7)
     if knee is not None:
         axes.axvline(knee["users"], color="grey", linestyle="--", label="knee")
-    # A lag of seconds would flatten every other line: clip, values stay in the CSV.
-    axes.set_ylim(0, min(top * 1.05, 3.0))
+    axes.set_ylim(0, min(top, CLIP) * 1.05)
     axes.set_xlim(left=0)
     axes.set_xlabel("concurrent users")
-    axes.set_ylabel("utilisation (dotted: each resource's threshold)")
+    axes.set_ylabel(f"utilisation (dotted: thresholds; clipped at {CLIP:g})")
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
     axes.set_title(
         f"{args.scenario}: resource utilisation per step ({args.workers} workers)"

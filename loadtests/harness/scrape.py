@@ -94,8 +94,10 @@ def fetch_metrics(base_url: str, timeout: float = TIMEOUT_S) -> Metrics | None:
         if response.status_code != 200:
             return None
         return parse(response.text)
-    except (requests.RequestException, ValueError):
-        # ValueError: not the text format (some other page answered 200).
+    except Exception:
+        # Refused, timed out, or not the text format (the parser raises more
+        # than ValueError on some garbage): a sample without metrics, never a
+        # dead scraper thread or a failed run.
         return None
 
 

@@ -152,7 +152,9 @@ def test_scraper_polls_and_parses():
     assert s.samples[-1].metrics["gd_db_pool_size"] == [({}, 8.0)]
 
 
-@pytest.mark.parametrize("body", [None, "<html>not metrics</html>\n"])
+@pytest.mark.parametrize(
+    "body", [None, "<html>not metrics</html>\n", 'gd_broken{le="1" 3\n']
+)
 def test_scraper_without_metrics_records_none(body):
     """A 404, or a page that is not the text format, is a sample without metrics."""
     with serving(body) as url, scrape.Scraper(url, None, interval=0.05) as s:
