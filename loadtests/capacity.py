@@ -12,9 +12,14 @@
    needs at that per-host throughput.
 4. A confirming run at the knee's users checks the prediction; prints the error.
 
+During the step load the server's /metrics and CPU are scraped
+(``harness/scrape.py``); each step gets resource figures and the knee a
+verdict naming the first resource to saturate (``harness/saturation.py``).
+
 Writes ``reports/<timestamp>-capacity-<scenario>/``: capacity.md (ending in the
 recommendation), capacity.png (throughput and p95 vs users, with the fit),
-capacity.csv, and Locust's HTML/CSV of both runs (steps/, confirm/).
+capacity-resources.png (utilisation per step, thresholds, knee), capacity.csv,
+and Locust's HTML/CSV of both runs (steps/, confirm/).
 
 The load generator runs on the same cores as the server, so the per-host
 figures are pessimistic for a host that only serves.
@@ -29,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from loadtests.harness import guards, usl
+from loadtests.harness import guards, observe, resources_report, saturation, usl
 from loadtests.harness.capacity_report import (
     conclusion,
     markdown,
@@ -73,9 +78,13 @@ def scenario_file(spec: dict) -> str:
 
 
 def measured_steps(result: dict) -> list[dict]:
-    """The steps that have figures, as flat dicts (users, rps, p50_ms, ...)."""
+    """The steps that have figures, as flat dicts (users, rps, p50_ms, ...).
+
+    A step's resource figures, when it has them, stay nested (``resources``).
+    """
     return [
         {"users": step["users"], **step["stats"]}
+        | ({"resources": step["resources"]} if "resources" in step else {})
         for step in result.get("steps", [])
         if step.get("stats") and step["stats"]["requests"]
     ]
@@ -106,16 +115,51 @@ def main(argv: list[str] | None = None) -> int:
     spec = config["scenarios"][args.scenario]
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = args.reports / f"{stamp}-capacity-{args.scenario}"
-    env = dict(args.env)
+    env = {**observe.METRICS_ENV, **spec.get("server_env", {}), **dict(args.env)}
     with Processes(log_dir=out / "servers") as processes:
         upstream = processes.start_upstream()
         host = processes.start_gunicorn(
             database_url=database_url(),
             mode=spec.get("server", "gevent"),
             workers=args.workers,
-            env={"DEMO_UPSTREAM_URL": upstream, **spec.get("server_env", {}), **env},
+            env={"DEMO_UPSTREAM_URL": upstream, **env},
         )
         print(f"capacity: {args.scenario} against {host}, {args.workers} workers")
+        steps = step_run(processes, spec, host, out, env, args)
+        fit = None
+        if len(steps) >= 3:
+            fit = usl.fit([s["users"] for s in steps], [s["rps"] for s in steps])
+        knee = usl.knee(steps, args.slo_p95_ms, args.slo_fail_ratio)
+        sentence = conclusion(knee, fit, args)
+        bound = saturation.verdict(steps, knee)
+        report = write_reports(out, steps, fit, knee, (sentence, bound), args)
+        if knee is not None:
+            report += confirm(processes, spec, host, knee, fit, out, args)
+        (out / "capacity.md").write_text(report)
+    print()
+    print(bound[:1].upper() + bound[1:])
+    print(sentence)
+    print(
+        f"report: {out / 'capacity.md'} (plots capacity.png, capacity-resources.png;"
+        " data capacity.csv)"
+    )
+    return 0 if knee is not None else 1
+
+
+def step_run(
+    processes: Processes,
+    spec: dict,
+    host: str,
+    out: Path,
+    env: dict[str, str],
+    args: argparse.Namespace,
+) -> list[dict]:
+    """The step load, with the server scraped: measured steps and their resources.
+
+    ``env`` is the server's environment (HTTP_POOL_MAXSIZE sizes the upstream
+    pools the figures are measured against).
+    """
+    with observe.scraping(processes, host) as scraper:
         run = run_locust(
             processes,
             [scenario_file(spec), STEP_SHAPE],
@@ -127,24 +171,36 @@ def main(argv: list[str] | None = None) -> int:
             local_processes=args.processes,
             echo=True,
         )
-        steps = measured_steps(run.result)
-        fit = None
-        if len(steps) >= 3:
-            fit = usl.fit([s["users"] for s in steps], [s["rps"] for s in steps])
-        knee = usl.knee(steps, args.slo_p95_ms, args.slo_fail_ratio)
-        sentence = conclusion(knee, fit, args)
-        out.mkdir(parents=True, exist_ok=True)
-        write_csv(out / "capacity.csv", steps, fit)
-        if steps:
-            plot(out / "capacity.png", steps, fit, knee, args)
-        report = markdown(steps, fit, knee, sentence, args)
-        if knee is not None:
-            report += confirm(processes, spec, host, knee, fit, out, args)
-        (out / "capacity.md").write_text(report)
-    print()
-    print(sentence)
-    print(f"report: {out / 'capacity.md'} (plot capacity.png, data capacity.csv)")
-    return 0 if knee is not None else 1
+    observe.add_step_figures(
+        scraper.samples,
+        run.result,
+        args.step_trim,
+        cores=observe.worker_cores(args.workers),
+        limit=observe.upstream_limit(env, args.workers),
+    )
+    observe.save(run)
+    return measured_steps(run.result)
+
+
+def write_reports(
+    out: Path,
+    steps: list[dict],
+    fit: usl.Fit | None,
+    knee: dict | None,
+    sentences: tuple[str, str],
+    args: argparse.Namespace,
+) -> str:
+    """capacity.csv and the plots; the Markdown (without the confirming run).
+
+    ``sentences``: the recommendation and the resource verdict.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "capacity.csv", steps, fit)
+    if steps:
+        plot(out / "capacity.png", steps, fit, knee, args)
+        resources_report.plot(out / "capacity-resources.png", steps, knee, args)
+    sentence, bound = sentences
+    return markdown(steps, fit, knee, sentence, args, verdict=bound)
 
 
 def confirm(

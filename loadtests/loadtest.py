@@ -7,7 +7,9 @@ Starts on loopback the stub upstream and, per worker model the scenarios need
 plugin checks that scenario's guards on the steady state; then checks the
 ratios between scenarios, prints one table of what passed and failed, and
 stops exactly what it started. Reports (Locust's HTML and CSV, steady.json)
-go under ``reports/<timestamp>-<scenario>/``.
+go under ``reports/<timestamp>-<scenario>/``. The server's /metrics and CPU
+are scraped during each run: the steady state's resource figures are printed
+under the run's line and added to its steady.json (``resources``).
 
 Exit status: 0 all guards passed, 3 (``guards.GUARD_FAILED``) a guard failed
 or a run was aborted as hopeless, 1 a run did not complete.
@@ -23,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from loadtests.harness import guards
+from loadtests.harness import guards, observe
 from loadtests.harness.locust_run import LocustRun, run_locust
 from loadtests.harness.paths import BASE_DIR, REPORTS
 from loadtests.harness.processes import Processes, add_env_option, database_url
@@ -87,8 +89,13 @@ def run_scenario(
     upstream: str,
     report_dir: Path,
     args: argparse.Namespace,
+    upstream_limit: float,
 ) -> LocustRun:
-    """One headless Locust run of a scenario, its guards checked by the plugin."""
+    """One headless Locust run of a scenario, its guards checked by the plugin.
+
+    The server's /metrics and workers' CPU are scraped meanwhile; the steady
+    window's resource figures go into the run's result and steady.json.
+    """
     options = [
         "--scenario",
         name,
@@ -99,17 +106,27 @@ def run_scenario(
     ]
     if spec.get("arrival_rate"):
         options += ["--arrival-rate", str(spec["arrival_rate"])]
-    return run_locust(
-        processes,
-        spec["locustfile"].split(","),
-        host=host,
-        users=int(spec.get("users", 20)),
-        seconds=float(spec.get("seconds", 10)),
-        report_dir=report_dir,
-        options=options,
-        local_processes=args.processes,
-        workers=args.locust_workers,
-    )
+    with observe.scraping(processes, host) as scraper:
+        run = run_locust(
+            processes,
+            spec["locustfile"].split(","),
+            host=host,
+            users=int(spec.get("users", 20)),
+            seconds=float(spec.get("seconds", 10)),
+            report_dir=report_dir,
+            options=options,
+            local_processes=args.processes,
+            workers=args.locust_workers,
+        )
+    if run.result:  # empty: the run did not complete, and must still say so
+        run.result["resources"] = observe.steady_figures(
+            scraper.samples,
+            run.result,
+            cores=observe.worker_cores(args.workers),
+            limit=upstream_limit,
+        )
+        observe.save(run)
+    return run
 
 
 def shown(path: Path) -> str:
@@ -152,7 +169,11 @@ def run_all(args: argparse.Namespace, specs: dict[str, dict]) -> dict[str, Locus
         servers: dict[tuple, str] = {}
         for name, spec in specs.items():
             mode = spec.get("server", "gevent")
-            server_env = {"DEMO_UPSTREAM_URL": upstream, **spec.get("server_env", {})}
+            server_env = {
+                **observe.METRICS_ENV,
+                "DEMO_UPSTREAM_URL": upstream,
+                **spec.get("server_env", {}),
+            }
             server_env.update(dict(args.env))
             key = (mode, tuple(sorted(server_env.items())))
             if key not in servers:
@@ -167,9 +188,11 @@ def run_all(args: argparse.Namespace, specs: dict[str, dict]) -> dict[str, Locus
                 upstream=upstream,
                 report_dir=args.reports / f"{stamp}-{name}",
                 args=args,
+                upstream_limit=observe.upstream_limit(server_env, args.workers),
             )
             runs[name] = run
             print(summary_line(name, spec, run), flush=True)
+            print(f"{'':11} {observe.summary(run.result.get('resources'))}", flush=True)
     return runs
 
 

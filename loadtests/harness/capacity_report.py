@@ -12,19 +12,24 @@ matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from loadtests.harness import usl  # noqa: E402
+from loadtests.harness import resources_report, usl  # noqa: E402
 
 COLUMNS = ["users", "rps", "p50_ms", "p95_ms", "p99_ms", "fail_ratio", "usl_rps"]
 
 
 def write_csv(path: Path, steps: list[dict], fit: usl.Fit | None) -> None:
-    """One row per step, with the fitted throughput."""
+    """One row per step, with the fitted throughput, then its resources."""
+    columns = COLUMNS + resources_report.COLUMNS
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
         writer.writeheader()
         for step in steps:
             writer.writerow(
-                {**step, "usl_rps": round(float(fit(step["users"])), 1) if fit else ""}
+                {
+                    **step,
+                    "usl_rps": round(float(fit(step["users"])), 1) if fit else "",
+                    **resources_report.csv_fields(step),
+                }
             )
 
 
@@ -116,8 +121,13 @@ def markdown(
     knee: dict | None,
     sentence: str,
     args: argparse.Namespace,
+    verdict: str = "",
 ) -> str:
-    """The report's text (the confirming run is appended later)."""
+    """The report's text (the confirming run is appended later).
+
+    ``verdict`` (``saturation.verdict``) and the steps' resources, when there
+    are any, come after the knee.
+    """
     lines = [
         f"# Capacity: {args.scenario}",
         "",
@@ -150,6 +160,10 @@ def markdown(
             f"Knee: {knee['users']} users, {knee['rps']:.0f} req/s, "
             f"p95 {knee['p95_ms']:.0f} ms (the busiest step within the SLO)."
         )
+    if any("resources" in s for s in steps):
+        lines += ["", "## Resources", "", *resources_report.table(steps), ""]
+        lines += [verdict[:1].upper() + verdict[1:], ""]
+        lines += ["![utilisation per step](capacity-resources.png)"]
     lines += ["", "![throughput and p95 vs users](capacity.png)", "", sentence, ""]
     return "\n".join(lines)
 

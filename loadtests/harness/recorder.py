@@ -179,6 +179,8 @@ class Recorder:
         )
         return {
             "scenario": options.scenario,
+            # monotonic origin of window and steps: the scraper's clock too.
+            "clock": self.t0,
             "window": window,
             "stats": stats_to_json(self.steady()),
             "checks": [vars(c) for c in checks],

@@ -3,7 +3,7 @@
 import csv
 
 from loadtests import capacity
-from loadtests.harness import capacity_report, usl
+from loadtests.harness import capacity_report, resources_report, saturation, usl
 
 
 def synthetic_steps() -> list[dict]:
@@ -59,3 +59,56 @@ def test_plan_takes_the_lower_of_step_and_fit():
     assert capacity_report.planned_rps(lucky, fit) == expected
     assert capacity_report.planned_rps(unlucky, fit) == unlucky["rps"]
     assert capacity_report.planned_rps(lucky, None) == lucky["rps"]
+
+
+def test_resources_in_csv_markdown_and_plot(tmp_path):
+    """Steps with resource figures: CSV columns, a table, the verdict and a plot."""
+    args = capacity.parse_args(["--workers", "2"])
+    steps = synthetic_steps()
+    for number, step in enumerate(steps):
+        figures = {
+            "metrics": number != 0,  # the first step's scrapes all failed
+            "cpu_util": 0.2 + 0.2 * number,
+            "loop_lag_p99_ms": 5.0 * number,
+            "db_in_use_max": 3.0,
+            "db_size": 64.0,
+            "db_wait_p95_ms": 0.1,
+            "breaker_opens": 0.0,
+        }
+        figures["utilisation"] = saturation.utilisation(figures)
+        figures["saturated"] = saturation.saturated(figures)
+        step["resources"] = figures
+    knee = usl.knee(steps, args.slo_p95_ms, args.slo_fail_ratio)
+    verdict = saturation.verdict(steps, knee)
+    capacity_report.write_csv(tmp_path / "c.csv", steps, None)
+    resources_report.plot(tmp_path / "r.png", steps, knee, args)
+    text = capacity_report.markdown(steps, None, knee, "Plan.", args, verdict=verdict)
+
+    # CPU crosses 90 % in the step after the knee, the one past the SLO.
+    assert knee["users"] == 40 and verdict.startswith(
+        "the knee at 40 users is CPU-bound (past its threshold at 50 users): "
+        "workers at 80 % CPU, loop lag p99 15 ms; DB pool 5 % used"
+    )
+    rows = list(csv.DictReader((tmp_path / "c.csv").open()))
+    assert list(rows[0])[:7] == capacity_report.COLUMNS
+    assert rows[0]["metrics"] == "False" and rows[4]["saturated"] == "CPU"
+    assert float(rows[3]["cpu_util"]) == 0.8 and rows[4]["db_size"] == "64.0"
+    assert "| 10 | 20% | - | no metrics | - | - | - | - | - | - | - |" in text
+    assert "| 40 | 80% | - | 15.0 | 3 / 64 | 0.1 | - | - | - | 0 | - |" in text
+    assert "| 50 | 100% | - | 20.0 | 3 / 64 | 0.1 | - | - | - | 0 | CPU |" in text
+    assert "The knee at 40 users is CPU-bound" in text
+    assert text.rstrip().endswith("Plan.")
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_measured_steps_keep_their_resources():
+    """A step's resource figures survive flattening; a step without requests goes."""
+    result = {
+        "steps": [
+            {"users": 10, "stats": {"requests": 5, "rps": 1.0}, "resources": {"x": 1}},
+            {"users": 20, "stats": {"requests": 0, "rps": 0.0}},
+        ]
+    }
+    assert capacity.measured_steps(result) == [
+        {"users": 10, "requests": 5, "rps": 1.0, "resources": {"x": 1}}
+    ]

@@ -93,6 +93,12 @@ def test_exit_code_flips_when_a_guard_is_impossible(tmp_path, test_database_url)
     assert steady["scheduled"] >= 150
     window = steady["window"]
     assert window[0] >= 1.0 and window[1] - window[0] >= 2.0
+    # Scraped during the run: the workers' CPU always, /metrics when it answers.
+    resources = steady["resources"]
+    assert resources["samples"] >= 2 and resources["cpu_util"] > 0
+    assert "resources: workers at" in output
+    if not resources["metrics"]:
+        assert "no metrics" in output
 
     code, output = loadtest(tmp_path, test_database_url, p50=1, seconds=30)
     assert code == 3, output
