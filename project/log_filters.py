@@ -1,7 +1,10 @@
-"""Logging filters: client errors as short warnings, not tracebacks."""
+"""Logging filters: client errors as short warnings, not tracebacks; the
+request id on every record."""
 
 import logging
 import time
+
+from project.core.request_context import current_request_id
 
 
 class ClientErrorFilter(logging.Filter):
@@ -35,4 +38,17 @@ class ClientErrorFilter(logging.Filter):
             )
             self._suppressed = 0
         record.msg, record.args = message, None
+        return True
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``record.request_id``: the current request's id, or ``-`` outside one.
+
+    Set on every handler (settings ``LOGGING``), so records of any logger get it,
+    fan-out legs' too (``fan_out`` makes the id current in each leg).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Add the id; never drops a record."""
+        record.request_id = current_request_id() or "-"
         return True
