@@ -6,6 +6,9 @@ import time
 
 from project.core.request_context import current_request_id
 
+# Where the request-id middleware leaves the id in the WSGI environ.
+REQUEST_ID_KEY = "gevent_django.request_id"
+
 
 class ClientErrorFilter(logging.Filter):
     """One WARNING line per client error, at most one every ``interval`` seconds.
@@ -45,10 +48,17 @@ class RequestIdFilter(logging.Filter):
     """Adds ``record.request_id``: the current request's id, or ``-`` outside one.
 
     Set on every handler (settings ``LOGGING``), so records of any logger get it,
-    fan-out legs' too (``fan_out`` makes the id current in each leg).
+    fan-out legs' too (``fan_out`` makes the id current in each leg). Django
+    logs a 4xx/5xx answer after the middleware has returned, when no id is
+    current any more: such a record names its request, whose environ holds it.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Add the id; never drops a record."""
-        record.request_id = current_request_id() or "-"
+        request_id = current_request_id()
+        if request_id is None:
+            environ = getattr(getattr(record, "request", None), "META", None)
+            if isinstance(environ, dict):
+                request_id = environ.get(REQUEST_ID_KEY)
+        record.request_id = request_id or "-"
         return True

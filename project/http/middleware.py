@@ -18,6 +18,7 @@ from project.core.request_context import (
     request_id_scope,
 )
 from project.gunicorn_logging import ROUTE_KEY
+from project.log_filters import REQUEST_ID_KEY
 
 from .errors import ApiError, error_response
 
@@ -42,6 +43,8 @@ class RequestIdMiddleware:
         """Run the request under its id; return the answer with the id."""
         sent = request.headers.get(REQUEST_ID_HEADER)
         request_id = sent if is_valid_request_id(sent) else new_request_id()
+        # For Django's records of 4xx/5xx answers, written after this returns.
+        request.META[REQUEST_ID_KEY] = request_id
         with request_id_scope(request_id):
             if sent is not None and sent != request_id:
                 logger.debug("X-Request-ID %r replaced by %s", sent[:100], request_id)
