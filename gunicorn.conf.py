@@ -75,7 +75,9 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 capture_output = True
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+# LOG_FORMAT=json: gunicorn's lines as JSON too; no access lines for /metrics.
+logger_class = "project.gunicorn_logging.RequestLogger"
 proc_name = "gevent-django"
 
 # Server hooks

@@ -1,7 +1,13 @@
-"""Logging filters: client errors as short warnings, not tracebacks."""
+"""Logging filters: client errors as short warnings, not tracebacks; the
+request id on every record."""
 
 import logging
 import time
+
+from project.core.request_context import current_request_id
+
+# Where the request-id middleware leaves the id in the WSGI environ.
+REQUEST_ID_KEY = "gevent_django.request_id"
 
 
 class ClientErrorFilter(logging.Filter):
@@ -35,4 +41,24 @@ class ClientErrorFilter(logging.Filter):
             )
             self._suppressed = 0
         record.msg, record.args = message, None
+        return True
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``record.request_id``: the current request's id, or ``-`` outside one.
+
+    Set on every handler (settings ``LOGGING``), so records of any logger get it,
+    fan-out legs' too (``fan_out`` makes the id current in each leg). Django
+    logs a 4xx/5xx answer after the middleware has returned, when no id is
+    current any more: such a record names its request, whose environ holds it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Add the id; never drops a record."""
+        request_id = current_request_id()
+        if request_id is None:
+            environ = getattr(getattr(record, "request", None), "META", None)
+            if isinstance(environ, dict):
+                request_id = environ.get(REQUEST_ID_KEY)
+        record.request_id = request_id or "-"
         return True

@@ -9,6 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from project import embedded_pg
 from project.core import fd_budget
+from project.log_format import log_format
 from settings import cores, load_env_file
 
 
@@ -63,6 +64,7 @@ CSRF_FAILURE_VIEW = "project.http.handlers.csrf_failure"
 WORKER_CONNECTIONS = env.int("WORKER_CONNECTIONS", default=1000)
 
 MIDDLEWARE = [
+    "project.http.middleware.RequestIdMiddleware",
     "project.http.middleware.RefuseRequestBodyMiddleware",
     "project.http.middleware.RequestDeadlineMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -157,15 +159,30 @@ DATABASES = {"default": _default_db}
 
 # Logging: everything to stderr, where gunicorn's capture_output collects it.
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+# plain: one line of text per record; json: one JSON object per line (gunicorn's
+# own and access lines too, project/gunicorn_logging.py). Both name the request.
+try:
+    LOG_FORMAT = log_format({"LOG_FORMAT": env.str("LOG_FORMAT", default="plain")})
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from exc
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {
-            "format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+            "format": "%(asctime)s %(levelname)s [%(process)d] %(name)s"
+            " rid=%(request_id)s: %(message)s"
+        },
+        "json": {"()": "project.log_format.JsonFormatter"},
+    },
+    # The request-id filter sits on the handler so records of every logger get it.
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
         }
     },
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
     # Django's default console handler (DEBUG only) would print its records a
     # second time, unformatted; they reach stderr through the root instead.
@@ -175,7 +192,10 @@ LOGGING = {
         # traceback (project/log_filters.py).
         "django.security.DisallowedHost": {"filters": ["client_error"]},
     },
-    "filters": {"client_error": {"()": "project.log_filters.ClientErrorFilter"}},
+    "filters": {
+        "client_error": {"()": "project.log_filters.ClientErrorFilter"},
+        "request_id": {"()": "project.log_filters.RequestIdFilter"},
+    },
 }
 
 # IO toolkit (project/core)

@@ -28,7 +28,10 @@ Endpoints (GET; bad parameters give 400 ``{"error": ..., "param": ...}``):
 * ``/stats``: ``{"requests": {path: count}, "connections": N}`` since start or
   the last reset; N counts distinct client addresses (host, port), that is the
   connections clients opened, so tests can see whether keep-alive reuses them.
-* ``/stats/reset`` (GET or POST): zeroes those counts.
+* ``/stats/request-ids``: ``{"request_ids": [...]}``, the ``X-Request-ID`` values
+  of the latest 1,000 requests that sent one, oldest first, so tests can
+  follow a request of the service to its upstream calls.
+* ``/stats/reset`` (GET or POST): zeroes those counts and forgets those ids.
 
 ``ms``, ``interval_ms`` default to 0 and are capped at 60000; ``chunks`` defaults
 to 10 and is capped at 10000; ``code`` is required.

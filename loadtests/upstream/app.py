@@ -2,7 +2,7 @@
 
 import json
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from urllib.parse import parse_qs
 
@@ -23,6 +23,8 @@ from loadtests.upstream.responses import (
 )
 
 MAX_CHUNKS = 10_000
+# X-Request-ID values kept for /stats/request-ids, newest last.
+SEEN_REQUEST_IDS = 1000
 DELAY_BODY_BYTES = 100
 TRICKLE_CHUNK = b"x" * 10
 
@@ -103,6 +105,7 @@ class Stats:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.clients: set[tuple[str, str]] = set()
+        self.request_ids: deque[str] = deque(maxlen=SEEN_REQUEST_IDS)
         # A no-op under gevent; keeps counts right if the app runs in a threaded server.
         self.lock = threading.Lock()
 
@@ -111,6 +114,9 @@ class Stats:
         with self.lock:
             self.counts[path] += 1
             self.clients.add((environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")))
+            request_id = environ.get("HTTP_X_REQUEST_ID")
+            if request_id is not None:
+                self.request_ids.append(request_id)
 
     def show(
         self, query: Query, environ: Environ, start_response: StartResponse
@@ -120,6 +126,14 @@ class Stats:
             snapshot = {"requests": dict(self.counts), "connections": len(self.clients)}
         return json_reply(start_response, 200, snapshot)
 
+    def request_ids_seen(
+        self, query: Query, environ: Environ, start_response: StartResponse
+    ) -> list[bytes]:
+        """``/stats/request-ids``: ``{"request_ids": [...]}``, the latest 1,000."""
+        with self.lock:
+            seen = list(self.request_ids)
+        return json_reply(start_response, 200, {"request_ids": seen})
+
     def reset(
         self, query: Query, environ: Environ, start_response: StartResponse
     ) -> list[bytes]:
@@ -127,6 +141,7 @@ class Stats:
         with self.lock:
             self.counts.clear()
             self.clients.clear()
+            self.request_ids.clear()
         return json_reply(start_response, 200, {"requests": {}, "connections": 0})
 
 
@@ -143,7 +158,12 @@ ENDPOINTS: dict[str, Endpoint] = {
 def make_app() -> WSGIApp:
     """Return a new stub-upstream WSGI app with its own request counters."""
     stats = Stats()
-    endpoints = {**ENDPOINTS, "/stats": stats.show, "/stats/reset": stats.reset}
+    endpoints = {
+        **ENDPOINTS,
+        "/stats": stats.show,
+        "/stats/reset": stats.reset,
+        "/stats/request-ids": stats.request_ids_seen,
+    }
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")

@@ -5,6 +5,7 @@ from django.http import HttpRequest, JsonResponse
 
 from project.core.deadline import DEADLINE_HEADER, Deadline
 from project.core.disconnect import client_disconnect
+from project.gunicorn_logging import SOURCES_KEY
 from project.http.deadline import deadline_from_header
 from project.http.decorators import json_get
 from project.http.encoding import FiniteJSONEncoder
@@ -32,6 +33,10 @@ def aggregate(request: HttpRequest, name: str) -> JsonResponse:
         deadline = Deadline.from_ms(aggregation.max_deadline_ms)
     with client_disconnect(request.META.get("gunicorn.socket")) as gone:
         result = aggregator.run(aggregation, values, deadline, cancel=gone)
+    # For the access log: what became of each source, in one field.
+    request.META[SOURCES_KEY] = {
+        source: meta["status"] for source, meta in result.body["sources"].items()
+    }
     return JsonResponse(
         result.body,
         status=result.status,

@@ -14,6 +14,7 @@ from gevent.lock import BoundedSemaphore
 
 from .deadline import Deadline, activate
 from .pg_pool.pool import PoolTimeout
+from .request_context import activate_request_id, current_request_id
 from .status import Status
 
 logger = logging.getLogger(__name__)
@@ -82,9 +83,11 @@ def fan_out(
     slots = BoundedSemaphore(max(1, max_concurrency))
     results: list[LegResult | None] = [None] * len(legs)
     started = time.monotonic()
+    request_id = current_request_id()
 
     def run(index: int, leg: Leg) -> None:
         activate(deadline)  # a pool checkout in this leg waits no longer than this
+        activate_request_id(request_id)  # its logs, queries and calls name the request
         if not slots.acquire(timeout=deadline.remaining()):
             results[index] = LegResult(
                 leg.name, Status.TIMEOUT, error="no free slot before the deadline"

@@ -34,6 +34,7 @@ from .http_wire import (
     NoAnswer,
     UpstreamProtocolError,
 )
+from .request_context import with_request_id_header
 
 # Importers of this module find here what it held before the split.
 __all__ = [
@@ -81,6 +82,7 @@ def http_get(
     client = get_pool(scheme, host, port)
     if max_body_bytes is None:
         max_body_bytes = settings.HTTP_MAX_BODY_BYTES
+    headers = with_request_id_header(headers)  # the upstream logs can be joined to ours
     request = client._build_request("GET", target, headers=headers, chunked=False)
     with _as_call_errors(timeout), gevent.Timeout(timeout, _TotalTimeout):
         answer = _exchange(client, request.encode("latin-1"), _limits())

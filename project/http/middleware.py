@@ -1,4 +1,5 @@
-"""Middleware: no request bodies, each request's deadline, API errors as JSON."""
+"""Middleware: request ids, no request bodies, each request's deadline, API
+errors as JSON."""
 
 import logging
 import socket
@@ -10,10 +11,50 @@ from django.http import HttpRequest, HttpResponse
 
 from project.core.deadline import Deadline, deadline_scope
 from project.core.pg_pool.pool import PoolTimeout
+from project.core.request_context import (
+    REQUEST_ID_HEADER,
+    is_valid_request_id,
+    new_request_id,
+    request_id_scope,
+)
+from project.gunicorn_logging import ROUTE_KEY
+from project.log_filters import REQUEST_ID_KEY
 
 from .errors import ApiError, error_response
 
 logger = logging.getLogger(__name__)
+
+
+class RequestIdMiddleware:
+    """Give every request an id: the client's ``X-Request-ID`` or a new one.
+
+    A valid id (1-64 of ``[A-Za-z0-9._:-]``) is kept; anything else is replaced,
+    not refused, since an id is for tracing, not a reason to fail a request.
+    The id is current for the request (logs, SQL comments, upstream calls),
+    goes back in every answer's ``X-Request-ID``, and the matched route goes to
+    the environ for the access log. First in ``MIDDLEWARE``, so the answers of
+    the other middleware and of Django's error handlers carry it too.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        """Run the request under its id; return the answer with the id."""
+        sent = request.headers.get(REQUEST_ID_HEADER)
+        request_id = sent if is_valid_request_id(sent) else new_request_id()
+        # For Django's records of 4xx/5xx answers, written after this returns.
+        request.META[REQUEST_ID_KEY] = request_id
+        with request_id_scope(request_id):
+            if sent is not None and sent != request_id:
+                logger.debug("X-Request-ID %r replaced by %s", sent[:100], request_id)
+            response = self.get_response(request)
+        response[REQUEST_ID_HEADER] = request_id
+        match = request.resolver_match
+        if match is not None:
+            # request.META is the environ gunicorn hands to its access logger.
+            request.META[ROUTE_KEY] = match.view_name
+        return response
 
 
 class RefuseRequestBodyMiddleware:

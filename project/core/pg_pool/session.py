@@ -17,6 +17,8 @@ from typing import Any
 
 from psycopg2 import extensions
 
+from ..request_context import with_sql_comment
+
 _TRANSACTION_IDLE = extensions.TRANSACTION_STATUS_IDLE
 
 # A statement starts at the beginning, after ";", after a line break or after a
@@ -50,17 +52,18 @@ def changes_session(query: Any, connection: Any = None) -> bool:
 
 
 class TrackingCursor(extensions.cursor):
-    """Marks its connection when a statement changes the session."""
+    """Marks its connection when a statement changes the session; tags each
+    statement with the current request id (``request_context.with_sql_comment``)."""
 
     def execute(self, query: Any, vars: Any = None) -> None:
         """Execute ``query``, noting a session change first."""
         self._note(query)
-        return super().execute(query, vars)
+        return super().execute(with_sql_comment(query), vars)
 
     def executemany(self, query: Any, vars_list: Any) -> None:
         """Execute ``query`` for each parameter set, noting a session change first."""
         self._note(query)
-        return super().executemany(query, vars_list)
+        return super().executemany(with_sql_comment(query), vars_list)
 
     def callproc(self, procname: Any, parameters: Any = None) -> Any:
         """Call a function: what it does to the session cannot be known here."""

@@ -1,0 +1,85 @@
+"""The id of the request a greenlet works for: in logs, upstream calls and SQL.
+
+Like the deadline (``deadline.py``) it lives in a ``ContextVar``: each greenlet
+has its own context and a new one starts empty, so ``fan_out`` hands the id to
+its legs. Stdlib only: the gunicorn master and the logging setup import it.
+"""
+
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TypeGuard
+
+# The header clients may send and every answer and upstream call carries.
+REQUEST_ID_HEADER = "X-Request-ID"
+
+# What an id may look like: short, printable, and unable to close a SQL comment,
+# break a log line or a header.
+_VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+_current: ContextVar["str | None"] = ContextVar("request_id", default=None)
+
+
+def is_valid_request_id(value: str | None) -> TypeGuard[str]:
+    """True when ``value`` may be used as a request id as it is."""
+    return value is not None and _VALID_ID.fullmatch(value) is not None
+
+
+def new_request_id() -> str:
+    """Return a fresh request id (uuid4, hex)."""
+    return uuid.uuid4().hex
+
+
+def current_request_id() -> str | None:
+    """Return the id of the request this greenlet works for, if any."""
+    return _current.get()
+
+
+def activate_request_id(request_id: str | None) -> None:
+    """Make ``request_id`` this greenlet's current one (a fan-out leg's start)."""
+    _current.set(request_id)
+
+
+@contextmanager
+def request_id_scope(request_id: str | None) -> Iterator[str | None]:
+    """Run a block under ``request_id``; the previous one is restored afterwards."""
+    if request_id is not None and not is_valid_request_id(request_id):
+        raise ValueError(f"invalid request id {request_id!r}")
+    token = _current.set(request_id)
+    try:
+        yield request_id
+    finally:
+        _current.reset(token)
+
+
+def with_request_id_header(headers: dict[str, str] | None) -> dict[str, str] | None:
+    """``headers`` plus ``X-Request-ID`` when a request id is current.
+
+    A header the caller set itself wins; ``headers`` is never changed in place.
+    """
+    request_id = _current.get()
+    if request_id is None:
+        return headers
+    if headers and any(name.lower() == "x-request-id" for name in headers):
+        return headers
+    return {**(headers or {}), REQUEST_ID_HEADER: request_id}
+
+
+def with_sql_comment(query: object) -> object:
+    """``query`` with a leading ``/* request_id='<id>' */`` when an id is current.
+
+    sqlcommenter's form, so ``pg_stat_activity.query`` shows which request runs
+    a statement. Only ``str`` and ``bytes`` are tagged (a ``psycopg2.sql``
+    object goes as it is). The id is validated on the way in, so it cannot
+    close the comment, and holds no ``%``, so bound parameters are unaffected.
+    """
+    request_id = _current.get()
+    if request_id is None:
+        return query
+    if isinstance(query, str):
+        return f"/* request_id='{request_id}' */ {query}"
+    if isinstance(query, bytes):
+        return b"/* request_id='" + request_id.encode() + b"' */ " + query
+    return query
