@@ -25,6 +25,7 @@ from geventhttpclient.header import Headers
 from . import fd_budget
 from .http_dns import SharedLookup
 from .per_process import PerProcess
+from .upstream_metrics import UpstreamMeter, origin_label, upstream_meter
 
 # Per-read limit inside a call; the call's own gevent.Timeout is what bounds it.
 _READ_TIMEOUT_S = 3600.0
@@ -62,6 +63,7 @@ class IdleLimit(ConnectionPool):
     idle_s: float  # set by limit_idle() from HTTP_POOL_IDLE_S
     _returned: dict[Any, float]  # socket -> when it went idle
     _sweeper: Any = None  # the loop timer, started with the first idle socket
+    meter: UpstreamMeter | None = None  # gd_upstream_connections, when metered
 
     def limit_idle(self, idle_s: float) -> None:
         """Close sockets idle for ``idle_s`` seconds from now on."""
@@ -77,12 +79,16 @@ class IdleLimit(ConnectionPool):
                 sock = self._socket_queue.get(block=False)
                 returned = self._returned.pop(sock, 0.0)
                 if now - returned < self.idle_s and self._is_socket_alive(sock):
+                    self._count_sockets(opened_or_closed=False)
                     return sock, True
                 _close_quietly(sock)
-            return self._create_socket(), False
+            sock = self._create_socket()
         except BaseException:
             self._semaphore.release()
+            self._count_sockets()
             raise
+        self._count_sockets()
+        return sock, False
 
     def return_socket(self, sock: Any) -> None:
         """Pool ``sock`` again, stamped with the time it went idle."""
@@ -94,6 +100,12 @@ class IdleLimit(ConnectionPool):
             self._sweeper.start(self.sweep)
         self._returned[sock] = time.monotonic()
         super().return_socket(sock)
+        self._count_sockets(opened_or_closed=False)
+
+    def release_socket(self, sock: Any) -> None:
+        """Close ``sock`` (no longer usable) and free its slot."""
+        super().release_socket(sock)
+        self._count_sockets()
 
     def sweep(self) -> int:
         """Close the pooled sockets idle for ``idle_s`` or more; return how many."""
@@ -109,11 +121,28 @@ class IdleLimit(ConnectionPool):
                 closed += 1
         for sock in reversed(keep):  # LIFO order: the most recently used on top
             self._socket_queue.put(sock)
+        if closed:
+            self._count_sockets()
         return closed
 
     def idle_count(self) -> int:
         """Sockets waiting in the pool."""
         return self._socket_queue.qsize()
+
+    def _count_sockets(self, *, opened_or_closed: bool = True) -> None:
+        """Set ``gd_upstream_connections`` from the pool's own state.
+
+        Open sockets are the slots taken (checked out) plus the idle ones; a
+        reuse or a return moves a socket between the two and leaves the open
+        count as it was, so only the idle gauge is written then.
+        """
+        meter = self.meter
+        if meter is None:
+            return
+        idle = self._socket_queue.qsize()
+        meter.idle_sockets.set(idle)
+        if opened_or_closed:
+            meter.open_sockets.set(self.size - self._semaphore.counter + idle)
 
 
 def _close_quietly(sock: Any) -> None:
@@ -140,15 +169,27 @@ class Client(HTTPClient):
     )
     # What HTTPClient builds becomes one of ours in __init__.
     _connection_pool: UpstreamPool
+    # Counts calls made without a configured upstream name (None: metrics off).
+    meter: UpstreamMeter | None
 
     def __init__(
-        self, *args: Any, dns_ttl: float, idle_s: float, **kwargs: Any
+        self,
+        host: str,
+        port: int | None,
+        *args: Any,
+        dns_ttl: float,
+        idle_s: float,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(host, port, *args, **kwargs)
         pool = self._connection_pool
         pool.__class__ = TLSUpstreamPool if self.ssl else UpstreamPool
         pool.dns_ttl = dns_ttl
         pool.limit_idle(idle_s)
+        # Calls without a configured upstream name are labelled by origin.
+        self.meter = pool.meter = upstream_meter(
+            origin_label(host, port, "https" if self.ssl else "http")
+        )
 
     @property
     def pool(self) -> UpstreamPool:
