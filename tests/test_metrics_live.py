@@ -6,6 +6,7 @@ Each worker writes its samples to the multiprocess directory;
 
 import glob
 import os
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -82,6 +83,7 @@ def test_two_workers_fill_every_family(
     for _ in range(4):
         assert server.get(product, headers=auth).status_code == 200
     aggregations += 4
+    time.sleep(1.5)  # the socket gauges are set once a second
 
     samples = merged(directory)
     origin = f"{urlsplit(upstream).hostname}:{urlsplit(upstream).port}"

@@ -8,6 +8,7 @@ import pytest
 
 from project.core.deadline import Deadline
 from project.core.http_client import http_get
+from project.core.http_pool import count_sockets
 from project.core.resilience import (
     BreakerConfig,
     BulkheadConfig,
@@ -64,6 +65,7 @@ def test_pooled_sockets_open_and_idle(upstream):
     label = origin(upstream)
 
     def sockets(state: str) -> float:
+        count_sockets()  # what the per-process timer does every second
         return sample("gd_upstream_connections", upstream=label, state=state)
 
     slow = gevent.spawn(http_get, f"{upstream}/delay?ms=300", timeout=2)
