@@ -5,10 +5,12 @@ from urllib.parse import urlsplit
 
 import gevent
 import pytest
+from django.test import override_settings
 
+from project.core import metrics
 from project.core.deadline import Deadline
 from project.core.http_client import http_get
-from project.core.http_pool import count_sockets
+from project.core.http_pool import count_sockets, get_pool
 from project.core.resilience import (
     BreakerConfig,
     BulkheadConfig,
@@ -127,3 +129,18 @@ def test_a_call_with_no_time_left_is_a_timeout(upstream):
     guards = make_guards(name=name)
     assert call(f"{upstream}/delay?ms=1", guards, timeout_s=0) == Status.TIMEOUT
     assert calls(name, "timeout") == 1
+
+
+def test_switched_off_calls_are_not_counted(upstream):
+    """METRICS_ENABLED false: a fresh pool has no meter and a call moves nothing."""
+    label = origin(upstream)
+    before = calls(label, "ok")
+    parts = urlsplit(upstream)
+    metrics.enabled.cache_clear()  # read once per process: read it again here
+    try:
+        with override_settings(METRICS_ENABLED=False):
+            http_get(f"{upstream}/delay?ms=1", timeout=2)
+            assert get_pool("http", parts.hostname or "", parts.port).meter is None
+    finally:
+        metrics.enabled.cache_clear()
+    assert calls(label, "ok") == before
