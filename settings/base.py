@@ -274,6 +274,10 @@ AGGREGATION_API_TOKENS = api_tokens(env.str("AGGREGATION_API_TOKENS", default=""
 AGGREGATION_DEADLINE_MARGIN_MS = env.int("AGGREGATION_DEADLINE_MARGIN_MS", default=10)
 AGGREGATION_CACHE = env.str("AGGREGATION_CACHE", default="default")
 
+# Prometheus metrics (project/core/metrics.py); off leaves every family empty
+# and the instrumented code paths free of its cost.
+METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)
+
 # Reference endpoints (capacity probes)
 DEMO_ENDPOINTS = env.bool("DEMO_ENDPOINTS", default=True)
 DEMO_MAX_LEGS = env.int("DEMO_MAX_LEGS", default=100)

@@ -25,11 +25,13 @@ from gevent.event import Event
 
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, LegResult, describe_error, fan_out
+from project.core.metrics import enabled
 from project.core.resilience import SharedCallAbandoned, SingleFlight
 from project.core.status import Status
 
 from .cache import SourceCache
 from .declarations import Aggregation, ParamValues, Registry, Source
+from .meter import AggregationMeter
 from .policy import respond
 from .results import AggregateResult, SourceResult
 from .sources import LiveCall, SourceRunner, UpstreamState, call_timeout
@@ -60,6 +62,7 @@ class Aggregator:
         self.cache = SourceCache(cache)
         self.flights = SingleFlight()
         self.stats = StatsTable()
+        self.meter = AggregationMeter() if enabled() else None
 
     @property
     def upstreams(self) -> Mapping[str, UpstreamState]:
@@ -81,7 +84,10 @@ class Aggregator:
         or as soon as ``cancel`` is set (the client went away: status 499).
         """
         legs = [
-            Leg(source.name, self._source_call(source, values, deadline))
+            Leg(
+                source.name,
+                self._source_call(aggregation.name, source, values, deadline),
+            )
             for source in aggregation.sources
         ]
         outcomes = fan_out(
@@ -94,6 +100,8 @@ class Aggregator:
         self.stats.add(aggregation.name, results)
         cancelled = cancel is not None and cancel.is_set()
         result = respond(aggregation, results, deadline, cancelled=cancelled)
+        if self.meter is not None:
+            self.meter.answered(aggregation.name, results, result.body["partial"])
         logger.info(
             "aggregate %s status=%s elapsed_ms=%.1f %s",
             aggregation.name,
@@ -111,18 +119,18 @@ class Aggregator:
         return self.stats.as_dict()
 
     def _source_call(
-        self, source: Source, values: ParamValues, deadline: Deadline
+        self, aggregation: str, source: Source, values: ParamValues, deadline: Deadline
     ) -> Callable[[float], SourceResult]:
         def call(_leg_timeout: float) -> SourceResult:
             started = time.monotonic()
-            result = self._fetch_source(source, values, deadline)
+            result = self._fetch_source(aggregation, source, values, deadline)
             result.latency_ms = (time.monotonic() - started) * 1000.0
             return result
 
         return call
 
     def _fetch_source(
-        self, source: Source, values: ParamValues, deadline: Deadline
+        self, aggregation: str, source: Source, values: ParamValues, deadline: Deadline
     ) -> SourceResult:
         missing = sorted(source.uses - values.keys())
         if missing:
@@ -133,15 +141,19 @@ class Aggregator:
         cache_key = self.cache.key_for(source, live.key)
         if cache_key:
             hit = self.cache.fresh(cache_key, source)
+            if self.meter is not None:
+                self.meter.cache(aggregation, source.name, "hit" if hit else "miss")
             if hit:
                 return hit
-        result = self._shared_call(live, source, deadline)
+        result = self._shared_call(aggregation, live, source, deadline)
         if cache_key:
-            return self.cache.settle(cache_key, source, result)
+            result = self.cache.settle(cache_key, source, result)
+            if self.meter is not None and result.status == Status.STALE:
+                self.meter.cache(aggregation, source.name, "stale_served")
         return result
 
     def _shared_call(
-        self, live: LiveCall, source: Source, deadline: Deadline
+        self, aggregation: str, live: LiveCall, source: Source, deadline: Deadline
     ) -> SourceResult:
         """Run ``live`` through single-flight; returns this caller's own copy.
 
@@ -165,6 +177,8 @@ class Aggregator:
             except Exception as exc:  # the leader's unexpected failure, shared
                 error = describe_error(exc)
                 result, shared = SourceResult(Status.ERROR, error=error), True
+            if shared and self.meter is not None:
+                self.meter.joined(aggregation, source.name)
             if (
                 not retry_alone
                 or self._wait_limit(source, deadline) < _MIN_RETRY_ALONE_S

@@ -53,9 +53,9 @@ class UpstreamState:
     def for_upstream(cls, upstream: Upstream) -> "UpstreamState":
         """Fresh state from the upstream's declared settings."""
         return cls(
-            bulkhead=Bulkhead(upstream.bulkhead),
-            breaker=CircuitBreaker(upstream.breaker),
-            budget=RetryBudget(upstream.retry),
+            bulkhead=Bulkhead(upstream.bulkhead, name=upstream.name),
+            breaker=CircuitBreaker(upstream.breaker, name=upstream.name),
+            budget=RetryBudget(upstream.retry, name=upstream.name),
         )
 
 

@@ -17,6 +17,7 @@ back half-read; ``tests/core/test_http_client.py`` and
 
 import errno
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -35,6 +36,8 @@ from .http_wire import (
     UpstreamProtocolError,
 )
 from .request_context import with_request_id_header
+from .status import Status
+from .upstream_metrics import upstream_meter
 
 # Importers of this module find here what it held before the split.
 __all__ = [
@@ -64,6 +67,7 @@ def http_get(
     params: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
     max_body_bytes: int | None = None,
+    upstream: str | None = None,
 ) -> Response:
     """GET ``url`` (plus ``params``) and read the whole answer within ``timeout`` s.
 
@@ -77,6 +81,10 @@ def http_get(
     since we ask for identity only), with messages that do not reveal the
     upstream's address to our clients. The connection goes back to the pool
     only when the answer was read to its end and nothing else came with it.
+
+    The call is counted in ``gd_upstream_calls_total`` (a 3xx-5xx answer is
+    an ``error``) and timed, labelled ``upstream`` (a configured upstream's
+    name) or else the origin's ``host:port``.
     """
     scheme, host, port, target = _split(url, params)
     client = get_pool(scheme, host, port)
@@ -84,10 +92,42 @@ def http_get(
         max_body_bytes = settings.HTTP_MAX_BODY_BYTES
     headers = with_request_id_header(headers)  # the upstream logs can be joined to ours
     request = client._build_request("GET", target, headers=headers, chunked=False)
+    meter = client.meter if upstream is None else upstream_meter(upstream)
+    if meter is None:
+        return _call(client, request, timeout, max_body_bytes)
+    started = time.monotonic()
+    try:
+        response = _call(client, request, timeout, max_body_bytes)
+    except BaseException as exc:
+        meter.call(_outcome(exc), time.monotonic() - started)
+        raise
+    outcome = Status.OK if response.status_code < 300 else Status.ERROR
+    meter.call(outcome, time.monotonic() - started)
+    return response
+
+
+def _call(
+    client: Client, request: str, timeout: float, max_body_bytes: int
+) -> Response:
+    """Send ``request`` and read the whole answer within ``timeout`` s."""
     with _as_call_errors(timeout), gevent.Timeout(timeout, _TotalTimeout):
         answer = _exchange(client, request.encode("latin-1"), _limits())
         content = _read_body(answer, max_body_bytes)
     return Response(answer.status_code, list(answer.items()), content)
+
+
+def _outcome(exc: BaseException) -> Status:
+    """The outcome of a call that raised ``exc``.
+
+    Not an ``Exception`` (an outer ``gevent.Timeout``, the leg killed at its
+    deadline): cut short by time, so a timeout. Out of local sockets: shed,
+    as ``call_upstream`` reports it.
+    """
+    if isinstance(exc, TimeoutError) or not isinstance(exc, Exception):
+        return Status.TIMEOUT
+    if isinstance(exc, LocalSocketsExhausted):
+        return Status.SHED
+    return Status.ERROR
 
 
 def _split(url: str, params: dict[str, Any] | None) -> tuple[str, str, int | None, str]:

@@ -15,6 +15,7 @@ or anything else a client sends. Gauges of one worker's state are ``livesum``
 (or ``livemax``): a dead worker's share leaves with it.
 """
 
+import functools
 import os
 
 from prometheus_client import REGISTRY as _PROCESS_REGISTRY
@@ -181,6 +182,20 @@ WORKER_RECYCLES = Counter(
     "gd_worker_recycles_total",
     "Workers that exited after max_requests (gunicorn starts a fresh one).",
 )
+
+
+@functools.cache
+def enabled() -> bool:
+    """Whether instrumented code fills the metrics (``METRICS_ENABLED``, default on).
+
+    Read once per process, lazily: instrumented objects ask when they are
+    made, so the hot paths test a held value, never the settings.
+    """
+    from django.conf import settings
+
+    if not settings.configured:
+        return True
+    return bool(getattr(settings, "METRICS_ENABLED", True))
 
 
 def multiprocess_dir() -> str | None:

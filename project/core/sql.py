@@ -1,10 +1,14 @@
 """SQL helpers: bound parameters, a server-side timeout, connections released."""
 
+import functools
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 from django.db import connections
 from django.db.utils import OperationalError
+
+from .metrics import DB_QUERY_DURATION, DB_STATEMENT_TIMEOUTS, enabled
 
 T = TypeVar("T")
 
@@ -50,12 +54,37 @@ def run_query(
     A statement stopped by that timeout raises ``TimeoutError``. With
     ``as_dicts`` each row is a dict keyed by column name.
     """
-    connection = connections[using]
     if timeout is not None:
         sql = "SET LOCAL statement_timeout = %s; " + sql
         params = [max(1, int(timeout * 1000)), *params]
+    if not enabled():
+        return _execute(sql, params, using, as_dicts)
+    started = time.monotonic()
+    outcome = "error"
     try:
-        with connection.cursor() as cursor:
+        rows = _execute(sql, params, using, as_dicts)
+        outcome = "ok"
+        return rows
+    except TimeoutError:
+        outcome = "timeout"
+        DB_STATEMENT_TIMEOUTS.inc()
+        raise
+    except BaseException as exc:
+        # Not an Exception: an outer gevent.Timeout or the leg killed at its
+        # deadline, which is a timeout too.
+        if not isinstance(exc, Exception):
+            outcome = "timeout"
+        raise
+    finally:
+        _durations()[outcome].observe(time.monotonic() - started)
+
+
+def _execute(
+    sql: str, params: Sequence[Any], using: str, as_dicts: bool
+) -> list[tuple] | list[dict[str, Any]]:
+    """``run_query`` without its metrics: execute and fetch."""
+    try:
+        with connections[using].cursor() as cursor:
             cursor.execute(sql, params)
             if not cursor.description:
                 return []
@@ -68,6 +97,15 @@ def run_query(
         if getattr(exc.__cause__, "pgcode", None) == _QUERY_CANCELED:
             raise TimeoutError("statement cancelled by its timeout") from exc
         raise
+
+
+@functools.cache
+def _durations() -> dict[str, Any]:
+    """The query-duration histogram's child per outcome, made once per process."""
+    return {
+        outcome: DB_QUERY_DURATION.labels(outcome=outcome)
+        for outcome in ("ok", "error", "timeout")
+    }
 
 
 def with_own_connection(call: Callable[[], T]) -> T:

@@ -21,7 +21,7 @@ from .entry import Entry
 from .errors import PoolTimeout, refusal
 from .idle import IdleStack
 from .log import logger
-from .stats import PoolStats
+from .stats import new_stats
 from .waiting import Waiter, WaitingLine
 
 # An idle entry to reuse, or None with the right to open a connection.
@@ -37,7 +37,7 @@ class HandOff:
     def __init__(self, *, size: int | None, max_waiting: int, max_opening: int) -> None:
         # A greenlet lock once patched; never held across IO.
         self._lock = threading.Lock()
-        self.stats = PoolStats(size=size or 0)
+        self.stats = new_stats(size or 0)
         self._idle = IdleStack(self.stats)
         self._line = WaitingLine(self.stats)
         self._capacity = Capacity(size, self.stats)

@@ -1,7 +1,20 @@
-"""The counters one pool keeps: gauges, totals and a checkout-wait histogram."""
+"""The counters one pool keeps: gauges, totals and a checkout-wait histogram.
 
+``MeteredPoolStats`` mirrors them into the ``gd_db_pool_*`` Prometheus families.
+"""
+
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from ..metrics import (
+    DB_POOL_CHECKOUT_WAIT,
+    DB_POOL_CONNECTIONS,
+    DB_POOL_EVENTS,
+    DB_POOL_SIZE,
+    DB_POOL_WAITING,
+    enabled,
+)
 
 # Milliseconds; the upper bounds of the checkout-wait histogram.
 WAIT_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
@@ -40,3 +53,49 @@ class PoolStats:
     def as_dict(self) -> dict[str, Any]:
         """Return the counters as a dict (for logs and metrics)."""
         return asdict(self)
+
+
+class MeteredPoolStats(PoolStats):
+    """``PoolStats`` that also moves the Prometheus pool families as it changes.
+
+    Every change to a pool's counters goes through an attribute assignment
+    (``stats.idle = ...``, ``stats.timeouts += 1``), so hooking the assignment
+    keeps the gauges current without touching each call site. Gauges move by
+    the difference, not to the value: several pools in one worker add up in
+    the same (unlabelled by pool) series.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        target = _metered().get(name)
+        if target is not None:
+            # A field's class default (0) before __init__ first sets it.
+            delta = value - getattr(self, name, 0)
+            if delta:
+                target.inc(delta)
+        object.__setattr__(self, name, value)
+
+    def observe_wait(self, ms: float) -> None:
+        """Count one checkout that waited ``ms`` ms, here and in Prometheus."""
+        super().observe_wait(ms)
+        DB_POOL_CHECKOUT_WAIT.observe(ms / 1000.0)
+
+
+@functools.cache
+def _metered() -> dict[str, Any]:
+    """The metric (labelled child) each metered field moves, made once per process."""
+    return {
+        "size": DB_POOL_SIZE,
+        "in_use": DB_POOL_CONNECTIONS.labels(state="in_use"),
+        "idle": DB_POOL_CONNECTIONS.labels(state="idle"),
+        "waiting": DB_POOL_WAITING,
+        "timeouts": DB_POOL_EVENTS.labels(event="timeout"),
+        "rejected": DB_POOL_EVENTS.labels(event="refused"),
+        "created": DB_POOL_EVENTS.labels(event="created"),
+        "discarded": DB_POOL_EVENTS.labels(event="discarded"),
+        "reclaimed": DB_POOL_EVENTS.labels(event="reclaimed"),
+    }
+
+
+def new_stats(size: int) -> PoolStats:
+    """A pool's counters: metered unless metrics are off (``METRICS_ENABLED``)."""
+    return MeteredPoolStats(size=size) if enabled() else PoolStats(size=size)

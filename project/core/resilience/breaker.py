@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..upstream_metrics import upstream_meter
+
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
@@ -45,11 +47,20 @@ class CircuitBreaker:
     """Failure-rate and slow-call-rate breaker over a count-based window."""
 
     def __init__(
-        self, config: BreakerConfig, *, clock: Callable[[], float] = time.monotonic
+        self,
+        config: BreakerConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        name: str | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.state = CLOSED
+        # ``name`` (the upstream's) exports the state and its transitions.
+        self.name = name
+        self.meter = upstream_meter(name)
+        if self.meter is not None:
+            self.meter.breaker_made()
         # Bumped on every state change: outcomes of calls admitted under an
         # earlier state are ignored (a slow call from before the trip must not
         # close or reopen the breaker).
@@ -117,6 +128,8 @@ class CircuitBreaker:
 
     def _move(self, state: str) -> None:
         self.state = state
+        if self.meter is not None:
+            self.meter.breaker_moved(state)
         self.generation += 1
         self.probes = 0
         self.probe_successes = 0

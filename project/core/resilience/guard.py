@@ -79,16 +79,20 @@ def make_guards(
     bulkhead: BulkheadConfig | None = None,
     breaker: BreakerConfig | None = None,
     retry: RetryConfig | None = None,
+    name: str | None = None,
 ) -> Guards:
     """A fresh bulkhead, breaker and retry budget (each config's defaults unless given).
 
     They are one upstream's state in one process: keep them in a
     ``PerProcess`` and pass the same ones to every call to that upstream.
+    ``name`` (the upstream's, from configuration) labels their metrics and
+    the calls made through them; unnamed, calls are labelled by origin and
+    the guards themselves are not exported.
     """
     return Guards(
-        bulkhead=Bulkhead(bulkhead or BulkheadConfig()),
-        breaker=CircuitBreaker(breaker or BreakerConfig()),
-        budget=RetryBudget(retry or RetryConfig()),
+        bulkhead=Bulkhead(bulkhead or BulkheadConfig(), name=name),
+        breaker=CircuitBreaker(breaker or BreakerConfig(), name=name),
+        budget=RetryBudget(retry or RetryConfig(), name=name),
     )
 
 
@@ -173,10 +177,12 @@ def guarded_call(
         if timeout_s is not None:
             timeout = min(timeout_s, timeout)
         if timeout <= 0:
+            _count_refused(bulkhead, Status.TIMEOUT)
             raise Refused(
                 Status.TIMEOUT, "no time left before the deadline", attempts=attempts
             )
         if not bulkhead.try_acquire():
+            _count_refused(bulkhead, Status.SHED)
             raise Refused(
                 Status.SHED,
                 "too many calls in flight",
@@ -185,6 +191,9 @@ def guarded_call(
             )
         try:
             outcome = _admitted(attempt, timeout, breaker, attempts)
+        except Refused as refusal:
+            _count_refused(bulkhead, refusal.status)
+            raise
         finally:
             bulkhead.release()
         attempts += 1
@@ -192,6 +201,12 @@ def guarded_call(
         if pause is None:
             return Guarded(outcome.value, attempts)
         gevent.sleep(pause)
+
+
+def _count_refused(bulkhead: Bulkhead, status: Status) -> None:
+    """Count a call not let through, under the guards' name (when named)."""
+    if bulkhead.meter is not None:
+        bulkhead.meter.calls[status].inc()
 
 
 def _retry_pause(
@@ -281,7 +296,7 @@ def call_upstream(
     """
 
     def attempt(timeout: float) -> Outcome[UpstreamResult[T]]:
-        return _http_attempt(url, timeout, headers or {}, parse)
+        return _http_attempt(url, timeout, headers or {}, parse, bulkhead.name)
 
     try:
         guarded = guarded_call(
@@ -309,10 +324,13 @@ def _http_attempt(
     timeout: float,
     headers: Mapping[str, str],
     parse: Callable[[http_client.Response], T],
+    upstream: str | None,
 ) -> Outcome[UpstreamResult[T]]:
     sent = {**headers, DEADLINE_HEADER: str(max(1, int(timeout * 1000)))}
     try:
-        response = http_client.http_get(url, timeout=timeout, headers=sent)
+        response = http_client.http_get(
+            url, timeout=timeout, headers=sent, upstream=upstream
+        )
     except http_client.LocalSocketsExhausted as exc:
         # Our worker is out of sockets: not the upstream's fault.
         shed = UpstreamResult[T](Status.SHED, error=str(exc), retry_after_s=1.0)

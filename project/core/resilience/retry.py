@@ -4,6 +4,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..upstream_metrics import upstream_meter
+
 
 @dataclass(frozen=True)
 class RetryConfig:
@@ -53,8 +55,11 @@ class RetryBudget:
     one call may make, and their backoff), so one object describes the retries.
     """
 
-    def __init__(self, config: RetryConfig) -> None:
+    def __init__(self, config: RetryConfig, *, name: str | None = None) -> None:
         self.config = config
+        # ``name`` (the upstream's) exports the retries made and refused.
+        self.name = name
+        self.meter = upstream_meter(name)
         self.ratio = config.budget_ratio
         self.cap = max(float(config.budget_reserve), 1.0)
         self.tokens = float(config.budget_reserve)
@@ -71,7 +76,11 @@ class RetryBudget:
         """Withdraw a token for one retry; False (counted) when the budget is spent."""
         if self.tokens < 1.0:
             self.refused += 1
+            if self.meter is not None:
+                self.meter.retry_refused.inc()
             return False
         self.tokens -= 1.0
         self.retries += 1
+        if self.meter is not None:
+            self.meter.retried.inc()
         return True
