@@ -20,6 +20,7 @@ from project.core.status import Status
 # The price service's bulkhead, breaker and retry budget: one set per worker.
 prices = PerProcess(
     lambda: make_guards(
+        name="prices",  # labels its metrics: gd_upstream_*{upstream="prices"}
         bulkhead=BulkheadConfig(limit=100),
         breaker=BreakerConfig(slow_call_ms=1000),
         retry=RetryConfig(retries=1),
