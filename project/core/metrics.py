@@ -15,6 +15,7 @@ or anything else a client sends. Gauges of one worker's state are ``livesum``
 (or ``livemax``): a dead worker's share leaves with it.
 """
 
+import functools
 import os
 
 from prometheus_client import REGISTRY as _PROCESS_REGISTRY
@@ -40,7 +41,7 @@ WAIT_BUCKETS = (
     1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 
-# --- Requests (project/http/middleware.py) -----------------------------------
+# --- Requests (project/observability/middleware.py) -----------------------------------
 REQUESTS = Counter(
     "gd_http_requests_total",
     "Requests answered, by route name, method and status class (2xx, 4xx, ...).",
@@ -175,12 +176,28 @@ LOOP_BLOCKED = Counter(
     "Episodes of one greenlet holding the loop longer than the monitor threshold.",
 )
 GREENLETS = Gauge(
-    "gd_greenlets", "Greenlets alive in the workers.", multiprocess_mode="livesum"
+    "gd_greenlets",
+    "Greenlets at work, estimated: requests being served (the server pools) "
+    "plus fan_out legs running; not the loop's own or idle ones.",
+    multiprocess_mode="livesum",
 )
 WORKER_RECYCLES = Counter(
     "gd_worker_recycles_total",
     "Workers that exited after max_requests (gunicorn starts a fresh one).",
 )
+
+
+@functools.cache
+def enabled() -> bool:
+    """``settings.METRICS_ENABLED``, read on first use and kept for the process.
+
+    Read lazily (the toolkit never reads settings at import time) and once:
+    instrumented hot paths ask on every call. Tests that change the setting
+    call ``enabled.cache_clear()``.
+    """
+    from django.conf import settings
+
+    return bool(getattr(settings, "METRICS_ENABLED", True))
 
 
 def multiprocess_dir() -> str | None:
