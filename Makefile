@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 SETS := base run loadtest dev
 
 .PHONY: install install-run install-loadtest run test test-django-suite lint format lock \
-	db-start db-stop db-status clean bench-db bench-fanout bench-aggregate loadtest capacity
+	db-start db-stop db-status clean bench-db bench-fanout bench-aggregate loadtest capacity observe
 
 # A stamp per set and pinned file: a changed requirements/<set>.txt reinstalls.
 $(VENV)/.installed-%: requirements/%.txt
@@ -88,6 +88,15 @@ lock:
 	    > requirements/$$set.txt.new && mv requirements/$$set.txt.new requirements/$$set.txt || exit 1; \
 	done
 	rm -rf .venv-lock
+
+## Prometheus on 127.0.0.1:9090 scraping `make run` (127.0.0.1:8000) every 5 s
+## (deploy/prometheus/prometheus.yml); its data in .data/prometheus. Foreground.
+PROMETHEUS ?= $(shell command -v prometheus || echo /usr/bin/prometheus)
+observe:
+	@test -x "$(PROMETHEUS)" || { echo "Prometheus is not installed. On Debian/Ubuntu: sudo apt-get install prometheus"; \
+	  echo "(or download it from https://prometheus.io/download/ and run make observe PROMETHEUS=/path/to/prometheus)"; exit 1; }
+	exec $(PROMETHEUS) --config.file=deploy/prometheus/prometheus.yml \
+	  --storage.tsdb.path=.data/prometheus --web.listen-address=127.0.0.1:9090
 
 ## The embedded development PostgreSQL (.data/postgres); `make run` starts it.
 db-start: install-run

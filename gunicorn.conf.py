@@ -102,6 +102,13 @@ def child_exit(server, worker) -> None:
     metrics_dir.mark_dead(worker.pid)
 
 
+def worker_exit(server, worker) -> None:
+    """In the worker, as it exits: count a recycle (max_requests reached)."""
+    from project.observability import workers
+
+    workers.worker_exiting(worker)
+
+
 def on_exit(server) -> None:
     """Remove the samples directory made at start (an operator's is kept)."""
     if _metrics.get("created"):
@@ -110,11 +117,14 @@ def on_exit(server) -> None:
 
 def post_worker_init(worker) -> None:
     """Log the worker's concurrency and patching state (tests read it); warn when
-    its worst case does not fit the file-descriptor limit."""
+    its worst case does not fit the file-descriptor limit; start the event-loop
+    monitor."""
     from project import green
     from project.core import fd_budget
+    from project.observability import workers
 
     fd_budget.check(upstreams=1)
+    workers.worker_started(worker)
 
     worker.log.info(
         "gevent worker %s ready (worker_connections=%s, patched=%s)",

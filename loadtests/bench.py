@@ -12,10 +12,13 @@ Workloads (``harness/workloads/``): W1 fan-out HTTP (``/demo/fan-out/?http=10&ms
 W2 slow SQL (``/demo/slow-sql/?ms=50``), AGG the aggregation API. ``--compare``
 (repeatable) adds a server: ``asyncio`` (the aiohttp baseline under uvicorn, W1
 only), ``gthread`` (the threaded worker model; for W2 on both database budgets)
-or a git revision of this repository, run from a temporary worktree.
+this tree again with settings overridden (``env:KEY=VALUE[,KEY=VALUE]``, e.g.
+``env:METRICS_ENABLED=false``) or a git revision of this repository, run from a
+temporary worktree.
 
 Usage: ``python -m loadtests.bench --workload W1|W2|AGG
-[--compare asyncio|gthread|REV]... [--rounds 3] [--seconds 20] [--users 10,100,400]``
+[--compare asyncio|gthread|env:KEY=VALUE|REV]... [--rounds 3] [--seconds 20]
+[--users 10,100,400]``
 """
 
 import argparse
@@ -40,6 +43,7 @@ from loadtests.harness.workloads.base import (
     Server,
     Target,
     Workload,
+    env_override,
 )
 
 
@@ -54,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--baseline",
         action="append",
         default=[],
-        metavar="asyncio|gthread|REV",
+        metavar="asyncio|gthread|env:KEY=VALUE|REV",
         help="also run this server in the same rounds (repeatable)",
     )
     parser.add_argument(
@@ -75,6 +79,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if ASYNCIO in args.compare and not WORKLOADS[args.workload].serves_asyncio:
         parser.error(f"the asyncio baseline serves W1 only, not {args.workload}")
+    for item in args.compare:
+        try:
+            env_override(item)
+        except ValueError as exc:
+            parser.error(f"--compare {exc}")
     # A Make target's own --compare may come again in BENCH_ARGS.
     args.compare = list(dict.fromkeys(args.compare))
     return args
@@ -135,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workload = WORKLOADS[args.workload]
     url = database_url()
-    revisions = [item for item in args.compare if item not in (ASYNCIO, GTHREAD)]
+    revisions = [
+        item
+        for item in args.compare
+        if item not in (ASYNCIO, GTHREAD) and env_override(item) is None
+    ]
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         # Entered before run_rounds' processes, so servers stop before trees go.

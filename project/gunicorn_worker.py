@@ -124,6 +124,11 @@ class WaitingConnections:
         return closed
 
 
+def busy_connections() -> int:
+    """Connections this worker is serving now: one greenlet each."""
+    return sum(len(server.pool) for server in SERVERS if server.pool is not None)
+
+
 class BatchAcceptServer(StreamServer):
     """A StreamServer whose ``max_accept`` stays at the configured batch, and
     that reclaims waiting connections when its pool is full."""
@@ -139,6 +144,7 @@ class BatchAcceptServer(StreamServer):
         super().set_spawn(spawn)
         self.pool_full = self.full
         self.full = self._full_after_reclaiming
+        SERVERS.append(self)
 
     def _full_after_reclaiming(self) -> bool:
         # Called before each accept. When the pool is full, end up to a batch
@@ -159,6 +165,10 @@ class BatchAcceptServer(StreamServer):
         # gunicorn's worker sets 1 when there are several workers; the batch
         # (1 included, when configured) is what this server uses instead.
         pass
+
+
+# This worker's servers (one per listening socket), for busy_connections.
+SERVERS: list[BatchAcceptServer] = []
 
 
 def write_json_error(

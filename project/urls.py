@@ -5,6 +5,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("", include("project.health.urls")),
+    path("", include("project.observability.urls")),
     path("api/", include("project.aggregation.urls")),
 ]
 if settings.DEMO_ENDPOINTS:

@@ -1,5 +1,6 @@
 """Settings shared by every environment; the others import these and override."""
 
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -54,6 +55,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "project.core.apps.CoreConfig",
+    "project.observability",
     "project.health",
     "project.demo",
     "project.example",
@@ -64,6 +66,8 @@ CSRF_FAILURE_VIEW = "project.http.handlers.csrf_failure"
 WORKER_CONNECTIONS = env.int("WORKER_CONNECTIONS", default=1000)
 
 MIDDLEWARE = [
+    # First: it times and counts every answer, the other middleware's included.
+    "project.observability.middleware.RequestMetricsMiddleware",
     "project.http.middleware.RequestIdMiddleware",
     "project.http.middleware.RefuseRequestBodyMiddleware",
     "project.http.middleware.RequestDeadlineMiddleware",
@@ -250,20 +254,17 @@ AGGREGATIONS_FILE = env.str(
 MIN_API_TOKEN_LENGTH = 16
 
 
-def api_tokens(raw: str) -> list[str]:
-    """The comma-separated tokens, stripped; a stray comma or a short token
-    stops the service (it would be unusable or guessable)."""
+def api_tokens(raw: str, key: str = "AGGREGATION_API_TOKENS") -> list[str]:
+    """The comma-separated tokens of setting ``key``, stripped; a stray comma or
+    a short token stops the service (it would be unusable or guessable)."""
     if not raw.strip():
         return []
     tokens = [token.strip() for token in raw.split(",")]
     if not all(tokens):
-        raise ImproperlyConfigured(
-            "AGGREGATION_API_TOKENS has an empty token (a stray comma?)"
-        )
+        raise ImproperlyConfigured(f"{key} has an empty token (a stray comma?)")
     if any(len(token) < MIN_API_TOKEN_LENGTH for token in tokens):
         raise ImproperlyConfigured(
-            "AGGREGATION_API_TOKENS: every token needs at least "
-            f"{MIN_API_TOKEN_LENGTH} characters"
+            f"{key}: every token needs at least {MIN_API_TOKEN_LENGTH} characters"
         )
     return tokens
 
@@ -274,9 +275,33 @@ AGGREGATION_API_TOKENS = api_tokens(env.str("AGGREGATION_API_TOKENS", default=""
 AGGREGATION_DEADLINE_MARGIN_MS = env.int("AGGREGATION_DEADLINE_MARGIN_MS", default=10)
 AGGREGATION_CACHE = env.str("AGGREGATION_CACHE", default="default")
 
-# Prometheus metrics (project/core/metrics.py); off leaves every family empty
-# and the instrumented code paths free of its cost.
+# Observability (/metrics, request metrics, the event loop's health)
+# false: no request metrics, no event-loop monitor (the toolkit reads it too).
 METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)
+
+
+def allow_ips(raw: str) -> list[IPv4Network | IPv6Network]:
+    """The comma-separated addresses or CIDR blocks of ``METRICS_ALLOW_IPS``;
+    one that does not parse stops the service (it would lock scrapers out)."""
+    networks = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"METRICS_ALLOW_IPS: {exc}") from exc
+    return networks
+
+
+# Who may read /metrics: a bearer token, or a client address (REMOTE_ADDR, never
+# a forwarded header). Development and tests: loopback; production: nobody
+# unless one of the two is set (settings/production.py).
+METRICS_TOKENS = api_tokens(env.str("METRICS_TOKENS", default=""), "METRICS_TOKENS")
+METRICS_ALLOW_IPS = allow_ips(env.str("METRICS_ALLOW_IPS", default="127.0.0.1,::1"))
+# gevent's monitor thread reports a greenlet holding the loop this long
+# (seconds; 0: no monitor thread).
+GEVENT_MAX_BLOCKING_TIME = env.float("GEVENT_MAX_BLOCKING_TIME", default=0.1)
 
 # Reference endpoints (capacity probes)
 DEMO_ENDPOINTS = env.bool("DEMO_ENDPOINTS", default=True)

@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import allow_ips, env
 
 
 def _required(key: str) -> str:
@@ -24,11 +24,14 @@ ALLOWED_HOSTS = [
     host.strip() for host in _required("ALLOWED_HOSTS").split(",") if host.strip()
 ]
 DEMO_ENDPOINTS = env.bool("DEMO_ENDPOINTS", default=False)
+# /metrics is served only to the scrapers configured (METRICS_TOKENS or these).
+METRICS_ALLOW_IPS = allow_ips(env.str("METRICS_ALLOW_IPS", default=""))
 
 # Security: the proxy in front terminates TLS and sets X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Probes and scrapers come from inside, over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=60 * 60 * 24 * 365)

@@ -13,6 +13,7 @@ ABOVE_CORE = (
     "project.example",
     "project.health",
     "project.http",
+    "project.observability",
 )
 
 

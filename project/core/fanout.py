@@ -19,6 +19,15 @@ from .status import Status
 
 logger = logging.getLogger(__name__)
 
+# Legs running now in this process: the event-loop monitor's greenlet estimate
+# reads it (a counter, because walking the greenlets would hold the loop).
+_legs_in_flight = 0
+
+
+def legs_in_flight() -> int:
+    """Legs of every ``fan_out`` in this process that are running now."""
+    return _legs_in_flight
+
 
 class _LegTimeout(Exception):
     """Raised inside a leg by its own ``gevent.Timeout``; never escapes a leg."""
@@ -86,18 +95,22 @@ def fan_out(
     request_id = current_request_id()
 
     def run(index: int, leg: Leg) -> None:
+        global _legs_in_flight
+        _legs_in_flight += 1
+        try:
+            results[index] = in_slot(leg)
+        finally:
+            _legs_in_flight -= 1
+
+    def in_slot(leg: Leg) -> LegResult:
         activate(deadline)  # a pool checkout in this leg waits no longer than this
         activate_request_id(request_id)  # its logs, queries and calls name the request
         if not slots.acquire(timeout=deadline.remaining()):
-            results[index] = LegResult(
+            return LegResult(
                 leg.name, Status.TIMEOUT, error="no free slot before the deadline"
             )
-            return
-        leg_started = time.monotonic()
         try:
-            results[index] = _run_leg(
-                leg, deadline.leg_timeout(leg.timeout), leg_started
-            )
+            return _run_leg(leg, deadline.leg_timeout(leg.timeout), time.monotonic())
         finally:
             slots.release()
 

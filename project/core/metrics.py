@@ -41,7 +41,7 @@ WAIT_BUCKETS = (
     1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 
-# --- Requests (project/http/middleware.py) -----------------------------------
+# --- Requests (project/observability/middleware.py) -----------------------------------
 REQUESTS = Counter(
     "gd_http_requests_total",
     "Requests answered, by route name, method and status class (2xx, 4xx, ...).",
@@ -176,7 +176,10 @@ LOOP_BLOCKED = Counter(
     "Episodes of one greenlet holding the loop longer than the monitor threshold.",
 )
 GREENLETS = Gauge(
-    "gd_greenlets", "Greenlets alive in the workers.", multiprocess_mode="livesum"
+    "gd_greenlets",
+    "Greenlets at work, estimated: requests being served (the server pools) "
+    "plus fan_out legs running; not the loop's own or idle ones.",
+    multiprocess_mode="livesum",
 )
 WORKER_RECYCLES = Counter(
     "gd_worker_recycles_total",
@@ -189,7 +192,8 @@ def enabled() -> bool:
     """Whether instrumented code fills the metrics (``METRICS_ENABLED``, default on).
 
     Read once per process, lazily: instrumented objects ask when they are
-    made, so the hot paths test a held value, never the settings.
+    made, so the hot paths test a held value, never the settings. Tests that
+    change the setting call ``enabled.cache_clear()``.
     """
     from django.conf import settings
 

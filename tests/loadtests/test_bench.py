@@ -29,6 +29,35 @@ def test_compare_takes_the_old_spellings_once_each() -> None:
     ]
 
 
+def test_compare_env_runs_this_tree_again_with_the_override() -> None:
+    """``env:K=V[,K=V]`` is this tree with those settings, never a checkout."""
+    args = bench.parse_args(
+        ["--workload", "W1", "--compare", "env:METRICS_ENABLED=false,X_Y= 2"]
+    )
+    servers = WORKLOADS["W1"].servers(args.compare, {}, "")
+    assert [(s.label, s.mode, s.tree, s.env) for s in servers[1:]] == [
+        (
+            "env:METRICS_ENABLED=false,X_Y= 2",
+            "gevent",
+            BASE_DIR,
+            {"METRICS_ENABLED": "false", "X_Y": "2"},
+        )
+    ]
+    w2 = WORKLOADS["W2"].servers(["env:METRICS_ENABLED=false"], {}, "postgres://")
+    assert [(s.label, s.env) for s in w2] == [
+        ("gevent", {}),
+        ("env:METRICS_ENABLED=false", {"METRICS_ENABLED": "false"}),
+    ]
+
+
+@pytest.mark.parametrize("item", ["env:", "env:METRICS_ENABLED", "env:=1"])
+def test_compare_env_refuses_a_malformed_pair(item: str, capsys) -> None:
+    """A pair without ``=`` or a key is an error naming it."""
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--workload", "W1", "--compare", item])
+    assert "is not KEY=VALUE" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("workload", ["W2", "AGG"])
 def test_asyncio_baseline_serves_w1_only(workload: str) -> None:
     """The asyncio rival answers the fan-out only: other workloads refuse it."""

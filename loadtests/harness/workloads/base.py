@@ -19,6 +19,23 @@ WORKERS = 2
 THIS_TREE = "this tree"
 ASYNCIO = "asyncio"
 GTHREAD = "gthread"
+# ``--compare env:KEY=VALUE[,KEY=VALUE]``: this tree again, with those settings.
+ENV_PREFIX = "env:"
+
+
+def env_override(item: str) -> dict[str, str] | None:
+    """The settings of an ``env:KEY=VALUE[,KEY=VALUE...]`` item; None for another
+    kind of item. Raises ValueError naming a malformed pair."""
+    if not item.startswith(ENV_PREFIX):
+        return None
+    pairs = [pair.strip() for pair in item[len(ENV_PREFIX) :].split(",")]
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not key.strip().isupper():
+            raise ValueError(f"{item!r}: {pair!r} is not KEY=VALUE")
+        env[key.strip()] = value.strip()
+    return env
 
 
 @dataclass(frozen=True)
@@ -101,10 +118,14 @@ class Workload(ABC):
     def servers(
         self, compare: list[str], trees: dict[str, Path], database_url: str
     ) -> list[Server]:
-        """This tree first, then each ``--compare``: asyncio, gthread or a revision."""
+        """This tree first, then each ``--compare``: asyncio, gthread, this tree
+        with ``env:`` overrides, or a revision."""
         servers = [Server(THIS_TREE)]
         for item in compare:
-            if item in (ASYNCIO, GTHREAD):
+            override = env_override(item)
+            if override is not None:
+                servers.append(Server(item, env=override))
+            elif item in (ASYNCIO, GTHREAD):
                 servers.append(Server(item, mode=item))
             else:
                 servers.append(Server(item, tree=trees[item]))

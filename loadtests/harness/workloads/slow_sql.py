@@ -24,6 +24,7 @@ from loadtests.harness.workloads.base import (
     Server,
     Target,
     Workload,
+    env_override,
 )
 
 APPLICATION_NAME = "bench-db"
@@ -87,7 +88,8 @@ class SlowSql(Workload):
     ) -> list[Server]:
         """gevent; with gthread the three others; a revision's pool of 32 last."""
         servers = [Server(GEVENT)]
-        revisions = [item for item in compare if item != GTHREAD]
+        overrides = [item for item in compare if env_override(item) is not None]
+        revisions = [item for item in compare if item not in (GTHREAD, *overrides)]
         if GTHREAD in compare:
             threads = str(default_pool_size(database_url))
             servers += [
@@ -103,6 +105,7 @@ class SlowSql(Workload):
             Server(f"{rev} pool {GTHREAD_THREADS}", env=SMALL_POOL_ENV, tree=trees[rev])
             for rev in revisions
         ]
+        servers += [Server(item, env=env_override(item) or {}) for item in overrides]
         return servers
 
     def comparisons(self, servers: list[Server]) -> list[tuple[str, str, str]]:

@@ -1,0 +1,1 @@
+"""Observability: ``/metrics``, request metrics, the event loop's health."""
