@@ -25,7 +25,12 @@ from geventhttpclient.header import Headers
 from . import fd_budget
 from .http_dns import SharedLookup
 from .per_process import PerProcess
-from .upstream_metrics import UpstreamMeter, origin_label, upstream_meter
+from .upstream_metrics import (
+    UpstreamMeter,
+    flush_pending,
+    origin_label,
+    upstream_meter,
+)
 
 # Per-read limit inside a call; the call's own gevent.Timeout is what bounds it.
 _READ_TIMEOUT_S = 3600.0
@@ -197,13 +202,15 @@ def get_pool(scheme: str, host: str, port: int | None) -> Client:
 
 
 def count_sockets() -> None:
-    """Set ``gd_upstream_connections`` (open, idle) from each pool's own state.
+    """Set ``gd_upstream_connections`` (open, idle) from each pool's own state,
+    and write the attempts counted since the last time.
 
     On a timer, not per call: two gauge writes on every checkout and return
     cost W1 about 2% of its CPU; a scrape every few seconds needs no more
     than a value a second old. Open sockets are the pool's slots taken
     (checked out) plus its idle ones.
     """
+    flush_pending()
     for client in (_pools.peek() or {}).values():
         meter, pool = client.meter, client.pool
         if meter is not None:

@@ -210,6 +210,9 @@ def multiprocess_dir() -> str | None:
 
 def exposition() -> bytes:
     """Every worker's samples, merged, in Prometheus text format."""
+    from .upstream_metrics import flush_pending  # it imports this module
+
+    flush_pending()  # this worker's latest attempts; the others' within 1 s
     path = multiprocess_dir()
     if path is None:
         return generate_latest(_PROCESS_REGISTRY)

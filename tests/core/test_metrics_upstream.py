@@ -144,3 +144,40 @@ def test_switched_off_calls_are_not_counted(upstream):
     finally:
         metrics.enabled.cache_clear()
     assert calls(label, "ok") == before
+
+
+def test_batched_attempts_write_what_observing_each_would():
+    """Attempts are written in batches; after a flush the histogram's buckets,
+    sum and count equal observing each attempt, and nothing is written before."""
+    from prometheus_client import REGISTRY, Histogram
+
+    from project.core.upstream_metrics import upstream_meter
+
+    meter = upstream_meter("batch-check")
+    assert meter is not None
+    reference = Histogram(
+        "batch_check_reference_seconds",
+        "reference",
+        buckets=metrics.LATENCY_BUCKETS,
+        registry=None,
+    )
+    times = [0.0005, 0.001, 0.05, 0.05, 0.3, 2.0, 100.0]
+    for seconds in times:
+        meter.call(Status.OK, seconds)
+        reference.observe(seconds)
+    labels = {"upstream": "batch-check"}
+    unflushed = REGISTRY.get_sample_value(
+        "gd_upstream_call_duration_seconds_count", labels
+    )
+    assert not unflushed
+    assert sample("gd_upstream_call_duration_seconds_count", **labels) == len(times)
+    assert sample("gd_upstream_calls_total", outcome="ok", **labels) == len(times)
+    expected = {
+        (s.name, s.labels.get("le")): s.value
+        for s in reference.collect()[0].samples
+        if not s.name.endswith("_created")
+    }
+    for (name, le), value in expected.items():
+        got_name = name.replace("batch_check_reference", "gd_upstream_call_duration")
+        got = sample(got_name, **labels, **({"le": le} if le else {}))
+        assert got == pytest.approx(value), (name, le)
