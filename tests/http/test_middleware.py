@@ -1,12 +1,12 @@
 """The per-request deadline scope."""
 
-from django.test import RequestFactory, override_settings
+from django.conf import settings
+from django.test import RequestFactory
 
 from project.core.deadline import Deadline, activate, current_deadline
 from project.http.middleware import RequestDeadlineMiddleware
 
 
-@override_settings(REQUEST_DEADLINE_MS=1500)
 def test_request_runs_under_the_default_deadline_and_leaves_none_behind():
     """A view sees REQUEST_DEADLINE_MS; after the request nothing is left behind."""
     seen = []
@@ -19,6 +19,6 @@ def test_request_runs_under_the_default_deadline_and_leaves_none_behind():
 
     middleware = RequestDeadlineMiddleware(view)
     assert middleware(RequestFactory().get("/")) == "response"
-    assert round(seen[0].budget, 3) == 1.5
+    assert round(seen[0].budget, 3) == settings.REQUEST_DEADLINE_MS / 1000
     assert round(seen[1].budget, 3) == 0.3
     assert current_deadline() is None

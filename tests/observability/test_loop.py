@@ -6,19 +6,15 @@ import traceback
 import gevent
 import pytest
 from gevent import monkey
-from prometheus_client import REGISTRY
 
 from project.core import fanout
 from project.core.deadline import Deadline
 from project.observability import blocking, loop
 from project.observability.blocking import BlockedLoopLog, site_of
+from tests.metrics_samples import sample as value
 
 # Test-only: a sleep that holds the loop, as CPU work or an unpatched call would.
 blocking_sleep = monkey.get_original("time", "sleep")
-
-
-def value(name: str) -> float:
-    return REGISTRY.get_sample_value(name) or 0.0
 
 
 @pytest.fixture

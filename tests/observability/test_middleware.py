@@ -6,15 +6,11 @@ from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpResponse
 from django.test import RequestFactory, override_settings
 from django.urls import resolve
-from prometheus_client import REGISTRY
 
 from project.core import metrics
 from project.observability import loop
 from project.observability.middleware import RequestMetricsMiddleware
-
-
-def value(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+from tests.metrics_samples import sample as value
 
 
 def requests(route: str, method: str = "GET", status: str = "2xx") -> float:
