@@ -162,6 +162,11 @@ def gunicorn_server(start_gunicorn, test_database_url, upstream) -> Server:
     )
 
 
+def is_shed(status: int, headers) -> bool:
+    """Whether an answer is admission control's refusal (a 503 naming its reason)."""
+    return status == 503 and "X-Shed-Reason" in headers
+
+
 LIVE_APPLICATION_NAME = "gevent-django-live"
 POOL_SIZE = 20
 

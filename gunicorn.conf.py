@@ -118,13 +118,15 @@ def on_exit(server) -> None:
 def post_worker_init(worker) -> None:
     """Log the worker's concurrency and patching state (tests read it); warn when
     its worst case does not fit the file-descriptor limit; start the event-loop
-    monitor."""
+    monitor and admission control."""
     from project import green
     from project.core import fd_budget
+    from project.core.admission import runtime as admission
     from project.observability import workers
 
     fd_budget.check(upstreams=1)
     workers.worker_started(worker)
+    admission.install(worker_connections)
 
     worker.log.info(
         "gevent worker %s ready (worker_connections=%s, patched=%s)",

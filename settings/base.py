@@ -10,6 +10,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from project import embedded_pg
 from project.core import fd_budget
+from project.core.admission import limit as shed_limit
+from project.core.admission import routes as shed_routes
 from project.log_format import log_format
 from settings import cores, load_env_file
 
@@ -229,6 +231,43 @@ HTTP_MAX_BODY_BYTES = env.int("HTTP_MAX_BODY_BYTES", default=10 * 1024 * 1024)
 FANOUT_MAX_CONCURRENCY = env.int("FANOUT_MAX_CONCURRENCY", default=100)
 REQUEST_DEADLINE_MS = env.int("REQUEST_DEADLINE_MS", default=15000)
 REQUEST_DEADLINE_MAX_MS = env.int("REQUEST_DEADLINE_MAX_MS", default=60000)
+
+# Admission control (project/core/admission): each gunicorn worker runs at most
+# an adaptive number of requests at once and refuses the excess at once with a
+# 503 (Retry-After), before Django sees it. The limit falls when the worker's
+# event loop is busier than SHED_CPU_TARGET or a checkout has waited longer
+# than SHED_POOL_WAIT_TARGET_MS at the database pool, and grows back otherwise.
+SHED_ENABLED = env.bool("SHED_ENABLED", default=True)
+# prefix=priority (exempt, critical, normal, sheddable); longest prefix wins.
+SHED_ROUTES = env.str("SHED_ROUTES", default=shed_routes.DEFAULT_ROUTES)
+SHED_CPU_TARGET = env.float("SHED_CPU_TARGET", default=0.9)
+SHED_POOL_WAIT_TARGET_MS = env.int("SHED_POOL_WAIT_TARGET_MS", default=20)
+# Longest wait for a slot in a burst; once the worker refuses requests, waits
+# are cut to SHED_QUEUE_TARGET_MS (CoDel) and sheddable routes do not wait.
+SHED_QUEUE_TIMEOUT_MS = env.int("SHED_QUEUE_TIMEOUT_MS", default=100)
+SHED_QUEUE_TARGET_MS = env.int("SHED_QUEUE_TARGET_MS", default=5)
+SHED_MIN_LIMIT = env.int("SHED_MIN_LIMIT", default=4)
+# 0: WORKER_CONNECTIONS (the limit starts there).
+SHED_MAX_LIMIT = env.int("SHED_MAX_LIMIT", default=0)
+SHED_RETRY_AFTER_S = env.int("SHED_RETRY_AFTER_S", default=1)
+try:
+    shed_routes.RoutePriorities.parse(SHED_ROUTES)
+    shed_limit.LimitConfig(
+        minimum=SHED_MIN_LIMIT, maximum=SHED_MAX_LIMIT or WORKER_CONNECTIONS
+    )
+except ValueError as error:
+    raise ImproperlyConfigured(str(error)) from None
+for _name, _value, _low, _high in (
+    ("SHED_CPU_TARGET", SHED_CPU_TARGET, 0.1, 1.0),
+    ("SHED_POOL_WAIT_TARGET_MS", SHED_POOL_WAIT_TARGET_MS, 1, 60000),
+    ("SHED_QUEUE_TIMEOUT_MS", SHED_QUEUE_TIMEOUT_MS, 0, 60000),
+    ("SHED_QUEUE_TARGET_MS", SHED_QUEUE_TARGET_MS, 0, SHED_QUEUE_TIMEOUT_MS),
+    ("SHED_RETRY_AFTER_S", SHED_RETRY_AFTER_S, 0, 3600),
+):
+    if not _low <= _value <= _high:
+        raise ImproperlyConfigured(
+            f"{_name} must be from {_low} to {_high}, got {_value}"
+        )
 
 # Per-worker in-memory cache: aggregation sources with cache_ttl_s keep their
 # last good value here (fresh hits, and stale-if-error fallbacks).

@@ -12,7 +12,7 @@ import pytest
 import requests
 from gevent.pool import Pool
 
-from conftest import POOL_SIZE, app_backends, socket_count, worker_pid
+from conftest import POOL_SIZE, app_backends, is_shed, socket_count, worker_pid
 from loadtests.harness.processes import stop as stop_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -42,7 +42,8 @@ def _keep_calling(url: str, until: float) -> tuple[float, int]:
             connection.request("GET", "/demo/slow-sql/?x=3&ms=20")
             response = connection.getresponse()
             response.read()
-            assert response.status == 200
+            # A fast refusal under overload is an answer too (admission control).
+            assert response.status == 200 or is_shed(response.status, response.headers)
             answers += 1
             first = first if first is not None else time.monotonic() - started
     finally:
@@ -53,7 +54,8 @@ def _keep_calling(url: str, until: float) -> tuple[float, int]:
 def test_new_connections_are_accepted_while_workers_are_saturated(
     start_gunicorn, test_database_url
 ):
-    """400 keep-alive clients at once on 2 workers: every one answered within 4 s.
+    """400 keep-alive clients at once on 2 workers: every one answered (served, or
+    refused at once by admission control) within 4 s.
 
     gunicorn's own gevent worker accepts one connection per event-loop
     iteration when there are several workers; with the workers saturated the

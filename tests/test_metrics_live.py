@@ -12,36 +12,14 @@ from urllib.parse import urlsplit
 
 import pytest
 from gevent.pool import Pool
-from prometheus_client import CollectorRegistry
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from conftest import BASE_DIR
+from tests.metrics_samples import merged, total
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TOKEN = "metrics-live-token-0123456789"
 HTTP_LEGS, SQL_LEGS = 3, 2
-
-
-def merged(directory: Path) -> dict[tuple[str, frozenset], float]:
-    """Every sample in ``directory``, merged across workers: (name, labels) → value."""
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(directory))
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in registry.collect()
-        for sample in family.samples
-    }
-
-
-def total(samples: dict, name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples that carry ``labels``."""
-    wanted = set(labels.items())
-    return sum(
-        value
-        for (sample_name, sample_labels), value in samples.items()
-        if sample_name == name and wanted <= sample_labels
-    )
 
 
 def writers(directory: Path) -> set[str]:

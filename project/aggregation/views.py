@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
-from project.core.deadline import DEADLINE_HEADER, Deadline
+from project.core.deadline import DEADLINE_HEADER, Deadline, arrival
 from project.core.disconnect import client_disconnect
 from project.gunicorn_logging import SOURCES_KEY
 from project.http.deadline import deadline_from_header
@@ -30,7 +30,7 @@ def aggregate(request: HttpRequest, name: str) -> JsonResponse:
         max_ms=settings.REQUEST_DEADLINE_MAX_MS,
     )
     if deadline.budget * 1000 > aggregation.max_deadline_ms:
-        deadline = Deadline.from_ms(aggregation.max_deadline_ms)
+        deadline = Deadline.from_ms(aggregation.max_deadline_ms, started=arrival())
     with client_disconnect(request.META.get("gunicorn.socket")) as gone:
         result = aggregator.run(aggregation, values, deadline, cancel=gone)
     # For the access log: what became of each source, in one field.

@@ -12,15 +12,15 @@ DEADLINE_HEADER = "X-Request-Timeout-Ms"
 class Deadline:
     """A point in time by which the work for one request must be finished."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, *, started: float | None = None) -> None:
         self.budget = seconds
-        self.started = time.monotonic()
+        self.started = time.monotonic() if started is None else started
         self.expires = self.started + seconds
 
     @classmethod
-    def from_ms(cls, ms: int) -> "Deadline":
-        """Return a deadline ``ms`` milliseconds from now."""
-        return cls(ms / 1000.0)
+    def from_ms(cls, ms: int, *, started: float | None = None) -> "Deadline":
+        """Return a deadline ``ms`` milliseconds after ``started`` (default: now)."""
+        return cls(ms / 1000.0, started=started)
 
     def remaining(self) -> float:
         """Return the seconds left, never negative."""
@@ -55,6 +55,21 @@ def current_deadline() -> "Deadline | None":
 def activate(deadline: Deadline) -> None:
     """Make ``deadline`` this greenlet's current deadline (until its scope ends)."""
     _current.set(deadline)
+
+
+# When the server had read the request (monotonic clock), set by the gunicorn
+# worker: time spent waiting for admission counts against the deadline.
+_arrived: ContextVar[float | None] = ContextVar("arrived", default=None)
+
+
+def mark_arrival(at: float) -> None:
+    """Record when this greenlet's current request arrived."""
+    _arrived.set(at)
+
+
+def arrival() -> float | None:
+    """When this greenlet's current request arrived (None: not under gunicorn)."""
+    return _arrived.get()
 
 
 @contextmanager

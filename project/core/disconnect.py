@@ -38,3 +38,18 @@ def client_disconnect(sock: socket.socket | None) -> Iterator[Event | None]:
         yield gone
     finally:
         watcher.kill()
+
+
+def client_has_left(sock: socket.socket) -> bool:
+    """True if the client has closed ``sock`` (checked now, without waiting).
+
+    Peeks on the underlying socket: gevent's would wait for data instead of
+    reporting that none is there.
+    """
+    raw = getattr(sock, "_sock", sock)
+    try:
+        return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True

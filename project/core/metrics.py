@@ -181,6 +181,34 @@ GREENLETS = Gauge(
     "plus fan_out legs running; not the loop's own or idle ones.",
     multiprocess_mode="livesum",
 )
+# --- Admission control (project/core/admission) -----------------------------
+ADMISSION_LIMIT = Gauge(
+    "gd_admission_limit",
+    "Requests the workers may run at once (the adaptive concurrency limits, summed).",
+    multiprocess_mode="livesum",
+)
+ADMISSION_IN_FLIGHT = Gauge(
+    "gd_admission_in_flight",
+    "Admitted requests running now (exempt routes not counted).",
+    multiprocess_mode="livesum",
+)
+ADMISSION_QUEUED = Gauge(
+    "gd_admission_queued",
+    "Requests waiting for a slot under the limit now.",
+    multiprocess_mode="livesum",
+)
+ADMISSION_LOOP_BUSY = Gauge(
+    "gd_admission_loop_busy_ratio",
+    "Share of the last control interval the busiest worker's event loop was "
+    "not idle: its CPU congestion signal.",
+    multiprocess_mode="livemax",
+)
+ADMISSION_SHED = Counter(
+    "gd_admission_shed_total",
+    "Requests refused by admission control, by reason (limit, queue, deadline; "
+    "client_gone: the client left while waiting, nothing sent) and route priority.",
+    ["reason", "priority"],
+)
 WORKER_RECYCLES = Counter(
     "gd_worker_recycles_total",
     "Workers that exited after max_requests (gunicorn starts a fresh one).",

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.http import HttpRequest
 
-from project.core.deadline import DEADLINE_HEADER, Deadline, activate
+from project.core.deadline import DEADLINE_HEADER, Deadline, activate, arrival
 
 from .errors import ApiError
 from .params import strict_int
@@ -18,14 +18,14 @@ def deadline_from_header(
     positive integer is a 400 naming the header.
     """
     if value is None or value.strip() == "":
-        return Deadline.from_ms(default_ms)
+        return Deadline.from_ms(default_ms, started=arrival())
     ms = strict_int(value)
     if ms is None or not 0 < ms <= max_ms:
         raise ApiError(
             f"{DEADLINE_HEADER} must be an integer between 1 and {max_ms}",
             param=DEADLINE_HEADER,
         )
-    return Deadline.from_ms(ms)
+    return Deadline.from_ms(ms, started=arrival())
 
 
 def request_deadline(request: HttpRequest) -> Deadline:

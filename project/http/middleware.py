@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 
-from project.core.deadline import Deadline, deadline_scope
+from project.core.deadline import Deadline, arrival, deadline_scope
 from project.core.pg_pool.pool import PoolTimeout
 from project.core.request_context import (
     REQUEST_ID_HEADER,
@@ -104,7 +104,8 @@ class RequestDeadlineMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         """Run the request under ``REQUEST_DEADLINE_MS``."""
-        with deadline_scope(Deadline.from_ms(settings.REQUEST_DEADLINE_MS)):
+        deadline = Deadline.from_ms(settings.REQUEST_DEADLINE_MS, started=arrival())
+        with deadline_scope(deadline):
             return self.get_response(request)
 
 

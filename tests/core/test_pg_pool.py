@@ -361,3 +361,19 @@ def test_a_failed_open_lets_the_next_waiter_open():
     assert len(failed) == 2
     assert sum(c.successful() for c in calls) == 4
     assert pool.stats.as_dict()["in_use"] == 4
+
+
+def test_oldest_wait_counts_only_while_every_connection_is_in_use():
+    """Admission control's pool signal: a line behind busy connections is
+    load; a line while connections are free to open (a database that is slow
+    to connect, or down) is not."""
+    from project.core.pg_pool.handoff import HandOff
+
+    handoff = HandOff(size=2, max_waiting=0, max_opening=1)
+    assert handoff.oldest_wait() == 0.0
+    handoff._line.join()
+    time.sleep(0.02)
+    handoff.stats.in_use = 1
+    assert handoff.oldest_wait() == 0.0
+    handoff.stats.in_use = 2
+    assert handoff.oldest_wait() >= 0.02

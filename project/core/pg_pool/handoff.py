@@ -49,6 +49,15 @@ class HandOff:
         """The most connections this pool opens (0 until sized)."""
         return self.stats.size
 
+    def oldest_wait(self) -> float:
+        """Seconds the longest-waiting checkout has waited so far, counted only
+        while every connection is in use (0: none waits, or the line waits on
+        a slow or lost database rather than on checkouts: admission control
+        must not shrink the service for that)."""
+        if self.stats.in_use < self.stats.size:
+            return 0.0
+        return self._line.oldest_wait()
+
     def _take_now(self) -> Grant | None:
         """An idle entry or the right to open, if nobody waits and one is free."""
         with self._lock:

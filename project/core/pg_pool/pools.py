@@ -51,6 +51,11 @@ def all_pools() -> dict[PoolKey, ConnectionPool]:
     return _pools.get()
 
 
+def longest_checkout_wait() -> float:
+    """Seconds the longest-waiting checkout of this process's pools has waited."""
+    return max((pool.oldest_wait() for pool in all_pools().values()), default=0.0)
+
+
 def close_idle_connections(dbname: str | None = None) -> None:
     """Close idle pooled connections (to ``dbname`` only, when given)."""
     for key, pool in list(all_pools().items()):

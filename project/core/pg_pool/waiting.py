@@ -10,7 +10,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .entry import Entry
 from .stats import PoolStats
@@ -23,6 +23,7 @@ class Waiter:
     event: threading.Event
     entry: Entry | None = None
     may_open: bool = False
+    joined: float = field(default_factory=time.monotonic)
 
     @property
     def granted(self) -> bool:
@@ -47,6 +48,14 @@ class WaitingLine:
 
     def __len__(self) -> int:
         return len(self._waiters)
+
+    def oldest_wait(self) -> float:
+        """Seconds the longest waiter has waited so far (0 with nobody waiting)."""
+        # Read without the pool's lock: one deque index, stale by a tick at worst.
+        try:
+            return time.monotonic() - self._waiters[0].joined
+        except IndexError:
+            return 0.0
 
     def join(self) -> Waiter:
         """A new waiter at the end of the line."""

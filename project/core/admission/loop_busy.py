@@ -1,0 +1,73 @@
+"""How busy the worker's event loop is: the share of time it spends not polling.
+
+A gevent worker has one core's worth of CPU for every request it holds. When
+the loop never waits in its poll, every ready greenlet is queued behind the
+others and latency grows with each request added; that is the CPU's
+congestion signal. libev calls a ``prepare`` watcher just before the loop
+polls and a ``check`` watcher just after, so the time between them is the
+time the loop had nothing to run. Unlike the process's CPU time, this also
+counts time the worker was runnable but not scheduled (a busy neighbour on
+the same core): capacity lost either way.
+"""
+
+import time
+from typing import Any
+
+import gevent
+
+# libev's EV_MINPRI.
+LOWEST_PRIORITY = -2
+
+
+class LoopBusy:
+    """Busy fraction of the current event loop between two ``sample()`` calls."""
+
+    def __init__(self) -> None:
+        self._idle = 0.0
+        self._polling_since = 0.0
+        self._since = time.perf_counter()
+        self._watchers: list[Any] = []
+        # The loop iteration under way when start() ran has queued its prepare
+        # watchers already: nothing is known until ours has fired once.
+        self._primed = False
+
+    def start(self) -> None:
+        """Watch the loop of the calling thread's hub (from its next iteration)."""
+        if self._watchers:
+            return
+        loop = gevent.get_hub().loop
+        # Lowest priority: gevent runs its callback queue (spawned and woken
+        # greenlets) in a prepare watcher of its own; ours must fire after
+        # it, or that work would count as idle.
+        before, after = loop.prepare(priority=LOWEST_PRIORITY), loop.check()
+        before.start(self._before_poll)
+        after.start(self._after_poll)
+        self._watchers = [before, after]
+        self._since = time.perf_counter()
+
+    def stop(self) -> None:
+        """Stop watching."""
+        for watcher in self._watchers:
+            watcher.stop()
+            watcher.close()
+        self._watchers = []
+
+    def _before_poll(self) -> None:
+        self._polling_since = time.perf_counter()
+        self._primed = True
+
+    def _after_poll(self) -> None:
+        if self._polling_since:
+            self._idle += time.perf_counter() - self._polling_since
+            self._polling_since = 0.0
+
+    def sample(self) -> float:
+        """The busy fraction (0 to 1) since the previous sample."""
+        now = time.perf_counter()
+        wall = now - self._since
+        # Greenlets run after the check watcher, so no poll is under way here.
+        idle, self._idle = self._idle, 0.0
+        self._since = now
+        if wall <= 0.0 or not self._primed:
+            return 0.0
+        return min(1.0, max(0.0, 1.0 - idle / wall))

@@ -1,0 +1,182 @@
+"""The admission gate of this worker: built from settings, metered, logged.
+
+gunicorn's ``post_worker_init`` calls ``install()`` once Django is loaded; the
+worker (``project/gunicorn_worker.py``) asks ``current()`` for every request.
+Nothing imports Django or prometheus_client at module level: gunicorn's
+master imports this module with the worker class, before it forks.
+"""
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from .gate import Gate, GateConfig
+from .limit import LimitConfig
+from .loop_busy import LoopBusy
+from .refusal import Refusals
+from .routes import RoutePriorities
+
+logger = logging.getLogger("project.admission")
+
+DEADLINE_HEADER = "X-REQUEST-TIMEOUT-MS"  # as gunicorn's parser spells header names
+# At most one "shedding" warning per this many seconds.
+LOG_INTERVAL_S = 10.0
+
+
+class WorkerAdmission:
+    """The gate plus what the worker needs around it: priorities, deadlines,
+    canned refusals."""
+
+    def __init__(
+        self,
+        gate: Gate,
+        *,
+        routes: RoutePriorities,
+        refusals: Refusals,
+        default_deadline_ms: int,
+        max_deadline_ms: int,
+    ) -> None:
+        self.gate = gate
+        self.routes = routes
+        self.refusals = refusals
+        self.default_deadline_s = default_deadline_ms / 1000.0
+        self.max_deadline_ms = max_deadline_ms
+
+    def deadline_at(self, headers: list[tuple[str, str]], arrived: float) -> float:
+        """When the request is due: its ``X-Request-Timeout-Ms`` or the default.
+
+        A malformed header counts as the default here; Django answers it with
+        a 400 naming the header.
+        """
+        for name, value in headers:
+            if name == DEADLINE_HEADER:
+                value = value.strip()
+                # Length first: int() of thousands of digits is slow, then refused.
+                if len(value) <= 9 and value.isascii() and value.isdigit():
+                    ms = int(value)
+                    if 0 < ms <= self.max_deadline_ms:
+                        return arrived + ms / 1000.0
+                break
+        return arrived + self.default_deadline_s
+
+
+class ShedLog:
+    """Logs refusals as they happen, at most once per ``LOG_INTERVAL_S``, and
+    the end of a shedding episode."""
+
+    def __init__(self) -> None:
+        self._logged: Counter[tuple[str, str]] = Counter()
+        self._last_log = -LOG_INTERVAL_S
+        self._shedding = False
+
+    def on_tick(self, gate: Gate, now: float) -> None:
+        """Log what changed since the last line, if it is time."""
+        shedding = gate.shedding()
+        if not shedding and self._shedding:
+            self._flush(gate, now, "stopped shedding")
+        elif shedding and now - self._last_log >= LOG_INTERVAL_S:
+            self._flush(gate, now, "shedding load")
+        self._shedding = shedding
+
+    def _flush(self, gate: Gate, now: float, what: str) -> None:
+        new = gate.refused - self._logged
+        if not new:
+            return
+        self._logged = Counter(gate.refused)
+        self._last_log = now
+        by_reason = Counter[str]()
+        for (reason, _priority), count in new.items():
+            by_reason[reason] += count
+        verdict = gate.verdict
+        logger.warning(
+            "%s: refused %s request(s) (%s); limit %s, in flight %s, "
+            "event loop %.0f%% busy, oldest pool wait %.0f ms",
+            what,
+            sum(new.values()),
+            ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items())),
+            gate.limit.value,
+            gate.in_flight,
+            verdict.busy * 100,
+            verdict.pool_wait_s * 1000,
+        )
+
+
+class GateMetrics:
+    """Moves the ``gd_admission_*`` families once per control interval."""
+
+    def __init__(self) -> None:
+        from project.core import metrics
+
+        self.metrics = metrics
+        self._counted: Counter[tuple[str, str]] = Counter()
+
+    def on_tick(self, gate: Gate) -> None:
+        """Set the gauges; add the refusals since the last tick."""
+        m = self.metrics
+        m.ADMISSION_LIMIT.set(gate.limit.value)
+        m.ADMISSION_IN_FLIGHT.set(gate.in_flight)
+        m.ADMISSION_QUEUED.set(gate.queued)
+        m.ADMISSION_LOOP_BUSY.set(gate.verdict.busy)
+        new = gate.refused - self._counted
+        for (reason, priority), count in new.items():
+            m.ADMISSION_SHED.labels(reason=reason, priority=priority).inc(count)
+        self._counted.update(new)
+
+
+_current: WorkerAdmission | None = None
+
+
+def current() -> WorkerAdmission | None:
+    """This worker's admission control; None when off (or not under gunicorn)."""
+    return _current
+
+
+def config_from_settings(settings: Any, worker_connections: int) -> GateConfig:
+    """The gate's configuration from the ``SHED_*`` settings."""
+    return GateConfig(
+        limit=LimitConfig(
+            minimum=settings.SHED_MIN_LIMIT,
+            maximum=settings.SHED_MAX_LIMIT or worker_connections,
+        ),
+        cpu_target=settings.SHED_CPU_TARGET,
+        pool_wait_target_s=settings.SHED_POOL_WAIT_TARGET_MS / 1000.0,
+        queue_timeout_s=settings.SHED_QUEUE_TIMEOUT_MS / 1000.0,
+        queue_target_s=settings.SHED_QUEUE_TARGET_MS / 1000.0,
+    )
+
+
+def install(worker_connections: int) -> WorkerAdmission | None:
+    """Build, start and publish this worker's gate (None: ``SHED_ENABLED`` off)."""
+    global _current
+    from django.conf import settings
+
+    from project.core import metrics
+    from project.core.pg_pool.pools import longest_checkout_wait
+
+    if not settings.SHED_ENABLED:
+        return None
+    busy = LoopBusy()
+    busy.start()
+    gate = Gate(
+        config_from_settings(settings, worker_connections),
+        cpu=busy.sample,
+        pool_wait=longest_checkout_wait,
+    )
+    shed_log = ShedLog()
+    gate_metrics = GateMetrics() if metrics.enabled() else None
+
+    def on_tick(gate: Gate) -> None:
+        shed_log.on_tick(gate, time.monotonic())
+        if gate_metrics is not None:
+            gate_metrics.on_tick(gate)
+
+    gate.start(on_tick)
+    _current = WorkerAdmission(
+        gate,
+        routes=RoutePriorities.parse(settings.SHED_ROUTES),
+        refusals=Refusals(settings.SHED_RETRY_AFTER_S),
+        default_deadline_ms=settings.REQUEST_DEADLINE_MS,
+        max_deadline_ms=settings.REQUEST_DEADLINE_MAX_MS,
+    )
+    return _current

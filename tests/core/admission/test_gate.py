@@ -1,0 +1,316 @@
+"""The gate: admitting, waiting, refusing, and the control interval."""
+
+import time
+
+import gevent
+import pytest
+
+from project.core.admission.gate import Gate, GateConfig
+from project.core.admission.limit import LimitConfig
+from project.core.admission.routes import Priority
+
+FAR = 1e9  # a deadline that never matters
+
+
+def small_gate(limit: int = 2, **config) -> Gate:
+    """A gate whose limit starts (and stays, unless ticked) at ``limit``."""
+    config.setdefault("queue_timeout_s", 0.2)
+    config.setdefault("queue_target_s", 0.005)
+    return Gate(GateConfig(limit=LimitConfig(minimum=1, maximum=limit), **config))
+
+
+def deadline(seconds: float) -> float:
+    """A deadline ``seconds`` from now on the gate's clock."""
+    return time.monotonic() + seconds
+
+
+def test_admits_at_once_under_the_limit():
+    """Under the limit a request runs at once and holds a slot until it leaves."""
+    gate = small_gate(limit=2)
+    assert gate.enter(Priority.NORMAL, FAR).reason is None
+    assert gate.enter(Priority.NORMAL, FAR).reason is None
+    assert gate.in_flight == 2
+    gate.leave()
+    assert gate.in_flight == 1
+
+
+def test_over_the_limit_waits_for_the_next_free_slot():
+    """A request over the limit waits and gets the slot the next leaver frees."""
+    gate = small_gate(limit=1)
+    gate.enter(Priority.NORMAL, FAR)
+    waiting = gevent.spawn(gate.enter, Priority.NORMAL, FAR)
+    gevent.sleep(0.02)
+    assert gate.queued == 1
+    gate.leave()
+    decision = waiting.get(timeout=1)
+    assert decision.reason is None
+    assert decision.waited_s >= 0.015
+    assert (gate.in_flight, gate.queued) == (1, 0)
+
+
+def test_a_wait_ends_at_the_queue_timeout_with_reason_queue():
+    """No slot within the queue timeout: refused as 'queue', counted, not queued."""
+    gate = small_gate(limit=1, queue_timeout_s=0.05)
+    gate.enter(Priority.NORMAL, FAR)
+    started = time.monotonic()
+    decision = gate.enter(Priority.NORMAL, FAR)
+    assert decision.reason == "queue"
+    assert 0.04 <= time.monotonic() - started < 0.5
+    assert gate.queued == 0
+    assert gate.refused[("queue", "normal")] == 1
+    assert gate.shedding()
+
+
+def test_an_expired_deadline_is_refused_at_once():
+    """A request whose deadline has passed is refused as 'deadline' without waiting."""
+    gate = small_gate(limit=1)
+    gate.enter(Priority.NORMAL, FAR)
+    started = time.monotonic()
+    assert gate.enter(Priority.NORMAL, deadline(-0.001)).reason == "deadline"
+    assert time.monotonic() - started < 0.01
+
+
+def test_a_deadline_shorter_than_the_wait_ends_the_wait_as_deadline():
+    """Waiting is bounded by the deadline; running out of it is a 'deadline' refusal."""
+    gate = small_gate(limit=1, queue_timeout_s=0.5)
+    gate.enter(Priority.NORMAL, FAR)
+    started = time.monotonic()
+    assert gate.enter(Priority.NORMAL, deadline(0.05)).reason == "deadline"
+    assert time.monotonic() - started < 0.3
+
+
+def test_a_deadline_the_expected_wait_would_miss_is_refused_at_once():
+    """With 20 completions a second and 3 waiting, a 100 ms deadline cannot be met."""
+    gate = small_gate(limit=1, queue_timeout_s=10.0)
+    gate.enter(Priority.NORMAL, FAR)
+    gate.completion_rate = 20.0
+    waiters = [gevent.spawn(gate.enter, Priority.NORMAL, FAR) for _ in range(3)]
+    gevent.sleep(0)
+    started = time.monotonic()
+    assert gate.enter(Priority.NORMAL, deadline(0.1)).reason == "deadline"
+    assert time.monotonic() - started < 0.01
+    # With a deadline of 1 s (4 / 20 = 0.2 s expected) it waits instead.
+    late = gevent.spawn(gate.enter, Priority.NORMAL, deadline(1.0))
+    gevent.sleep(0)
+    assert gate.queued == 4
+    gevent.killall([*waiters, late])
+
+
+def test_a_slot_that_comes_after_the_deadline_is_not_used():
+    """Granted too late: refused as 'deadline' and the slot passes on."""
+    now = [0.0]
+    gate = Gate(
+        GateConfig(limit=LimitConfig(minimum=1, maximum=1), queue_timeout_s=5.0),
+        clock=lambda: now[0],
+    )
+    gate.enter(Priority.NORMAL, FAR)
+    waiting = gevent.spawn(gate.enter, Priority.NORMAL, 1.0)
+    gevent.sleep(0)
+    now[0] = 2.0  # the slot frees after the waiter's deadline
+    gate.leave()
+    assert waiting.get(timeout=1).reason == "deadline"
+    assert gate.in_flight == 0
+
+
+def test_higher_priority_waiters_are_served_first():
+    """A critical request that queued last gets the first free slot."""
+    gate = small_gate(limit=1)
+    gate.enter(Priority.NORMAL, FAR)
+    order = []
+
+    def wait(priority):
+        gate.enter(priority, FAR)
+        order.append(priority)
+
+    greenlets = [gevent.spawn(wait, p) for p in (Priority.SHEDDABLE, Priority.NORMAL)]
+    gevent.sleep(0)
+    greenlets.append(gevent.spawn(wait, Priority.CRITICAL))
+    gevent.sleep(0)
+    for _ in range(3):
+        gate.leave()
+        gevent.sleep(0)
+    assert order == [Priority.CRITICAL, Priority.NORMAL, Priority.SHEDDABLE]
+
+
+def test_a_new_request_does_not_overtake_waiters_of_its_priority():
+    """A free slot goes to whoever waits first, not to a newcomer."""
+    gate = small_gate(limit=3)
+    gate.limit.value = 1
+    gate.enter(Priority.NORMAL, FAR)
+    first = gevent.spawn(gate.enter, Priority.NORMAL, FAR)
+    gevent.sleep(0)
+    gate.limit.value = 2  # a slot frees up while someone waits
+    newcomer = gevent.spawn(gate.enter, Priority.NORMAL, FAR)
+    gevent.sleep(0)
+    assert gate.queued == 2
+    gate.limit.value = 1
+    gate.tick()  # binding: the limit grows to 2, and the free slot goes in order
+    assert first.get(timeout=1).reason is None
+    assert not newcomer.ready()
+    newcomer.kill()
+
+
+def test_once_refusing_sheddable_requests_do_not_wait_and_others_wait_briefly():
+    """CoDel mode: after refusals, sheddable ones are refused at once ('limit'),
+    critical ones wait at most the queue target."""
+    gate = small_gate(limit=1, queue_timeout_s=0.05, queue_target_s=0.01)
+    gate.enter(Priority.NORMAL, FAR)
+    assert gate.enter(Priority.NORMAL, FAR).reason == "queue"
+    gate.tick()
+    assert gate.overloaded
+    started = time.monotonic()
+    assert gate.enter(Priority.SHEDDABLE, FAR).reason == "limit"
+    assert time.monotonic() - started < 0.005
+    started = time.monotonic()
+    assert gate.enter(Priority.CRITICAL, FAR).reason == "queue"
+    assert time.monotonic() - started < 0.04
+
+
+def test_overloaded_mode_ends_after_a_quiet_interval():
+    """An interval with no refusal and an immediate admission leaves CoDel mode."""
+    gate = small_gate(limit=1, queue_timeout_s=0.02)
+    gate.enter(Priority.NORMAL, FAR)
+    gate.enter(Priority.NORMAL, FAR)  # refused: queue
+    gate.tick()
+    assert gate.overloaded
+    gate.leave()
+    gate.enter(Priority.NORMAL, FAR)
+    gate.tick()
+    assert not gate.overloaded
+
+
+def test_a_standing_line_is_overload_even_without_refusals():
+    """Every admission of an interval waited past the target: overloaded."""
+    gate = small_gate(limit=1, queue_timeout_s=1.0, queue_target_s=0.005)
+    gate.enter(Priority.NORMAL, FAR)
+    waiting = gevent.spawn(gate.enter, Priority.NORMAL, FAR)
+    gevent.sleep(0)
+    gate.tick()  # the interval starts with someone waiting
+    gevent.sleep(0.02)
+    gate.leave()
+    assert waiting.get(timeout=1).waited_s >= 0.015
+    gate.tick()
+    assert gate.overloaded
+
+
+def test_sustained_cpu_congestion_lowers_the_limit():
+    """A loop busy past the target for most of a second: the limit falls below
+    the in-flight peak; once the loop calms down it grows back."""
+    busy = [1.0]
+    gate = Gate(GateConfig(limit=LimitConfig(maximum=100)), cpu=lambda: busy[0])
+    for _ in range(20):
+        gate.enter(Priority.NORMAL, FAR)
+    ticks = 0
+    while not gate.verdict.congested:
+        gate.tick()
+        ticks += 1
+    assert 3 <= ticks <= 10
+    assert gate.limit.value == 18
+    busy[0] = 0.0
+    while gate.verdict.congested:
+        gate.tick()
+    assert gate.limit.value > 18  # binding (20 in flight): grows back
+
+
+def test_a_short_burst_of_cpu_is_not_congestion():
+    """Two busy intervals (a burst of arrivals) do not cut the limit."""
+    busy = [1.0]
+    gate = Gate(GateConfig(limit=LimitConfig(maximum=100)), cpu=lambda: busy[0])
+    for _ in range(20):
+        gate.enter(Priority.NORMAL, FAR)
+    gate.tick()
+    gate.tick()
+    busy[0] = 0.2
+    for _ in range(10):
+        gate.tick()
+        assert not gate.verdict.congested
+    assert gate.limit.value == 100
+
+
+def test_a_pool_line_lowers_the_limit_only_when_it_persists():
+    """One tick with an old pool waiter is a burst; two in a row are congestion."""
+    wait = [0.05]
+    gate = Gate(
+        GateConfig(limit=LimitConfig(maximum=100), pool_wait_target_s=0.02),
+        pool_wait=lambda: wait[0],
+    )
+    for _ in range(10):
+        gate.enter(Priority.NORMAL, FAR)
+    gate.tick()
+    assert gate.limit.value == 100
+    gate.tick()
+    assert gate.limit.value == 9
+    wait[0] = 0.0
+    gate.tick()
+    assert not gate.verdict.congested
+
+
+def test_the_limit_is_never_lowered_by_idle_capacity():
+    """Not binding and not congested: a worker with few requests keeps its limit."""
+    gate = Gate(GateConfig(limit=LimitConfig(maximum=100)), cpu=lambda: 0.3)
+    gate.enter(Priority.NORMAL, FAR)
+    for _ in range(5):
+        gate.tick()
+    assert gate.limit.value == 100
+
+
+def test_completion_rate_is_measured_per_interval():
+    """Completions in an interval become a per-second rate (smoothed)."""
+    now = [0.0]
+    gate = Gate(GateConfig(), clock=lambda: now[0])
+    for _ in range(10):
+        gate.enter(Priority.NORMAL, FAR)
+        gate.leave()
+    now[0] = 0.1
+    gate.tick()
+    assert gate.completion_rate == pytest.approx(100.0)
+
+
+def test_client_gone_counts_and_frees_the_slot():
+    """A request whose client left is counted as such and releases its slot."""
+    gate = small_gate(limit=1)
+    gate.enter(Priority.CRITICAL, FAR)
+    gate.client_gone(Priority.CRITICAL)
+    assert gate.in_flight == 0
+    assert gate.refused[("client_gone", "critical")] == 1
+
+
+def test_shedding_holds_for_ready_hold_s():
+    """/readyz's 'overloaded' lasts ready_hold_s after the last refusal."""
+    now = [0.0]
+    gate = Gate(
+        GateConfig(limit=LimitConfig(minimum=1, maximum=1), ready_hold_s=1.0),
+        clock=lambda: now[0],
+    )
+    assert not gate.shedding()
+    gate.enter(Priority.NORMAL, FAR)
+    gate.enter(Priority.NORMAL, -1.0)
+    assert gate.shedding()
+    now[0] = 0.9
+    assert gate.shedding()
+    now[0] = 1.1
+    assert not gate.shedding()
+
+
+def test_start_ticks_in_the_background():
+    """start() runs the control interval and calls on_tick each time."""
+    gate = Gate(GateConfig(interval_s=0.01))
+    ticks = []
+    gate.start(ticks.append)
+    gevent.sleep(0.1)
+    gate.stop()
+    assert len(ticks) >= 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"interval_s": 0.0}, "interval"),
+        ({"cpu_target": 0.0}, "CPU target"),
+        ({"queue_timeout_s": 0.01, "queue_target_s": 0.02}, "queue target"),
+    ],
+)
+def test_bad_config_is_refused(kwargs, message):
+    """Impossible settings raise ValueError naming them."""
+    with pytest.raises(ValueError, match=message):
+        GateConfig(**kwargs)

@@ -1,0 +1,106 @@
+"""One worker's admission: deadlines from headers, settings, logs and metrics."""
+
+import logging
+
+import pytest
+from django.test import override_settings
+
+from project.core.admission import runtime
+from project.core.admission.gate import Gate, GateConfig
+from project.core.admission.limit import LimitConfig
+from project.core.admission.refusal import Refusals
+from project.core.admission.routes import DEFAULT_ROUTES, Priority, RoutePriorities
+from tests.metrics_samples import sample
+
+
+def worker_admission(gate: Gate | None = None) -> runtime.WorkerAdmission:
+    """A WorkerAdmission with a 15 s default deadline and a 60 s maximum."""
+    return runtime.WorkerAdmission(
+        gate or Gate(GateConfig()),
+        routes=RoutePriorities.parse(DEFAULT_ROUTES),
+        refusals=Refusals(1),
+        default_deadline_ms=15000,
+        max_deadline_ms=60000,
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("250", 0.25),
+        (" 60000 ", 60.0),
+        ("0", 15.0),
+        ("60001", 15.0),
+        ("-5", 15.0),
+        ("+1", 15.0),
+        ("１２", 15.0),
+        ("9" * 5000, 15.0),
+        ("", 15.0),
+    ],
+)
+def test_deadline_from_the_header_or_the_default(value, seconds):
+    """A valid X-Request-Timeout-Ms sets the deadline; anything else is the
+    default here (Django answers it with a 400), never an exception."""
+    admission = worker_admission()
+    headers = [("HOST", "x"), ("X-REQUEST-TIMEOUT-MS", value)]
+    assert admission.deadline_at(headers, 100.0) == pytest.approx(100.0 + seconds)
+
+
+def test_no_header_means_the_default_deadline():
+    """Without the header the request gets REQUEST_DEADLINE_MS."""
+    assert worker_admission().deadline_at([("HOST", "x")], 0.0) == 15.0
+
+
+def test_config_from_settings_uses_worker_connections_for_no_maximum(settings):
+    """SHED_MAX_LIMIT 0 means the worker's connections; the rest map one to one."""
+    settings.SHED_MAX_LIMIT = 0
+    settings.SHED_POOL_WAIT_TARGET_MS = 30
+    config = runtime.config_from_settings(settings, worker_connections=700)
+    assert config.limit.maximum == 700
+    assert config.pool_wait_target_s == 0.03
+    settings.SHED_MAX_LIMIT = 50
+    assert runtime.config_from_settings(settings, 700).limit.maximum == 50
+
+
+@override_settings(SHED_ENABLED=False)
+def test_install_returns_none_when_disabled():
+    """SHED_ENABLED=false: no gate, every request goes straight through."""
+    assert runtime.install(worker_connections=1000) is None
+
+
+def refusing_gate() -> Gate:
+    """A gate with a limit of 1, one request in and one refused."""
+    gate = Gate(GateConfig(limit=LimitConfig(minimum=1, maximum=1)))
+    gate.enter(Priority.NORMAL, 1e12)
+    gate.enter(Priority.SHEDDABLE, -1.0)
+    return gate
+
+
+def test_shed_log_reports_once_per_interval_and_the_end(caplog):
+    """A warning when shedding starts, none within 10 s, one when it stops."""
+    gate = refusing_gate()
+    log = runtime.ShedLog()
+    with caplog.at_level(logging.WARNING, logger="project.admission"):
+        log.on_tick(gate, now=100.0)
+        gate.enter(Priority.SHEDDABLE, -1.0)
+        log.on_tick(gate, now=101.0)
+    assert len(caplog.records) == 1
+    assert "shedding load: refused 1 request(s) (deadline 1)" in caplog.text
+    gate._last_refusal = -1e9  # long ago: no longer shedding
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="project.admission"):
+        log.on_tick(gate, now=102.0)
+    assert "stopped shedding: refused 1 request(s)" in caplog.text
+
+
+def test_gate_metrics_follow_the_gate():
+    """Gauges are set and refusals added by their difference at each tick."""
+    gate = refusing_gate()
+    metrics = runtime.GateMetrics()
+    before = sample("gd_admission_shed_total", reason="deadline", priority="sheddable")
+    metrics.on_tick(gate)
+    metrics.on_tick(gate)  # nothing new: nothing added
+    after = sample("gd_admission_shed_total", reason="deadline", priority="sheddable")
+    assert after - before == 1
+    assert sample("gd_admission_limit") == 1
+    assert sample("gd_admission_in_flight") == 1

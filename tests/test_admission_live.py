@@ -1,0 +1,184 @@
+"""Admission control in a real gunicorn worker: bursts over the limit, overload."""
+
+import http.client
+import json
+import socket
+import time
+from urllib.parse import urlsplit
+
+import gevent
+import pytest
+from gevent.pool import Pool
+
+from conftest import is_shed
+from tests.metrics_samples import merged, total
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def timed_get(url: str, path: str, headers: dict[str, str] | None = None):
+    """(seconds, status, headers, body) of one GET on a fresh connection."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    started = time.monotonic()
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        body = response.read()
+        return time.monotonic() - started, response.status, response.headers, body
+    finally:
+        connection.close()
+
+
+def probe(url: str, path: str, until: float, every: float = 0.05) -> list[tuple]:
+    """``timed_get(path)`` every ``every`` seconds until ``until``."""
+    answers = []
+    while time.monotonic() < until:
+        answers.append(timed_get(url, path))
+        gevent.sleep(every)
+    return answers
+
+
+def median(values: list[float]) -> float:
+    """The middle value."""
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def test_a_burst_over_the_limit_gets_fast_503s_while_healthz_stays_fast(
+    start_gunicorn, test_database_url, tmp_path
+):
+    """100 one-second requests at once against a limit of 20: 20 run, the other
+    80 get a JSON 503 with Retry-After within the queue timeout, /healthz and
+    /metrics are answered at once throughout, /readyz says "overloaded"."""
+    directory = tmp_path / "metrics"
+    # The limit is what this test is about: fixed at 20 so the burst is over it.
+    server = start_gunicorn(
+        test_database_url, SHED_MAX_LIMIT="20", PROMETHEUS_MULTIPROC_DIR=str(directory)
+    )
+    until = time.monotonic() + 1.5
+    health = gevent.spawn(probe, server.url, "/healthz", until)
+    gevent.sleep(0.1)
+    burst = Pool(100).map(
+        lambda _: timed_get(server.url, "/demo/delay/?ms=1000"), range(100)
+    )
+    ready = timed_get(server.url, "/readyz")
+    health_answers = health.get(timeout=10)
+
+    served = [answer for answer in burst if answer[1] == 200]
+    refused = [answer for answer in burst if is_shed(answer[1], answer[2])]
+    assert len(served) == 20
+    assert len(refused) == 80
+    assert max(seconds for seconds, *_ in refused) < 0.5
+    seconds, status, headers, body = refused[0]
+    assert headers["Retry-After"] == "1"
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body)["error"] == "overloaded"
+    assert {json.loads(answer[3])["reason"] for answer in refused} <= {"limit", "queue"}
+
+    assert {status for _, status, *_ in health_answers} == {200}
+    assert max(seconds for seconds, *_ in health_answers) < 0.5
+    assert ready[1] == 503
+    assert json.loads(ready[3])["status"] == "overloaded"
+
+    gevent.sleep(0.3)  # the control interval writes the counts
+    samples = merged(directory)
+    assert total(samples, "gd_admission_shed_total", priority="sheddable") == 80
+    assert total(samples, "gd_admission_limit") <= 20
+    assert "shedding load: refused" in server.log.read_text()
+
+
+def test_cpu_overload_is_refused_fast_and_the_admitted_keep_their_latency(
+    start_gunicorn, test_database_url, upstream
+):
+    """On the defaults, 60 keep-alive clients looping on a CPU-bound fan-out
+    overload one worker: the limit falls, refusals are answered far faster
+    than served requests, and /healthz stays fast."""
+    server = start_gunicorn(test_database_url, DEMO_UPSTREAM_URL=upstream)
+    parts = urlsplit(server.url)
+    path = "/demo/fan-out/?http=10&ms=20"
+    until = time.monotonic() + 6.0
+
+    def loop(_: int) -> list[tuple]:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        answers = []
+        try:
+            while time.monotonic() < until:
+                started = time.monotonic()
+                connection.request("GET", path)
+                response = connection.getresponse()
+                response.read()
+                answers.append(
+                    (time.monotonic() - started, response.status, response.headers)
+                )
+        finally:
+            connection.close()
+        return answers
+
+    health = gevent.spawn(probe, server.url, "/healthz", until, 0.2)
+    answers = [a for many in Pool(60).map(loop, range(60)) for a in many]
+    health_answers = health.get(timeout=10)
+
+    served = [seconds for seconds, status, _ in answers if status == 200]
+    refused = [
+        seconds for seconds, status, headers in answers if is_shed(status, headers)
+    ]
+    assert len(served) + len(refused) == len(answers)
+    assert served and refused
+    # Wide margins: a refusal costs a parse and a write, a fan-out ten calls.
+    assert median(refused) < median(served) / 3
+    assert median([seconds for seconds, *_ in health_answers]) < 0.2
+
+
+def test_a_request_whose_client_left_while_waiting_is_not_started(
+    start_gunicorn, test_database_url, tmp_path
+):
+    """One slot, held 300 ms; a second client sends its request and hangs up
+    while it waits: when the slot frees, its work is never started."""
+    directory = tmp_path / "metrics"
+    # Limit and queue timeout are what this test is about: one slot, a long wait.
+    server = start_gunicorn(
+        test_database_url,
+        SHED_MAX_LIMIT="1",
+        SHED_MIN_LIMIT="1",
+        SHED_QUEUE_TIMEOUT_MS="2000",
+        PROMETHEUS_MULTIPROC_DIR=str(directory),
+        GUNICORN_ACCESS_LOG="-",
+    )
+    holder = gevent.spawn(timed_get, server.url, "/demo/delay/?ms=300")
+    gevent.sleep(0.1)
+    parts = urlsplit(server.url)
+    with socket.create_connection((parts.hostname, parts.port)) as sock:
+        sock.sendall(b"GET /demo/delay/?ms=7 HTTP/1.1\r\nHost: x\r\n\r\n")
+        gevent.sleep(0.05)
+    assert holder.get(timeout=5)[1] == 200
+    gevent.sleep(0.3)
+    samples = merged(directory)
+    assert total(samples, "gd_admission_shed_total", reason="client_gone") == 1
+    assert "ms=7" not in server.log.read_text()
+
+
+def test_a_deadline_shorter_than_the_wait_is_refused_as_deadline(
+    start_gunicorn, test_database_url
+):
+    """Every slot busy: a request that may take 50 ms is refused 'deadline' in
+    about that time instead of being started too late."""
+    server = start_gunicorn(test_database_url, SHED_MAX_LIMIT="1", SHED_MIN_LIMIT="1")
+    holder = gevent.spawn(timed_get, server.url, "/demo/delay/?ms=500")
+    gevent.sleep(0.1)
+    seconds, status, headers, body = timed_get(
+        server.url, "/demo/delay/?ms=1", {"X-Request-Timeout-Ms": "50"}
+    )
+    assert is_shed(status, headers)
+    assert json.loads(body)["reason"] == "deadline"
+    assert seconds < 0.3
+    assert holder.get(timeout=5)[1] == 200
+
+
+def test_shed_enabled_false_lets_everything_in(start_gunicorn, test_database_url):
+    """SHED_ENABLED=false: the same burst over the limit is all served."""
+    server = start_gunicorn(test_database_url, SHED_ENABLED="false", SHED_MAX_LIMIT="5")
+    burst = Pool(30).map(
+        lambda _: timed_get(server.url, "/demo/delay/?ms=300"), range(30)
+    )
+    assert {status for _, status, *_ in burst} == {200}
