@@ -15,8 +15,9 @@ from typing import Any
 
 import gevent
 
-# libev's EV_MINPRI.
+# libev's EV_MINPRI and EV_MAXPRI.
 LOWEST_PRIORITY = -2
+HIGHEST_PRIORITY = 2
 
 
 class LoopBusy:
@@ -38,8 +39,11 @@ class LoopBusy:
         loop = gevent.get_hub().loop
         # Lowest priority: gevent runs its callback queue (spawned and woken
         # greenlets) in a prepare watcher of its own; ours must fire after
-        # it, or that work would count as idle.
-        before, after = loop.prepare(priority=LOWEST_PRIORITY), loop.check()
+        # it, or that work would count as idle. Highest for the check: libev
+        # runs it among the IO and timer watchers that became ready, by
+        # priority, and it must come before any of them.
+        before = loop.prepare(priority=LOWEST_PRIORITY)
+        after = loop.check(priority=HIGHEST_PRIORITY)
         before.start(self._before_poll)
         after.start(self._after_poll)
         self._watchers = [before, after]
