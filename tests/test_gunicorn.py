@@ -1,6 +1,7 @@
 """The service end to end: real gunicorn, gevent worker, PostgreSQL, stub upstream."""
 
 import http.client
+import re
 import resource
 import socket
 import time
@@ -30,6 +31,9 @@ def test_worker_is_gevent_and_patched(gunicorn_server):
     assert "Using worker: project.gunicorn_worker.GeventWorker" in log
     assert "patched=True" in log
     assert "MonkeyPatchWarning" not in log
+    # What the worker loaded is frozen out of the collector's full passes.
+    frozen = re.search(r"frozen=(\d+)", log)
+    assert frozen and int(frozen.group(1)) > 10000
 
 
 def _keep_calling(url: str, until: float) -> tuple[float, int]:
