@@ -1,6 +1,7 @@
 """The event loop's busy fraction."""
 
 import time
+from collections.abc import Callable
 
 import gevent
 
@@ -26,17 +27,22 @@ def test_nothing_is_known_before_the_first_poll_watched():
         busy.stop()
 
 
-def test_an_idle_loop_is_not_busy():
-    """Sleeping greenlets leave the loop polling: busy near 0."""
+def busy_while(*works: Callable[[], None]) -> float:
+    """The busy fraction measured while ``works`` run, each in a greenlet."""
     busy = LoopBusy()
     busy.start()
     try:
         gevent.sleep(0.01)  # one whole iteration watched
         busy.sample()
-        gevent.sleep(0.2)
-        assert busy.sample() < 0.2
+        gevent.joinall([gevent.spawn(work) for work in works])
+        return busy.sample()
     finally:
         busy.stop()
+
+
+def test_an_idle_loop_is_not_busy():
+    """Sleeping greenlets leave the loop polling: busy near 0."""
+    assert busy_while(lambda: gevent.sleep(0.2)) < 0.2
 
 
 def test_greenlets_run_from_gevent_callbacks_count_as_busy():
@@ -48,14 +54,7 @@ def test_greenlets_run_from_gevent_callbacks_count_as_busy():
             spin(0.002)
             gevent.sleep(0)
 
-    busy = LoopBusy()
-    busy.start()
-    try:
-        busy.sample()
-        gevent.joinall([gevent.spawn(work) for _ in range(3)])
-        assert busy.sample() > 0.8
-    finally:
-        busy.stop()
+    assert busy_while(work, work, work) > 0.8
 
 
 def test_half_busy_reads_about_half():
@@ -66,11 +65,4 @@ def test_half_busy_reads_about_half():
             spin(0.01)
             gevent.sleep(0.01)
 
-    busy = LoopBusy()
-    busy.start()
-    try:
-        busy.sample()
-        gevent.spawn(work).join()
-        assert 0.3 < busy.sample() < 0.7
-    finally:
-        busy.stop()
+    assert 0.3 < busy_while(work) < 0.7
