@@ -29,7 +29,10 @@ def test_reclaim_ends_the_longest_waits_first_and_quietly():
     assert registry.reclaim(2) == 2
     gevent.joinall(waiters[:2], timeout=1)
     assert [w.dead and w.successful() for w in waiters] == [True, True, False]
-    assert logs[:2] == [[0.0], [0.0]]
+    # Ended by the reclaim, long before their own 10 s timeout; a wide margin
+    # because a loaded machine can delay the first waiter by tens of ms.
+    assert [len(log) for log in logs[:2]] == [1, 1]
+    assert all(log[0] < 2 for log in logs[:2])
     assert len(registry) == 1
     waiters[2].kill()
 
