@@ -232,6 +232,11 @@ def ensure_running(data_dir: Path = DEV_DATA_DIR, database: str = DATABASE) -> s
     cluster fails harmlessly and we re-check the status.
     """
     sock = socket_dir(data_dir)
+    # A cluster whose password file is gone (a fresh checkout where, under
+    # root, the cluster outlived the old one in /var/lib) gets the new password.
+    orphaned = (server_data_dir(data_dir) / "PG_VERSION").exists() and not (
+        password_file(data_dir).exists()
+    )
     secret = password(data_dir)
     logical, data_dir = data_dir, server_data_dir(data_dir)
     if _as_root():
@@ -276,9 +281,26 @@ def ensure_running(data_dir: Path = DEV_DATA_DIR, database: str = DATABASE) -> s
                 raise RuntimeError(
                     f"embedded PostgreSQL did not start: {exc}\n{tail}"
                 ) from exc
+    if orphaned:
+        _trust_until_password_set(logical)
     _require_password(logical)
     _ensure_database(logical, database)
     return url(logical, database)
+
+
+_SCRAM = re.compile(r"^(\s*(?:local|host\S*)\s.*\s)scram-sha-256(\s*)$", re.MULTILINE)
+
+
+def _trust_until_password_set(data_dir: Path) -> None:
+    """Let the local socket in without a password, for ``_require_password``.
+
+    Only the cluster's owner can edit pg_hba.conf, and the socket directory is
+    its owner's alone, so this opens nothing to anyone else meanwhile.
+    """
+    real = server_data_dir(data_dir)
+    hba = real / "pg_hba.conf"
+    hba.write_text(_SCRAM.sub(r"\1trust\2", hba.read_text()))
+    _pg([_bin("pg_ctl"), "reload", "-D", str(real)], timeout=30)
 
 
 _TRUST = re.compile(r"^(\s*(?:local|host\S*)\s.*\s)trust(\s*)$", re.MULTILINE)

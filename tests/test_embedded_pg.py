@@ -140,6 +140,21 @@ def test_a_trust_cluster_from_before_is_moved_to_passwords(cluster):
         psycopg2.connect(**kwargs, connect_timeout=5)
 
 
+def test_a_cluster_whose_password_file_is_lost_gets_a_new_password(cluster):
+    """A new checkout where the old cluster survived (under root it lives in
+    /var/lib): the cluster takes the freshly generated password."""
+    embedded_pg.ensure_running(cluster, "probe")
+    old = embedded_pg.password(cluster)
+    embedded_pg.password_file(cluster).unlink()
+    embedded_pg.ensure_running(cluster, "probe")
+    assert embedded_pg.password(cluster) != old
+    connect(cluster, "probe").close()
+    kwargs = embedded_pg.connect_kwargs(cluster, "probe")
+    del kwargs["password"]
+    with pytest.raises(psycopg2.OperationalError, match="password"):
+        psycopg2.connect(**kwargs, connect_timeout=5)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the root layout applies under root")
 def test_under_root_no_directory_of_the_project_is_opened(cluster):
     """Under root the server's files live in /var/lib/embedded-postgres: the
