@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 SETS := base run loadtest dev
 
 .PHONY: install install-run install-loadtest run test test-django-suite lint format lock \
-	db-start db-stop db-status clean bench-db bench-fanout bench-aggregate loadtest capacity observe
+	db-start db-stop db-status clean bench-db bench-fanout bench-aggregate loadtest overload \
+	capacity observe
 
 # A stamp per set and pinned file: a changed requirements/<set>.txt reinstalls.
 $(VENV)/.installed-%: requirements/%.txt
@@ -42,8 +43,15 @@ test-django-suite: install
 loadtest: install-loadtest
 	$(PY) -m loadtests.loadtest $(LOADTEST_ARGS)
 
+## The overload scenarios of loadtests/guards.toml (on demand: one worker at 0.8x
+## and 3x its capacity, 60 s each, W1 and W2; about 5 minutes). Add
+## OVERLOAD_ARGS="--env SHED_ENABLED=false" to see the same load unprotected.
+OVERLOAD_SCENARIOS := W1-busy,W1-overload,W2-busy,W2-overload
+overload: install-loadtest
+	$(PY) -m loadtests.loadtest --scenarios $(OVERLOAD_SCENARIOS) $(OVERLOAD_ARGS)
+
 ## Step-load run, USL fit, knee and a workers/hosts recommendation with a
-## confirming run; report under reports/ (about 3 minutes). CAPACITY_ARGS passes
+## confirming run and a run at 3x the knee; report under reports/ (about 4 minutes). CAPACITY_ARGS passes
 ## options, e.g. CAPACITY_ARGS="--scenario W2 --target-rps 5000".
 capacity: install-loadtest
 	$(PY) -m loadtests.capacity $(CAPACITY_ARGS)

@@ -11,6 +11,10 @@
    the knee (the busiest step within the SLO) and the workers/hosts the target
    needs at that per-host throughput.
 4. A confirming run at the knee's users checks the prediction; prints the error.
+5. Beyond the knee: an open-model run at ``--beyond`` (3) times the knee's
+   throughput for ``--beyond-seconds``, which shows what the server's admission
+   control makes of overload: the share refused, the admitted requests' p99,
+   how fast refusals come back and the goodput (answers within the SLO).
 
 During the step load the server's /metrics and CPU are scraped
 (``harness/scrape.py``); each step gets resource figures and the knee a
@@ -19,7 +23,7 @@ verdict naming the first resource to saturate (``harness/saturation.py``).
 Writes ``reports/<timestamp>-capacity-<scenario>/``: capacity.md (ending in the
 recommendation), capacity.png (throughput and p95 vs users, with the fit),
 capacity-resources.png (utilisation per step, thresholds, knee), capacity.csv,
-and Locust's HTML/CSV of both runs (steps/, confirm/).
+and Locust's HTML/CSV of the runs (steps/, confirm/, beyond/).
 
 The load generator runs on the same cores as the server, so the per-host
 figures are pessimistic for a host that only serves.
@@ -42,10 +46,11 @@ from loadtests.harness.capacity_report import (
     plot,
     write_csv,
 )
+from loadtests.harness.checks import GOODPUT_SUFFIX, SHED_SUFFIX
 from loadtests.harness.locust_run import run_locust
 from loadtests.harness.paths import REPORTS, STEP_SHAPE
 from loadtests.harness.processes import Processes, add_env_option, database_url
-from loadtests.harness.window import AGGREGATED
+from loadtests.harness.window import ADMITTED
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,6 +68,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--step-trim", type=float, default=3.0)
     parser.add_argument("--step-count", type=int, default=12)
     parser.add_argument("--confirm-seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--beyond", type=float, default=3.0, help="overload x the knee (0: skip)"
+    )
+    parser.add_argument("--beyond-seconds", type=float, default=30.0)
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="gunicorn workers"
     )
@@ -135,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         report = write_reports(out, steps, fit, knee, (sentence, bound), args)
         if knee is not None:
             report += confirm(processes, spec, host, knee, fit, out, args)
+            if args.beyond > 0:
+                report += beyond_the_knee(processes, spec, host, knee, out, args)
         (out / "capacity.md").write_text(report)
     print()
     print(bound[:1].upper() + bound[1:])
@@ -225,7 +236,7 @@ def confirm(
         report_dir=out / "confirm",
         local_processes=args.processes,
     )
-    total = run.stats.get(AGGREGATED)
+    total = run.stats.get(ADMITTED)
     if not total or not total["requests"]:
         text = "Confirming run: no steady-state figures."
     else:
@@ -245,6 +256,62 @@ def confirm(
         )
     print(text, flush=True)
     return "\n" + text + "\n"
+
+
+def beyond_the_knee(
+    processes: Processes,
+    spec: dict,
+    host: str,
+    knee: dict,
+    out: Path,
+    args: argparse.Namespace,
+) -> str:
+    """Open model at ``--beyond`` x the knee's req/s; the overload line (Markdown)."""
+    rate = args.beyond * knee["rps"]
+    run = run_locust(
+        processes,
+        [scenario_file(spec)],
+        host=host,
+        users=max(knee["users"], 10),
+        seconds=args.beyond_seconds,
+        report_dir=out / "beyond",
+        options=["--arrival-rate", f"{rate:.1f}", "--slo-ms", str(args.slo_p95_ms)],
+        local_processes=args.processes,
+    )
+    offered = f"{args.beyond:g} x {knee['rps']:.0f} req/s"
+    text = "Beyond the knee: " + overload_sentence(
+        run.stats, guards.main_endpoint(spec), knee, offered, args
+    )
+    print(text, flush=True)
+    return "\n" + text + "\n"
+
+
+def overload_sentence(
+    stats: dict[str, dict],
+    endpoint: str,
+    knee: dict,
+    offered: str,
+    args: argparse.Namespace,
+) -> str:
+    """What an overload run's steady state did with the offered load."""
+    admitted = stats.get(endpoint) or {"requests": 0, "p99_ms": None}
+    refused = stats.get(endpoint + SHED_SUFFIX) or {"requests": 0, "p99_ms": None}
+    good = stats.get(endpoint + GOODPUT_SUFFIX) or {"rps": 0.0}
+    total = admitted["requests"] + refused["requests"]
+    if not total:
+        return "no steady-state figures."
+    share = refused["requests"] / total
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f} ms"
+
+    return (
+        f"{offered} offered (open model, {args.beyond_seconds:g} s): "
+        f"sheds {share:.1%}, admitted p99 {ms(admitted['p99_ms'])} "
+        f"(at the knee {ms(knee.get('p99_ms'))}), refusals p99 "
+        f"{ms(refused['p99_ms'])}; goodput {good['rps']:.0f} req/s within "
+        f"{args.slo_p95_ms:g} ms ({good['rps'] / knee['rps']:.0%} of the knee)."
+    )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Starts on loopback the stub upstream and, per worker model the scenarios need
 (gevent; gthread for the baseline), one gunicorn with the project's
-``gunicorn.conf.py`` (2 workers) on the embedded development cluster (or
-``DATABASE_URL``). Runs each scenario of ``guards.toml`` with Locust, whose
+``gunicorn.conf.py`` (2 workers, or the scenario's ``workers``) on the
+embedded development cluster (or ``DATABASE_URL``). Runs each scenario of
+``guards.toml`` (those marked ``on_demand`` only when named) with Locust, whose
 plugin checks that scenario's guards on the steady state; then checks the
 ratios between scenarios, prints one table of what passed and failed, and
 stops exactly what it started. Reports (Locust's HTML and CSV, steady.json)
@@ -15,7 +16,7 @@ Exit status: 0 all guards passed, 3 (``guards.GUARD_FAILED``) a guard failed
 or a run was aborted as hopeless, 1 a run did not complete.
 
 Usage: ``python -m loadtests.loadtest [--scenarios W1,W2] [--seconds 10]
-[--users 20] [--guards FILE] [--arrival-rate R] [--workers 2]
+[--users 20] [--guards FILE] [--arrival-rate R] [--workers N]
 [--processes N | --locust-workers N]
 [--env KEY=VALUE ...]``
 """
@@ -26,12 +27,14 @@ import time
 from pathlib import Path
 
 from loadtests.harness import guards, observe
+from loadtests.harness.checks import GOODPUT_SUFFIX, SHED_SUFFIX
 from loadtests.harness.locust_run import LocustRun, run_locust
 from loadtests.harness.paths import BASE_DIR, REPORTS
 from loadtests.harness.processes import Processes, add_env_option, database_url
 from loadtests.harness.window import stats_from_json
 
 RUN_FAILED = 1
+DEFAULT_WORKERS = 2
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,7 +49,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--arrival-rate", type=float, help="open model for every scenario: req/s"
     )
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help=f"gunicorn workers (default: the scenario's, else {DEFAULT_WORKERS})",
+    )
     distributed = parser.add_mutually_exclusive_group()
     distributed.add_argument(
         "--processes", type=int, default=0, help="Locust --processes N (one machine)"
@@ -63,8 +70,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def scenario_specs(config: dict, args: argparse.Namespace) -> dict[str, dict]:
-    """The scenarios to run, with command-line overrides applied."""
-    names = [n for n in args.scenarios.split(",") if n] or list(config["scenarios"])
+    """The scenarios to run, with command-line overrides applied.
+
+    Without ``--scenarios``: every scenario not marked ``on_demand``.
+    """
+    names = [n for n in args.scenarios.split(",") if n] or [
+        name for name, spec in config["scenarios"].items() if not spec.get("on_demand")
+    ]
     unknown = [n for n in names if n not in config["scenarios"]]
     if unknown:
         raise SystemExit(
@@ -73,9 +85,10 @@ def scenario_specs(config: dict, args: argparse.Namespace) -> dict[str, dict]:
     specs = {}
     for name in names:
         spec = dict(config["scenarios"][name])
-        for key in ("seconds", "users", "arrival_rate"):
+        for key in ("seconds", "users", "arrival_rate", "workers"):
             if getattr(args, key) is not None:
                 spec[key] = getattr(args, key)
+        spec.setdefault("workers", DEFAULT_WORKERS)
         specs[name] = spec
     return specs
 
@@ -104,8 +117,9 @@ def run_scenario(
         "--upstream-url",
         upstream,
     ]
-    if spec.get("arrival_rate"):
-        options += ["--arrival-rate", str(spec["arrival_rate"])]
+    for key in ("arrival_rate", "slo_ms", "request_timeout_ms"):
+        if spec.get(key):
+            options += ["--" + key.replace("_", "-"), str(spec[key])]
     with observe.scraping(processes, host) as scraper:
         run = run_locust(
             processes,
@@ -122,7 +136,7 @@ def run_scenario(
         run.result["resources"] = observe.steady_figures(
             scraper.samples,
             run.result,
-            cores=observe.worker_cores(args.workers),
+            cores=observe.worker_cores(spec["workers"]),
             limit=upstream_limit,
         )
         observe.save(run)
@@ -155,7 +169,25 @@ def summary_line(name: str, spec: dict, run: LocustRun) -> str:
         if run.result.get("arrival_rate")
         else ""
     )
-    return f"{name:11} {figures}{late}  {verdict}  {shown(run.report_dir)}"
+    return (
+        f"{name:11} {figures}{overload_figures(spec, run.stats)}{late}  {verdict}"
+        f"  {shown(run.report_dir)}"
+    )
+
+
+def overload_figures(spec: dict, stats: dict[str, dict]) -> str:
+    """Refusals and goodput of the main endpoint, when there were any."""
+    endpoint = guards.main_endpoint(spec)
+    text = ""
+    shed = stats.get(endpoint + SHED_SUFFIX)
+    if shed and shed["requests"]:
+        admitted = stats.get(endpoint, {}).get("requests", 0)
+        share = shed["requests"] / (admitted + shed["requests"])
+        text += f"  shed {share:.1%} (p99 {shed['p99_ms'] or 0:.0f} ms)"
+    good = stats.get(endpoint + GOODPUT_SUFFIX)
+    if good and spec.get("slo_ms"):
+        text += f"  goodput {good['rps']:.1f}/s within {spec['slo_ms']:g} ms"
+    return text
 
 
 def run_all(args: argparse.Namespace, specs: dict[str, dict]) -> dict[str, LocustRun]:
@@ -175,10 +207,11 @@ def run_all(args: argparse.Namespace, specs: dict[str, dict]) -> dict[str, Locus
                 **spec.get("server_env", {}),
             }
             server_env.update(dict(args.env))
-            key = (mode, tuple(sorted(server_env.items())))
+            workers = spec["workers"]
+            key = (mode, workers, tuple(sorted(server_env.items())))
             if key not in servers:
                 servers[key] = processes.start_gunicorn(
-                    database_url=url, mode=mode, workers=args.workers, env=server_env
+                    database_url=url, mode=mode, workers=workers, env=server_env
                 )
             run = run_scenario(
                 processes,
@@ -188,7 +221,7 @@ def run_all(args: argparse.Namespace, specs: dict[str, dict]) -> dict[str, Locus
                 upstream=upstream,
                 report_dir=args.reports / f"{stamp}-{name}",
                 args=args,
-                upstream_limit=observe.upstream_limit(server_env, args.workers),
+                upstream_limit=observe.upstream_limit(server_env, spec["workers"]),
             )
             runs[name] = run
             print(summary_line(name, spec, run), flush=True)

@@ -240,7 +240,7 @@ REQUEST_DEADLINE_MAX_MS = env.int("REQUEST_DEADLINE_MAX_MS", default=60000)
 SHED_ENABLED = env.bool("SHED_ENABLED", default=True)
 # prefix=priority (exempt, critical, normal, sheddable); longest prefix wins.
 SHED_ROUTES = env.str("SHED_ROUTES", default=shed_routes.DEFAULT_ROUTES)
-SHED_CPU_TARGET = env.float("SHED_CPU_TARGET", default=0.9)
+SHED_CPU_TARGET = env.float("SHED_CPU_TARGET", default=0.85)
 SHED_POOL_WAIT_TARGET_MS = env.int("SHED_POOL_WAIT_TARGET_MS", default=20)
 # Longest wait for a slot in a burst; once the worker refuses requests, waits
 # are cut to SHED_QUEUE_TARGET_MS (CoDel) and sheddable routes do not wait.

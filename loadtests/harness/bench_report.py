@@ -24,6 +24,7 @@ def progress_line(
         f"round {round_number} {label:22} {users:4} users: "
         f"{result['rps']:7.1f} req/s  p50 {result['p50']:5.0f} ms  "
         f"p99 {result['p99']:6.0f} ms  failures {result['failures']}"
+        f"  shed {result['shed']}"
     )
     details = workload.details(result)
     return f"{line}  {details}" if details else line

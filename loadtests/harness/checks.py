@@ -10,3 +10,23 @@ def check_fan_out(response, legs: int) -> None:
     if body.get("ok") != legs or len(body.get("legs", [])) != legs:
         failed = [leg for leg in body.get("legs", []) if leg.get("status") != "ok"]
         response.failure(f"{len(failed)} of {legs} legs not ok: {failed[:1]!r}")
+
+
+SHED_SUFFIX = " shed"
+# Successful answers within --slo-ms are counted again under NAME + this.
+GOODPUT_SUFFIX = " within SLO"
+
+
+def record_shed(response) -> bool:
+    """True when ``response`` is the server refusing the request under overload.
+
+    A refusal (503 with ``X-Shed-Reason``) is the server working as designed:
+    it is reported under ``NAME shed`` as a success, so the endpoint's own
+    figures are the admitted requests' and the refusals get their own
+    percentiles (how fast a refused client learns it should back off).
+    """
+    if response.status_code != 503 or "X-Shed-Reason" not in response.headers:
+        return False
+    response.request_meta["name"] += SHED_SUFFIX
+    response.success()
+    return True

@@ -1,12 +1,14 @@
 """Guards: what a load run must achieve, declared in ``guards.toml``, and their check.
 
-Per scenario and endpoint: ``p50_ms``, ``p95_ms``, ``p99_ms`` (maxima),
-``max_fail_ratio`` and ``min_rps``; ratio guards against a baseline measured in
-the same run (``[[scenarios.X.ratios]]``: an endpoint's metric over another
-endpoint's) or in the same ``make loadtest`` (top-level ``[[ratios]]``: one
-scenario's metric over another's). An open-model run (``arrival_rate``) also
-fails when its main endpoint achieves less than ``min_arrival_ratio`` (97 %)
-of the target.
+Per scenario and endpoint: ``p50_ms``, ``p95_ms``, ``p99_ms``, ``max_ms``
+(maxima), ``max_fail_ratio``, ``min_rps`` and ``max_shed_ratio`` (the share of
+the endpoint's requests refused under overload, reported as ``NAME shed``);
+ratio guards against a baseline measured in the same run
+(``[[scenarios.X.ratios]]``: an endpoint's metric over another endpoint's) or
+in the same ``make loadtest`` (top-level ``[[ratios]]``: one scenario's metric
+over another's). An open-model run (``arrival_rate``) also
+fails when its main endpoint (admitted and refused together) achieves less
+than ``min_arrival_ratio`` (97 %) of the target.
 
 Everything is evaluated on steady-state stats (``harness.window``); this module
 is pure Python so it is unit-tested on synthetic stats.
@@ -16,6 +18,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtests.harness.checks import SHED_SUFFIX
 from loadtests.harness.paths import GUARDS_FILE
 from loadtests.harness.window import AGGREGATED, EndpointStats
 
@@ -28,9 +31,12 @@ LIMITS = {
     "p50_ms": ("p50_ms", "max"),
     "p95_ms": ("p95_ms", "max"),
     "p99_ms": ("p99_ms", "max"),
+    "max_ms": ("max_ms", "max"),
     "max_fail_ratio": ("fail_ratio", "max"),
     "min_rps": ("rps", "min"),
 }
+# Every per-endpoint guard: the limits above and the refused share.
+GUARDS = {*LIMITS, "max_shed_ratio"}
 METRICS = {"p50_ms", "p95_ms", "p99_ms", "fail_ratio", "rps"}
 DEFAULT_SETTINGS = {
     "warmup_s": 3.0,
@@ -152,14 +158,17 @@ def _limit_checks(
     for endpoint, limits in spec.get("endpoints", {}).items():
         entry = stats.get(endpoint)
         for guard, limit in limits.items():
-            if guard not in LIMITS:
+            if guard == "max_shed_ratio":
+                value, kind = shed_ratio(stats, endpoint), "max"
+            elif guard in LIMITS:
+                attribute, kind = LIMITS[guard]
+                value = (
+                    None
+                    if entry is None or not entry.requests
+                    else getattr(entry, attribute)
+                )
+            else:
                 raise ValueError(f"{scenario} {endpoint}: unknown guard {guard!r}")
-            attribute, kind = LIMITS[guard]
-            value = (
-                None
-                if entry is None or not entry.requests
-                else getattr(entry, attribute)
-            )
             detail = "no requests" if value is None else ""
             checks.append(
                 Check(
@@ -176,13 +185,29 @@ def _limit_checks(
     return checks
 
 
+def shed_ratio(stats: dict[str, EndpointStats], endpoint: str) -> float | None:
+    """Refused / (admitted + refused) requests of ``endpoint``; None without any."""
+    admitted = stats[endpoint].requests if endpoint in stats else 0
+    shed = stats.get(endpoint + SHED_SUFFIX)
+    refused = shed.requests if shed else 0
+    total = admitted + refused
+    return refused / total if total else None
+
+
+def offered_rps(stats: dict[str, EndpointStats], endpoint: str) -> float | None:
+    """Requests a second ``endpoint`` was sent: admitted and refused together."""
+    names = (endpoint, endpoint + SHED_SUFFIX)
+    parts = [stats[name] for name in names if name in stats]
+    return sum(part.rps for part in parts) if parts else None
+
+
 def _arrival_check(
     scenario: str, spec: dict, stats: dict[str, EndpointStats], settings: dict
 ) -> Check:
     # The open model's achieved rate on its main endpoint, against the target.
     rate = spec["arrival_rate"]
     endpoint = main_endpoint(spec)
-    achieved = stats[endpoint].rps if endpoint in stats else None
+    achieved = offered_rps(stats, endpoint)
     ratio = achieved / rate if achieved is not None else None
     minimum = float(settings["min_arrival_ratio"])
     return Check(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NotRequired, TypedDict, Unpack
 
+from loadtests.harness.checks import SHED_SUFFIX
 from loadtests.harness.paths import LOCUST_CONF, LOCUSTFILES
 from loadtests.harness.processes import Processes, free_port
 
@@ -184,10 +185,28 @@ def read_failures_csv(report_dir: Path) -> list[dict[str, str]]:
 
 
 def headline(row: dict[str, str]) -> dict[str, float]:
-    """req/s, p50, p99 (ms) and failures from a row of Locust's stats CSV."""
+    """req/s, p50, p99 (ms), requests and failures from a row of Locust's CSV."""
     return {
+        "requests": int(row["Request Count"]),
         "rps": float(row["Requests/s"]),
         "p50": float(row["50%"]),
         "p99": float(row["99%"]),
         "failures": int(row["Failure Count"]),
     }
+
+
+def admitted_headline(rows: dict[str, dict[str, str]], endpoint: str) -> dict:
+    """``headline`` of ``endpoint``'s admitted requests, with its refusals counted.
+
+    Refusals (``NAME shed``, the server's admission control) are neither
+    throughput nor failures: they are reported apart as ``shed``.
+    """
+    row = rows.get(endpoint)
+    figures = (
+        headline(row)
+        if row
+        else {"requests": 0, "rps": 0.0, "p50": 0.0, "p99": 0.0, "failures": 0}
+    )
+    shed = rows.get(endpoint + SHED_SUFFIX)
+    figures["shed"] = int(shed["Request Count"]) if shed else 0
+    return figures

@@ -23,6 +23,18 @@ def _add_options(parser) -> None:
         "--arrival-rate", type=float, default=0.0, help="open model: total req/s"
     )
     parser.add_argument(
+        "--slo-ms",
+        type=float,
+        default=250.0,
+        help="answers within this are goodput (NAME within SLO)",
+    )
+    parser.add_argument(
+        "--request-timeout-ms",
+        type=int,
+        default=0,
+        help="send X-Request-Timeout-Ms: the requests' deadline (0: the server's)",
+    )
+    parser.add_argument(
         "--upstream-url", default="", help="stub upstream, timed directly as a baseline"
     )
     parser.add_argument(

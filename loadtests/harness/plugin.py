@@ -4,7 +4,11 @@ Importing it adds the harness's command-line options (``options``) and wires
 Locust's events to the run's ``Recorder`` on the master (or the only process):
 snapshots and the steady-state window, step load (``step_load``), early abort,
 guards and the exit code at the end. Workers only run users (``scenario_user``)
-and report their open-model late starts to the master.
+and report their open-model late starts and goodput to the master.
+
+Goodput: every answer that succeeded within ``--slo-ms`` is also counted under
+``NAME within SLO`` (requests only, no latencies), so a guard can ask for so
+many good answers a second however many others were late or refused.
 """
 
 import locust.runners
@@ -13,6 +17,7 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 
 import loadtests.harness.options  # noqa: F401  (registers the options)
+from loadtests.harness.checks import GOODPUT_SUFFIX, SHED_SUFFIX
 from loadtests.harness.recorder import RECORDER
 from loadtests.harness.scenario_user import ScenarioUser
 
@@ -28,6 +33,7 @@ def _on_master(environment: Environment) -> bool:
 
 @events.init.add_listener
 def _on_init(environment: Environment, **_kwargs) -> None:
+    RECORDER.options_of = environment
     options = environment.parsed_options
     if options is not None and _on_master(environment):
         # Workers are not told -u; the open model splits the rate over the
@@ -71,10 +77,27 @@ def _on_quitting(environment: Environment, **_kwargs) -> None:
         RECORDER.finish()
 
 
+@events.request.add_listener
+def _count_goodput(
+    name: str, response_time: float, exception: BaseException | None, **_kwargs
+) -> None:
+    options = RECORDER.options_of.parsed_options if RECORDER.options_of else None
+    if (
+        exception is None
+        and options is not None
+        and not name.endswith(SHED_SUFFIX)
+        and response_time <= options.slo_ms
+    ):
+        key = name + GOODPUT_SUFFIX
+        RECORDER.good[key] = RECORDER.good.get(key, 0) + 1
+
+
 @events.report_to_master.add_listener
 def _report_late(client_id: str, data: dict) -> None:
     data["harness_late"] = (RECORDER.scheduled, RECORDER.late)
+    data["harness_good"] = RECORDER.good
     RECORDER.scheduled = RECORDER.late = 0
+    RECORDER.good = {}
 
 
 @events.worker_report.add_listener
@@ -82,3 +105,5 @@ def _collect_late(client_id: str, data: dict) -> None:
     scheduled, late = data.get("harness_late", (0, 0))
     RECORDER.scheduled += scheduled
     RECORDER.late += late
+    for key, count in data.get("harness_good", {}).items():
+        RECORDER.good[key] = RECORDER.good.get(key, 0) + count

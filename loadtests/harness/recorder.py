@@ -17,21 +17,25 @@ from locust.env import Environment
 from locust.stats import RequestStats
 
 from loadtests.harness import guards
+from loadtests.harness.checks import SHED_SUFFIX
 from loadtests.harness.step_load import StepLoad
 from loadtests.harness.window import (
+    ADMITTED,
     AGGREGATED,
     Counts,
     EndpointStats,
     Snapshot,
     stats_to_json,
     window_stats,
+    without,
 )
 
 SNAPSHOT_INTERVAL_S = 1.0
 
 
 def cumulative_counts(stats: RequestStats) -> dict[str, Counts]:
-    """Counts of every endpoint and of all of them (``Aggregated``) so far."""
+    """Counts of every endpoint, of all of them (``Aggregated``) and of all but
+    the refusals (``Admitted``) so far."""
     entries = {
         name: Counts(e.num_requests, e.num_failures, dict(e.response_times))
         for (name, _method), e in stats.entries.items()
@@ -40,6 +44,8 @@ def cumulative_counts(stats: RequestStats) -> dict[str, Counts]:
     entries[AGGREGATED] = Counts(
         total.num_requests, total.num_failures, dict(total.response_times)
     )
+    refused = [c for name, c in entries.items() if name.endswith(SHED_SUFFIX)]
+    entries[ADMITTED] = without(entries[AGGREGATED], refused)
     return entries
 
 
@@ -62,6 +68,10 @@ class Recorder:
         self.workers = 0
         # Fixed-count users that are not the scenario's (a baseline timer).
         self.helpers = 0
+        # Answers within the SLO per endpoint, cumulative ("NAME within SLO").
+        self.good: dict[str, int] = {}
+        # The process's Locust environment, for its options (workers' too).
+        self.options_of: Environment | None = None
 
     def begin(self, environment: Environment) -> None:
         """Start snapshotting."""
@@ -81,7 +91,9 @@ class Recorder:
         runner = self.environment.runner
         # Workers have left by the time the results are written: count them now.
         self.workers = max(self.workers, getattr(runner, "worker_count", 0))
-        snap = Snapshot(self.now(), runner.user_count, cumulative_counts(runner.stats))
+        entries = cumulative_counts(runner.stats)
+        entries.update({key: Counts(n, 0, {}) for key, n in self.good.items()})
+        snap = Snapshot(self.now(), runner.user_count, entries)
         self.snapshots.append(snap)
         return snap
 

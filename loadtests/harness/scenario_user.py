@@ -7,6 +7,7 @@ import gevent.pool
 from locust import FastHttpUser, constant, task
 from locust.user.task import LOCUST_STATE_STOPPING
 
+from loadtests.harness.checks import record_shed
 from loadtests.harness.recorder import RECORDER
 
 # An open-model request that starts this much after its slot is counted as late.
@@ -23,16 +24,41 @@ class ScenarioUser(FastHttpUser):
     users starts ``R / users`` requests a second on a fixed schedule, each in its
     own greenlet, so a slow server does not slow the arrivals (no coordinated
     omission); a start more than 10 ms late (in-flight limit reached or the
-    load generator saturated) is counted as late.
+    load generator saturated) is counted as late. ``--request-timeout-ms``
+    sends every request with that deadline.
+
+    A refusal (``shed``) is reported apart; in the closed model the user then
+    backs off for the answer's ``Retry-After`` as a well-behaved client does,
+    instead of turning a full server into a loop of instant 503s.
     """
 
     abstract = True
     wait_time = constant(0)
     concurrency = MAX_IN_FLIGHT
 
+    def __init__(self, environment) -> None:
+        options = environment.parsed_options
+        timeout_ms = getattr(options, "request_timeout_ms", 0) if options else 0
+        if timeout_ms:
+            # Every request carries the client's deadline: the server refuses
+            # what it cannot finish in time instead of answering too late.
+            self.default_headers = {"X-Request-Timeout-Ms": str(timeout_ms)}
+        super().__init__(environment)
+        self._backoff_s = 0.0
+
     def request(self) -> None:
         """One request of the scenario, response checked; subclasses define it."""
         raise NotImplementedError
+
+    def shed(self, response) -> bool:
+        """True when ``response`` is a refusal, reported as ``NAME shed``."""
+        if not record_shed(response):
+            return False
+        try:
+            self._backoff_s = float(response.headers.get("Retry-After", 1))
+        except ValueError:
+            self._backoff_s = 1.0
+        return True
 
     @task
     def drive(self) -> None:
@@ -41,6 +67,9 @@ class ScenarioUser(FastHttpUser):
         rate = options.arrival_rate if options else 0
         if not rate:
             self.request()
+            if self._backoff_s:
+                gevent.sleep(self._backoff_s)
+                self._backoff_s = 0.0
             return
         users = getattr(options, "harness_users", None) or options.num_users or 1
         self._open_loop(rate / users)

@@ -3,14 +3,22 @@
 Each step is measured from the recorder's snapshots with its first
 ``--step-trim`` seconds (the ramp) cut off, printed, and marks the run for
 stopping when its p95 or failure ratio is past the SLO (``--slo-p95-ms``,
-``--slo-fail-ratio``).
+``--slo-fail-ratio``). A step's figures are its admitted requests'; the
+refusals of the server's admission control (``NAME shed``) count towards the
+failure ratio, since a server that refuses work is past its capacity.
 """
 
 from typing import TYPE_CHECKING
 
 from locust.env import Environment
 
-from loadtests.harness.window import AGGREGATED, stats_to_json, window_stats
+from loadtests.harness.checks import SHED_SUFFIX
+from loadtests.harness.window import (
+    ADMITTED,
+    EndpointStats,
+    stats_to_json,
+    window_stats,
+)
 
 if TYPE_CHECKING:
     from loadtests.harness.recorder import Recorder
@@ -45,12 +53,16 @@ class StepLoad:
         step = self.steps[-1]
         recorder.snapshot()
         step["end"] = recorder.now()
-        stats = window_stats(
+        window = window_stats(
             recorder.snapshots, step["start"] + options.step_trim, step["end"]
-        ).get(AGGREGATED)
-        step["stats"] = (
-            stats_to_json({AGGREGATED: stats})[AGGREGATED] if stats else None
         )
+        stats = window.get(ADMITTED)
+        refused = sum(
+            s.requests for name, s in window.items() if name.endswith(SHED_SUFFIX)
+        )
+        step["stats"] = stats_to_json({ADMITTED: stats})[ADMITTED] if stats else None
+        if step["stats"]:
+            step["stats"]["shed_ratio"] = shed_ratio(stats, refused)
         if stats is None or not stats.requests:
             print(
                 f"step {len(self.steps)}: {step['users']} users, no requests",
@@ -58,14 +70,20 @@ class StepLoad:
             )
             self.stop_steps = True
             return
+        shed = step["stats"]["shed_ratio"]
         print(
             f"step {len(self.steps)}: {step['users']:4d} users {stats.rps:8.1f} req/s  "
-            f"p50 {stats.p50_ms:5.0f} ms  p95 {stats.p95_ms:5.0f} ms  "
-            f"failures {stats.fail_ratio:.2%}",
+            f"p50 {stats.p50_ms or 0:5.0f} ms  p95 {stats.p95_ms or 0:5.0f} ms  "
+            f"failures {stats.fail_ratio:.2%}  shed {shed:.2%}",
             flush=True,
         )
-        if (
-            stats.p95_ms > options.slo_p95_ms
-            or stats.fail_ratio > options.slo_fail_ratio
+        if (stats.p95_ms or 0) > options.slo_p95_ms or (
+            stats.fail_ratio + shed > options.slo_fail_ratio
         ):
             self.stop_steps = True
+
+
+def shed_ratio(admitted: EndpointStats, refused: int) -> float:
+    """Refused / all requests of a step."""
+    total = admitted.requests + refused
+    return refused / total if total else 0.0

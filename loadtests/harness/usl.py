@@ -73,16 +73,18 @@ def fit(users: list[float], rps: list[float]) -> Fit:
 def knee(steps: list[dict], slo_p95_ms: float, max_fail_ratio: float) -> dict | None:
     """The busiest step that met the SLO: p95 within it and failures under the limit.
 
-    ``steps`` are dicts with users, rps, p95_ms and fail_ratio. The knee is where
-    adding users stops paying: the highest throughput among the steps within the
-    SLO (a later step with more users but no more throughput is not preferred).
+    ``steps`` are dicts with users, rps, p95_ms, fail_ratio and (optionally)
+    shed_ratio, the share the server refused, which counts as failed: a server
+    that refuses work is past its capacity. The knee is where adding users stops
+    paying: the highest throughput among the steps within the SLO (a later step
+    with more users but no more throughput is not preferred).
     """
     within = [
         s
         for s in steps
         if s["p95_ms"] is not None
         and s["p95_ms"] <= slo_p95_ms
-        and s["fail_ratio"] <= max_fail_ratio
+        and s["fail_ratio"] + s.get("shed_ratio", 0.0) <= max_fail_ratio
     ]
     if not within:
         return None

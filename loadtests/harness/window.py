@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 
 AGGREGATED = "Aggregated"
+# Every endpoint's answers but the refusals (their own entries, NAME shed).
+ADMITTED = "Admitted"
 
 
 @dataclass
@@ -42,6 +44,7 @@ class EndpointStats:
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
+    max_ms: float | None = None
 
     @property
     def rps(self) -> float:
@@ -66,6 +69,19 @@ def percentile(histogram: dict[int, int], fraction: float) -> float | None:
         if seen >= rank:
             return float(value)
     return float(max(histogram))
+
+
+def without(total: Counts, parts: list[Counts]) -> Counts:
+    """``total`` less ``parts`` (counts and histograms, which Locust sums exactly)."""
+    histogram = dict(total.histogram)
+    for part in parts:
+        for value, count in part.histogram.items():
+            histogram[value] = histogram.get(value, 0) - count
+    return Counts(
+        total.requests - sum(part.requests for part in parts),
+        total.failures - sum(part.failures for part in parts),
+        {value: count for value, count in histogram.items() if count > 0},
+    )
 
 
 def _diff(end: Counts, start: Counts | None) -> Counts:
@@ -113,6 +129,7 @@ def window_stats(
             p50_ms=percentile(delta.histogram, 0.50),
             p95_ms=percentile(delta.histogram, 0.95),
             p99_ms=percentile(delta.histogram, 0.99),
+            max_ms=float(max(delta.histogram)) if delta.histogram else None,
         )
     return result
 
@@ -129,6 +146,7 @@ def stats_to_json(stats: dict[str, EndpointStats]) -> dict[str, dict]:
             "p50_ms": s.p50_ms,
             "p95_ms": s.p95_ms,
             "p99_ms": s.p99_ms,
+            "max_ms": s.max_ms,
         }
         for name, s in stats.items()
     }
@@ -144,6 +162,7 @@ def stats_from_json(data: dict[str, dict]) -> dict[str, EndpointStats]:
             d["p50_ms"],
             d["p95_ms"],
             d["p99_ms"],
+            d.get("max_ms"),
         )
         for name, d in data.items()
     }

@@ -15,6 +15,8 @@ class SlowSqlUser(ScenarioUser):
         with self.client.get(
             f"/demo/slow-sql/?x=7&ms={MS}", name="/demo/slow-sql/", catch_response=True
         ) as response:
+            if self.shed(response):
+                return
             if response.status_code != 200:
                 response.failure(f"status {response.status_code}")
             elif response.json().get("square") != 49:

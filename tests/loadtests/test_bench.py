@@ -109,7 +109,7 @@ def test_tables_print_medians_and_same_round_ratios(capsys) -> None:
     servers = workload.servers(["asyncio"], {}, "")
 
     def run(rps: float, cpu: float) -> dict:
-        figures = {"p50": 50, "p99": 90, "failures": 0, "connections": 100}
+        figures = {"p50": 50, "p99": 90, "failures": 0, "shed": 0, "connections": 100}
         return {**figures, "rps": rps, "cpu_ms": cpu, "excess": 0, "top_error": ""}
 
     results = {
@@ -120,5 +120,5 @@ def test_tables_print_medians_and_same_round_ratios(capsys) -> None:
     bench_report.print_medians(workload, servers, args, results)
     bench_report.print_ratios(workload, workload.comparisons(servers), [10], results)
     out = capsys.readouterr().out
-    assert "| 10 | this tree | 180 | 50 | 90 | 0 | 2.00 | 100 | 0 |" in out
+    assert "| 10 | this tree | 180 | 50 | 90 | 0 | 0 | 2.00 | 100 | 0 |" in out
     assert "| 10 | this tree / asyncio | 1.80x | 2.00x |" in out

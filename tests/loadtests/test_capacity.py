@@ -112,3 +112,21 @@ def test_measured_steps_keep_their_resources():
     assert capacity.measured_steps(result) == [
         {"users": 10, "requests": 5, "rps": 1.0, "resources": {"x": 1}}
     ]
+
+
+def test_beyond_the_knee_sentence():
+    """Refused share, admitted and refusal p99, goodput against the knee."""
+    args = capacity.parse_args(["--slo-p95-ms", "250", "--beyond-seconds", "30"])
+    stats = {
+        "/x": {"requests": 1000, "p99_ms": 120.0},
+        "/x shed": {"requests": 3000, "p99_ms": 6.0},
+        "/x within SLO": {"rps": 180.0},
+    }
+    knee = {"rps": 200.0, "p99_ms": 70.0}
+    sentence = capacity.overload_sentence(stats, "/x", knee, "3 x 200 req/s", args)
+    assert sentence == (
+        "3 x 200 req/s offered (open model, 30 s): sheds 75.0%, admitted p99 "
+        "120 ms (at the knee 70 ms), refusals p99 6 ms; goodput 180 req/s within "
+        "250 ms (90% of the knee)."
+    )
+    assert capacity.overload_sentence({}, "/x", knee, "", args).startswith("no ")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BASE_DIR
+from loadtests.loadtest import parse_args, scenario_specs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -116,7 +117,85 @@ def test_master_and_two_workers(tmp_path, test_database_url):
     report = reports(tmp_path)[0]
     steady = json.loads((report / "steady.json").read_text())
     assert steady["workers"] == 2
-    assert steady["stats"]["/demo/fan-out/ W1"]["requests"] > 0
+    admitted = steady["stats"]["/demo/fan-out/ W1"]["requests"]
+    assert admitted > 0
+    # Goodput is counted in the workers and summed on the master.
+    good = steady["stats"]["/demo/fan-out/ W1 within SLO"]["requests"]
+    assert admitted / 2 < good <= admitted
     log = (report / "locust.log").read_text()
     assert log.count("| result | scenario |") == 1
     assert log.count("guards evaluated on the master") == 1
+
+
+OVERLOAD_GUARDS = """
+[settings]
+warmup_s = 1.0
+abort_after_s = 100.0
+
+[scenarios.W1]
+locustfile = "fanout_http.py"
+users = 2
+seconds = 6
+
+[scenarios.tiny]
+on_demand = true
+locustfile = "fanout_http.py"
+server_env = { SHED_MAX_LIMIT = "2", SHED_MIN_LIMIT = "1" }
+workers = 1
+users = 2
+seconds = 6
+arrival_rate = 100
+slo_ms = 1000
+request_timeout_ms = 2000
+
+[scenarios.tiny.endpoints."/demo/fan-out/ W1"]
+max_shed_ratio = 0.0
+max_ms = 2000
+"""
+
+
+def test_refusals_are_reported_apart_and_guarded(tmp_path, test_database_url):
+    """A server limited to 2 requests at once (the setting this test is about)
+    under 100 req/s of W1: its 503 refusals land under NAME shed, not as
+    failures; the arrival rate counts them; max_shed_ratio fails the run."""
+    guards = tmp_path / "overload.toml"
+    guards.write_text(OVERLOAD_GUARDS)
+    env = {**os.environ, "DATABASE_URL": test_database_url}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtests.loadtest", "--guards", str(guards)]
+        + ["--reports", str(tmp_path / "reports"), "--scenarios", "tiny"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 3, output
+    steady = json.loads((reports(tmp_path, "tiny")[0] / "steady.json").read_text())
+    stats = steady["stats"]
+    admitted, refused = stats["/demo/fan-out/ W1"], stats["/demo/fan-out/ W1 shed"]
+    assert refused["requests"] > 0 and refused["fail_ratio"] == 0
+    assert admitted["fail_ratio"] <= 0.05
+    checks = {c["guard"]: c for c in steady["checks"]}
+    assert not checks["max_shed_ratio"]["ok"] and checks["max_shed_ratio"]["value"] > 0
+    assert checks["max_ms"]["ok"]
+    assert checks["achieved / target rate"]["ok"], output
+    assert "shed " in output and "goodput " in output
+
+
+def test_on_demand_scenarios_run_only_when_named():
+    """Without --scenarios the on-demand ones are left out; each keeps its
+    own worker count unless --workers says otherwise."""
+    config = {
+        "scenarios": {
+            "A": {"locustfile": "a.py"},
+            "B": {"locustfile": "b.py", "on_demand": True, "workers": 1},
+        }
+    }
+    assert list(scenario_specs(config, parse_args([]))) == ["A"]
+    named = scenario_specs(config, parse_args(["--scenarios", "A,B"]))
+    assert (named["A"]["workers"], named["B"]["workers"]) == (2, 1)
+    forced = scenario_specs(config, parse_args(["--scenarios", "B", "--workers", "3"]))
+    assert forced["B"]["workers"] == 3

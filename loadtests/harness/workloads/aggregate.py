@@ -9,7 +9,11 @@ measured slowest source.
 
 from pathlib import Path
 
-from loadtests.harness.locust_run import headline, read_failures_csv, read_stats_csv
+from loadtests.harness.locust_run import (
+    admitted_headline,
+    read_failures_csv,
+    read_stats_csv,
+)
 from loadtests.harness.paths import AGGREGATIONS_BENCH
 from loadtests.harness.workloads.base import Column, Target, Workload
 
@@ -49,8 +53,9 @@ class Aggregate(Workload):
         """Locust's figures, failures by kind, the slowest source and the overhead."""
         run = self.run(target, users, seconds, report_dir)
         rows = read_stats_csv(run.report_dir)
-        figures = headline(rows[ENDPOINT])
-        source_p50 = float(rows["slowest source"]["50%"])
+        figures = admitted_headline(rows, ENDPOINT)
+        source = rows.get("slowest source")  # none when every request was refused
+        source_p50 = float(source["50%"]) if source else 0.0
         kinds = {
             row["Error"].removeprefix("CatchResponseError(").strip("')"): int(
                 row["Occurrences"]

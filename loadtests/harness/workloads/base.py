@@ -91,6 +91,7 @@ HEADLINE = [
     Column("p50 ms", "p50"),
     Column("p99 ms", "p99"),
     Column("failures", "failures"),
+    Column("shed", "shed"),
 ]
 
 

@@ -13,12 +13,16 @@ from pathlib import Path
 import psutil
 import requests
 
-from loadtests.harness.locust_run import headline, read_failures_csv, read_stats_csv
-from loadtests.harness.window import AGGREGATED
+from loadtests.harness.locust_run import (
+    admitted_headline,
+    read_failures_csv,
+    read_stats_csv,
+)
 from loadtests.harness.workloads.base import Column, Ratio, Target, Workload
 
 LEGS = 10
 LEG_MS = 50
+ENDPOINT = "/demo/fan-out/ W1"  # fanout_http.py's name
 
 
 def workers_cpu_seconds(master_pid: int) -> float:
@@ -60,7 +64,7 @@ class FanOut(Workload):
         run = self.run(target, users, seconds, report_dir)
         cpu = workers_cpu_seconds(target.master_pid) - cpu_before
         stats = requests.get(f"{target.upstream}/stats", timeout=5).json()
-        row = read_stats_csv(run.report_dir)[AGGREGATED]
+        figures = admitted_headline(read_stats_csv(run.report_dir), ENDPOINT)
         errors = sorted(
             read_failures_csv(run.report_dir), key=lambda r: -int(r["Occurrences"])
         )
@@ -68,8 +72,8 @@ class FanOut(Workload):
             "top_error": f"{errors[0]['Occurrences']}x {errors[0]['Error']}"
             if errors
             else "",
-            **headline(row),
-            "cpu_ms": 1000 * cpu / max(int(row["Request Count"]), 1),
+            **figures,
+            "cpu_ms": 1000 * cpu / max(figures["requests"] + figures["shed"], 1),
             "connections": stats["connections"],
             "excess": max(0, stats["connections"] - users * LEGS),
         }

@@ -66,7 +66,7 @@ class GateConfig:
 
     limit: LimitConfig = field(default_factory=LimitConfig)
     interval_s: float = 0.1
-    cpu_target: float = 0.9
+    cpu_target: float = 0.85
     pool_wait_target_s: float = 0.02
     queue_timeout_s: float = 0.1
     queue_target_s: float = 0.005

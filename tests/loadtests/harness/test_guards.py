@@ -7,9 +7,17 @@ from loadtests.harness.paths import LOCUSTFILES
 from loadtests.harness.window import EndpointStats
 
 
-def stats(requests=1000, failures=0, seconds=10.0, p50=50.0, p95=80.0, p99=100.0):
+def stats(
+    requests=1000,
+    failures=0,
+    seconds=10.0,
+    p50=50.0,
+    p95=80.0,
+    p99=100.0,
+    top=150.0,
+):
     """EndpointStats with healthy defaults."""
-    return EndpointStats(requests, failures, seconds, p50, p95, p99)
+    return EndpointStats(requests, failures, seconds, p50, p95, p99, top)
 
 
 SPEC = {
@@ -113,6 +121,40 @@ def test_open_model_rate_is_measured_on_the_main_endpoint():
     assert (check.endpoint, check.ok) == ("/x", False)
 
 
+def test_open_model_counts_refused_requests_as_arrived():
+    """Refusals (NAME shed) were sent too: the target rate counts them."""
+    spec = {"arrival_rate": 100, "endpoints": {"/x": {"max_fail_ratio": 0.01}}}
+    check = guards.evaluate(
+        "S", spec, {"/x": stats(requests=400), "/x shed": stats(requests=590)}
+    )[-1]
+    assert check.ok and check.value == pytest.approx(0.99)
+    only_refused = guards.evaluate("S", spec, {"/x shed": stats(requests=990)})[-1]
+    assert only_refused.ok
+
+
+def test_shed_ratio_guard():
+    """max_shed_ratio: refused / (admitted + refused), none refused is 0."""
+    spec = {"endpoints": {"/x": {"max_shed_ratio": 0.001}}}
+    none = guards.evaluate("S", spec, {"/x": stats(requests=1000)})[0]
+    one = guards.evaluate(
+        "S", spec, {"/x": stats(requests=999), "/x shed": stats(requests=1)}
+    )[0]
+    two = guards.evaluate(
+        "S", spec, {"/x": stats(requests=998), "/x shed": stats(requests=2)}
+    )[0]
+    assert (none.ok, none.value) == (True, 0.0)
+    assert (one.ok, one.value) == (True, 0.001)
+    assert (two.ok, two.value) == (False, 0.002)
+    assert guards.evaluate("S", spec, {})[0].value is None
+
+
+def test_slowest_answer_guard():
+    """max_ms bounds the slowest answer of the window (no request past a deadline)."""
+    spec = {"endpoints": {"/x": {"max_ms": 1000}}}
+    assert guards.evaluate("S", spec, {"/x": stats(top=1000)})[0].ok
+    assert not guards.evaluate("S", spec, {"/x": stats(top=1100)})[0].ok
+
+
 def test_hopeless_only_far_beyond_the_limit():
     """Early abort takes failed guards past factor x limit (max) or limit / factor."""
     checks = guards.evaluate("S", SPEC, {"/x": stats(p50=170, p95=200, requests=200)})
@@ -142,4 +184,4 @@ def test_project_guards_file_loads():
         for locustfile in spec["locustfile"].split(","):
             assert (LOCUSTFILES / locustfile).exists(), name
         for limits in spec.get("endpoints", {}).values():
-            assert set(limits) <= set(guards.LIMITS)
+            assert set(limits) <= guards.GUARDS, name

@@ -70,6 +70,12 @@ def test_knee_is_the_busiest_step_within_the_slo():
     assert usl.knee([step(10, 100, 300)], 200, 0.01) is None
 
 
+def test_a_step_the_server_refused_more_of_is_past_the_knee():
+    """Refusals (shed_ratio) count as failed towards the SLO's failure limit."""
+    steps = [step(10, 100, 60), {**step(20, 190, 70), "shed_ratio": 0.015}]
+    assert usl.knee(steps, 200, 0.01)["users"] == 10
+
+
 def test_plan_rounds_up_workers_and_hosts():
     """2,000 req/s at 700 req/s per 2-worker host: 6 workers on 3 hosts of 2 cores."""
     result = usl.plan(

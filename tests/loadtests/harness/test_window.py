@@ -7,6 +7,7 @@ from loadtests.harness.window import (
     stats_from_json,
     stats_to_json,
     window_stats,
+    without,
 )
 
 
@@ -81,3 +82,19 @@ def test_json_round_trip():
     snapshots = cumulative([{50: 3, 70: 1}] * 2, [1, 0])
     stats = window_stats(snapshots, 0.0, 2.0)
     assert stats_from_json(stats_to_json(stats)) == stats
+
+
+def test_slowest_answer_of_the_window():
+    """max_ms is the slowest answer between the two snapshots, not of the run."""
+    first = Snapshot(0.0, 1, {"e": Counts(2, 0, {10: 1, 900: 1})})
+    last = Snapshot(2.0, 1, {"e": Counts(5, 0, {10: 3, 900: 1, 40: 1})})
+    assert window_stats([first, last], 0.0, 2.0)["e"].max_ms == 40.0
+    counted_only = Snapshot(2.0, 1, {"e": Counts(7, 0, {})})
+    assert window_stats([first, counted_only], 0.0, 2.0)["e"].max_ms is None
+
+
+def test_admitted_is_the_total_less_the_refusals():
+    """Locust's total sums every entry, so the refusals subtract out exactly."""
+    total = Counts(10, 1, {3: 6, 50: 3, 90: 1})
+    refused = Counts(6, 0, {3: 5, 50: 1})
+    assert without(total, [refused]) == Counts(4, 1, {3: 1, 50: 2, 90: 1})
