@@ -81,11 +81,9 @@ def add_options(parser: argparse.ArgumentParser, *, upstream: bool) -> None:
 
 
 def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuse target-only options without ``--target``, and server options with it.
-
-    ``--env`` and ``--workers``-like options configure a server this command
-    starts; a target runs as its operator started it.
-    """
+    """Refuse target-only options without ``--target``, and ``--env`` with it:
+    ``--env`` configures a server this command starts, and a target runs as its
+    operator started it."""
     given = [name for name in ONLY_WITH_TARGET if getattr(args, name, None)]
     if given and not args.target:
         options = ", ".join("--" + name.replace("_", "-") for name in given)
