@@ -28,8 +28,17 @@ and Locust's HTML/CSV of the runs (steps/, confirm/, beyond/).
 The load generator runs on the same cores as the server, so the per-host
 figures are pessimistic for a host that only serves.
 
+With ``--target URL`` nothing of the app is started (``harness/target.py``):
+the steps run against that server, e.g. an nginx in front of ``--instances``
+gunicorns. The report then states the per-instance throughput (the knee's
+req/s / N) and, with ``--proxy-pid``, the proxy's CPU ms per request at the
+knee; ``--server-pids`` gives the gunicorn masters whose workers' CPU is
+sampled. The scenario's own locustfile runs without same-run baselines, so no
+stub URL is needed.
+
 Usage: ``python -m loadtests.capacity [--scenario W1] [--target-rps 2000]
-[--slo-p95-ms 200] [--step-users 10] [--step-seconds 10] [--step-count 12]``
+[--slo-p95-ms 200] [--step-users 10] [--step-seconds 10] [--step-count 12]
+[--target URL [--instances N] [--server-pids PID[,PID]] [--proxy-pid PID]]``
 """
 
 import argparse
@@ -38,9 +47,17 @@ import sys
 import time
 from pathlib import Path
 
-from loadtests.harness import guards, observe, resources_report, saturation, usl
+from loadtests.harness import (
+    guards,
+    observe,
+    resources_report,
+    saturation,
+    target,
+    usl,
+)
 from loadtests.harness.capacity_report import (
     conclusion,
+    front_door,
     markdown,
     planned_rps,
     plot,
@@ -73,12 +90,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--beyond-seconds", type=float, default=30.0)
     parser.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="gunicorn workers"
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="gunicorn workers (with --target: each instance's, for the plan)",
     )
     parser.add_argument("--processes", type=int, default=0, help="Locust --processes")
     add_env_option(parser, "server env")
     parser.add_argument("--reports", type=Path, default=REPORTS)
-    return parser.parse_args(argv)
+    target.add_options(parser, upstream=False)
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="with --target: gunicorn instances behind it (per-instance req/s)",
+    )
+    args = parser.parse_args(argv)
+    target.check_options(parser, args)
+    if args.instances < 1 or (args.instances > 1 and not args.target):
+        parser.error("--instances N (N >= 1) is for a --target with N instances")
+    return args
 
 
 def scenario_file(spec: dict) -> str:
@@ -124,16 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = config["scenarios"][args.scenario]
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = args.reports / f"{stamp}-capacity-{args.scenario}"
-    env = {**observe.METRICS_ENV, **spec.get("server_env", {}), **dict(args.env)}
     with Processes(log_dir=out / "servers") as processes:
-        upstream = processes.start_upstream()
-        host = processes.start_gunicorn(
-            database_url=database_url(),
-            mode=spec.get("server", "gevent"),
-            workers=args.workers,
-            env={"DEMO_UPSTREAM_URL": upstream, **env},
-        )
-        print(f"capacity: {args.scenario} against {host}, {args.workers} workers")
+        host, env = serve(processes, spec, args)
         steps = step_run(processes, spec, host, out, env, args)
         fit = None
         if len(steps) >= 3:
@@ -149,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         (out / "capacity.md").write_text(report)
     print()
     print(bound[:1].upper() + bound[1:])
+    if args.target and knee is not None:
+        print(front_door(knee, args))
     print(sentence)
     print(
         f"report: {out / 'capacity.md'} (plots capacity.png, capacity-resources.png;"
@@ -157,20 +182,43 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if knee is not None else 1
 
 
+def serve(
+    processes: Processes, spec: dict, args: argparse.Namespace
+) -> tuple[str, dict[str, str] | None]:
+    """The base URL to load and the server's environment (None: a target's).
+
+    Starts the stub upstream and gunicorn, unless ``--target`` names a server.
+    """
+    if args.target:
+        target.reach(args.target, "/healthz", "target")
+        print(f"capacity: {args.scenario} against {target.describe(args)}")
+        return args.target, None
+    env = {**observe.METRICS_ENV, **spec.get("server_env", {}), **dict(args.env)}
+    upstream = processes.start_upstream()
+    host = processes.start_gunicorn(
+        database_url=database_url(),
+        mode=spec.get("server", "gevent"),
+        workers=args.workers,
+        env={"DEMO_UPSTREAM_URL": upstream, **env},
+    )
+    print(f"capacity: {args.scenario} against {host}, {args.workers} workers")
+    return host, env
+
+
 def step_run(
     processes: Processes,
     spec: dict,
     host: str,
     out: Path,
-    env: dict[str, str],
+    env: dict[str, str] | None,
     args: argparse.Namespace,
 ) -> list[dict]:
     """The step load, with the server scraped: measured steps and their resources.
 
     ``env`` is the server's environment (HTTP_POOL_MAXSIZE sizes the upstream
-    pools the figures are measured against).
+    pools the figures are measured against), None for a target's.
     """
-    with observe.scraping(processes, host) as scraper:
+    with observe.scraping(host, target.watch(processes, host, args)) as scraper:
         run = run_locust(
             processes,
             [scenario_file(spec), STEP_SHAPE],
@@ -186,7 +234,9 @@ def step_run(
         scraper.samples,
         run.result,
         args.step_trim,
-        cores=observe.worker_cores(args.workers),
+        cores=observe.worker_cores(
+            observe.workers_seen(scraper.samples) if args.target else args.workers
+        ),
         limit=observe.upstream_limit(env, args.workers),
     )
     observe.save(run)

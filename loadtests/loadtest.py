@@ -12,13 +12,22 @@ go under ``reports/<timestamp>-<scenario>/``. The server's /metrics and CPU
 are scraped during each run: the steady state's resource figures are printed
 under the run's line and added to its steady.json (``resources``).
 
+With ``--target URL`` nothing of the app is started (no gunicorn, no
+database): every scenario runs against that server as its operator started it
+(``harness/target.py``). A scenario whose guards compare with the stub's own
+latency (its locustfiles include ``upstream_baseline.py``) then needs
+``--upstream-url``, the stub the target fans out to; without it the command
+refuses before any load. Scenarios that are another worker model (``server =
+"gthread"``) are left out unless named, and ``server_env`` is not applied.
+
 Exit status: 0 all guards passed, 3 (``guards.GUARD_FAILED``) a guard failed
 or a run was aborted as hopeless, 1 a run did not complete.
 
 Usage: ``python -m loadtests.loadtest [--scenarios W1,W2] [--seconds 10]
 [--users 20] [--guards FILE] [--arrival-rate R] [--workers N]
 [--processes N | --locust-workers N]
-[--env KEY=VALUE ...]``
+[--env KEY=VALUE ...] [--target URL [--upstream-url URL]
+[--server-pids PID[,PID]] [--proxy-pid PID]]``
 """
 
 import argparse
@@ -26,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from loadtests.harness import guards, observe
+from loadtests.harness import guards, observe, target
 from loadtests.harness.checks import GOODPUT_SUFFIX, SHED_SUFFIX
 from loadtests.harness.locust_run import LocustRun, run_locust
 from loadtests.harness.paths import BASE_DIR, REPORTS
@@ -35,6 +44,8 @@ from loadtests.harness.window import stats_from_json
 
 RUN_FAILED = 1
 DEFAULT_WORKERS = 2
+# The locustfile that times the stub upstream directly (a same-run baseline).
+UPSTREAM_BASELINE = "upstream_baseline.py"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,17 +77,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_env_option(parser, "server environment override, e.g. HTTP_POOL_MAXSIZE=1")
     parser.add_argument("--reports", type=Path, default=REPORTS)
-    return parser.parse_args(argv)
+    target.add_options(parser, upstream=True)
+    args = parser.parse_args(argv)
+    target.check_options(parser, args)
+    if args.target and args.workers is not None:
+        parser.error("--workers sets a server this command starts; not with --target")
+    return args
 
 
 def scenario_specs(config: dict, args: argparse.Namespace) -> dict[str, dict]:
     """The scenarios to run, with command-line overrides applied.
 
-    Without ``--scenarios``: every scenario not marked ``on_demand``.
+    Without ``--scenarios``: every scenario not marked ``on_demand`` (with
+    ``--target``, not another worker model either: the target is one server).
     """
-    names = [n for n in args.scenarios.split(",") if n] or [
-        name for name, spec in config["scenarios"].items() if not spec.get("on_demand")
-    ]
+    names = [n for n in args.scenarios.split(",") if n] or default_names(config, args)
     unknown = [n for n in names if n not in config["scenarios"]]
     if unknown:
         raise SystemExit(
@@ -90,7 +105,34 @@ def scenario_specs(config: dict, args: argparse.Namespace) -> dict[str, dict]:
                 spec[key] = getattr(args, key)
         spec.setdefault("workers", DEFAULT_WORKERS)
         specs[name] = spec
+    if args.target and not args.upstream_url:
+        refuse_baselines(specs)
     return specs
+
+
+def default_names(config: dict, args: argparse.Namespace) -> list[str]:
+    """The scenarios run when none are named."""
+    return [
+        name
+        for name, spec in config["scenarios"].items()
+        if not spec.get("on_demand")
+        and not (args.target and spec.get("server", "gevent") != "gevent")
+    ]
+
+
+def refuse_baselines(specs: dict[str, dict]) -> None:
+    """Stop before any load when a scenario would time a stub nobody named.
+
+    Its ratio guard against the stub's own latency would fail for want of a
+    baseline, which says nothing about the target; failing here says why.
+    """
+    needing = [n for n, s in specs.items() if UPSTREAM_BASELINE in s["locustfile"]]
+    if needing:
+        raise SystemExit(
+            f"{', '.join(needing)}: with --target, --upstream-url is needed (the "
+            "stub upstream the target's DEMO_UPSTREAM_URL points at, timed directly "
+            "as the same-run baseline); give it, or run other --scenarios"
+        )
 
 
 def run_scenario(
@@ -102,12 +144,13 @@ def run_scenario(
     upstream: str,
     report_dir: Path,
     args: argparse.Namespace,
-    upstream_limit: float,
+    upstream_limit: float | None,
 ) -> LocustRun:
     """One headless Locust run of a scenario, its guards checked by the plugin.
 
-    The server's /metrics and workers' CPU are scraped meanwhile; the steady
-    window's resource figures go into the run's result and steady.json.
+    The server's /metrics and workers' CPU (and a proxy's, when given) are
+    scraped meanwhile; the steady window's resource figures go into the run's
+    result and steady.json.
     """
     options = [
         "--scenario",
@@ -120,7 +163,8 @@ def run_scenario(
     for key in ("arrival_rate", "slo_ms", "request_timeout_ms"):
         if spec.get(key):
             options += ["--" + key.replace("_", "-"), str(spec[key])]
-    with observe.scraping(processes, host) as scraper:
+    watch = target.watch(processes, host, args)
+    with observe.scraping(host, watch) as scraper:
         run = run_locust(
             processes,
             spec["locustfile"].split(","),
@@ -136,7 +180,11 @@ def run_scenario(
         run.result["resources"] = observe.steady_figures(
             scraper.samples,
             run.result,
-            cores=observe.worker_cores(spec["workers"]),
+            cores=observe.worker_cores(
+                observe.workers_seen(scraper.samples)
+                if args.target
+                else spec["workers"]
+            ),
             limit=upstream_limit,
         )
         observe.save(run)
@@ -195,29 +243,22 @@ def run_all(args: argparse.Namespace, specs: dict[str, dict]) -> dict[str, Locus
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     runs: dict[str, LocustRun] = {}
     with Processes(log_dir=args.reports / f"{stamp}-servers") as processes:
-        upstream = processes.start_upstream()
-        url = database_url()
+        if args.target:
+            upstream = reach_target(args, specs)
+        else:
+            upstream = processes.start_upstream()
         # One server per worker model and environment, shared by the scenarios.
         servers: dict[tuple, str] = {}
         for name, spec in specs.items():
-            mode = spec.get("server", "gevent")
-            server_env = {
-                **observe.METRICS_ENV,
-                "DEMO_UPSTREAM_URL": upstream,
-                **spec.get("server_env", {}),
-            }
-            server_env.update(dict(args.env))
-            workers = spec["workers"]
-            key = (mode, workers, tuple(sorted(server_env.items())))
-            if key not in servers:
-                servers[key] = processes.start_gunicorn(
-                    database_url=url, mode=mode, workers=workers, env=server_env
-                )
+            if args.target:
+                host, server_env = args.target, None
+            else:
+                host, server_env = own_server(processes, spec, upstream, args, servers)
             run = run_scenario(
                 processes,
                 name,
                 spec,
-                host=servers[key],
+                host=host,
                 upstream=upstream,
                 report_dir=args.reports / f"{stamp}-{name}",
                 args=args,
@@ -227,6 +268,53 @@ def run_all(args: argparse.Namespace, specs: dict[str, dict]) -> dict[str, Locus
             print(summary_line(name, spec, run), flush=True)
             print(f"{'':11} {observe.summary(run.result.get('resources'))}", flush=True)
     return runs
+
+
+def reach_target(args: argparse.Namespace, specs: dict[str, dict]) -> str:
+    """Check the target (and its stub) answer; say what is not applied to it.
+
+    Returns the stub's URL, empty when none was given.
+    """
+    print(f"loadtest: against {target.describe(args)}", flush=True)
+    target.reach(args.target, "/healthz", "target")
+    if args.upstream_url:
+        target.reach(args.upstream_url, "/delay?ms=0", "stub upstream")
+    for name, spec in specs.items():
+        if spec.get("server_env") or spec.get("server", "gevent") != "gevent":
+            print(
+                f"{name}: runs against the target as it is (its server "
+                f"{spec.get('server', 'gevent')}, {spec.get('server_env', {})} "
+                "are the target operator's to set)",
+                flush=True,
+            )
+    return args.upstream_url or ""
+
+
+def own_server(
+    processes: Processes,
+    spec: dict,
+    upstream: str,
+    args: argparse.Namespace,
+    servers: dict[tuple, str],
+) -> tuple[str, dict[str, str]]:
+    """The gunicorn ``spec`` needs (started unless ``servers`` has it): its base
+    URL and environment."""
+    mode = spec.get("server", "gevent")
+    server_env = {
+        **observe.METRICS_ENV,
+        "DEMO_UPSTREAM_URL": upstream,
+        **spec.get("server_env", {}),
+    }
+    server_env.update(dict(args.env))
+    key = (mode, spec["workers"], tuple(sorted(server_env.items())))
+    if key not in servers:
+        servers[key] = processes.start_gunicorn(
+            database_url=database_url(),
+            mode=mode,
+            workers=spec["workers"],
+            env=server_env,
+        )
+    return servers[key], server_env
 
 
 def verdict(runs: dict[str, LocustRun], checks: list[guards.Check]) -> int:

@@ -1,7 +1,8 @@
 """The harness the load-test commands and locustfiles share.
 
 Without locust: ``paths`` (where things are), ``processes`` (start and stop the
-stub upstream, gunicorn and the database on loopback), ``locust_run`` (drive
+stub upstream, gunicorn and the database on loopback), ``target`` (aim at a
+server started elsewhere: ``--target`` and its options), ``locust_run`` (drive
 Locust as its own process, read what it wrote), ``checkout`` (a git revision in
 a temporary worktree), ``window`` (steady-state figures from stats snapshots),
 ``guards`` (guards.toml and its checks), ``usl`` (the Universal Scalability

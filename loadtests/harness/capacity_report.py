@@ -131,7 +131,7 @@ def markdown(
     lines = [
         f"# Capacity: {args.scenario}",
         "",
-        f"{args.workers} gevent workers on {os.cpu_count()} cores (the load "
+        f"{served_by(args)} on {os.cpu_count()} cores (the load "
         "generator shares them, so these figures are pessimistic for a host "
         f"that only serves). SLO: p95 < {args.slo_p95_ms:g} ms, failures "
         f"<= {args.slo_fail_ratio:.1%}. Steps of {args.step_users} users, "
@@ -160,6 +160,8 @@ def markdown(
             f"Knee: {knee['users']} users, {knee['rps']:.0f} req/s, "
             f"p95 {knee['p95_ms']:.0f} ms (the busiest step within the SLO)."
         )
+        if args.target:
+            lines.append(front_door(knee, args))
     if any("resources" in s for s in steps):
         lines += ["", "## Resources", "", *resources_report.table(steps), ""]
         lines += [verdict[:1].upper() + verdict[1:], ""]
@@ -175,7 +177,44 @@ def conclusion(knee: dict | None, fit: usl.Fit | None, args: argparse.Namespace)
     plan = usl.plan(
         target_rps=args.target_rps,
         per_host_rps=planned_rps(knee, fit),
-        workers_per_host=args.workers,
+        workers_per_host=workers_per_host(args),
         cores_per_host=os.cpu_count() or 1,
     )
     return recommendation(plan, knee, fit, args)
+
+
+def workers_per_host(args: argparse.Namespace) -> int:
+    """Workers on this host: ``--workers`` in each of ``--instances``."""
+    return args.workers * args.instances
+
+
+def served_by(args: argparse.Namespace) -> str:
+    """What served the steps, for the report's first line."""
+    if not args.target:
+        return f"{args.workers} gevent workers"
+    return (
+        f"{args.target} (not started here: {args.instances} instance(s) of "
+        f"{args.workers} workers, as declared)"
+    )
+
+
+def front_door(knee: dict, args: argparse.Namespace) -> str:
+    """Per-instance throughput behind the target, and the proxy's CPU per request,
+    at the knee."""
+    per_instance = knee["rps"] / args.instances
+    text = (
+        f"Through {args.target}: {per_instance:,.0f} req/s per instance at the knee "
+        f"({knee['rps']:,.0f} req/s / {args.instances} instance(s))"
+    )
+    figures = knee.get("resources") or {}
+    cost = figures.get("proxy_ms_per_request")
+    if cost is not None:
+        text += (
+            f"; the proxy used {cost:.3f} ms CPU per request "
+            f"({figures['proxy_cpu_cores']:.2f} cores)"
+        )
+    elif args.proxy_pid:
+        text += "; proxy CPU not measured (no samples in the knee's window)"
+    else:
+        text += "; proxy CPU not sampled (no --proxy-pid)"
+    return text + "."

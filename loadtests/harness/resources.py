@@ -4,7 +4,8 @@ Counters and histograms are cumulative, so a window's figure is the
 difference between its first and last samples (quantiles of that difference
 are exact to a bucket, as Prometheus' ``histogram_quantile``); gauges are the
 highest value any sample in the window saw. Worker CPU comes from psutil, so
-it is known even when ``/metrics`` is not. Pure functions, unit-tested.
+it is known even when ``/metrics`` is not, and unknown when no pid was given
+to sample it from. Pure functions, unit-tested.
 """
 
 import math
@@ -84,16 +85,30 @@ def highest(values: Iterable[float | None]) -> float | None:
     return max(known) if known else None
 
 
-def cpu_cores(samples: list[Sample]) -> float | None:
-    """Cores the workers kept busy on average between the first and last sample."""
+def cpu_cores(samples: list[Sample], proxy: bool = False) -> float | None:
+    """Cores the workers (``proxy``: the proxy's processes) kept busy on average
+    between the first and last sample; None when they were not sampled."""
     if len(samples) < 2 or samples[-1].t <= samples[0].t:
         return None
-    first, last = samples[0].cpu, samples[-1].cpu
+    first, last = (s.proxy if proxy else s.cpu for s in (samples[0], samples[-1]))
     if not last:
         return None
     # Per pid: a worker started in the window (recycled) counts from zero.
     used = sum(max(0.0, s - first.get(pid, 0.0)) for pid, s in last.items())
     return used / (samples[-1].t - samples[0].t)
+
+
+def proxy_ms_per_request(proxy_cores: float | None, rps: float) -> float | None:
+    """CPU ms the proxy spent per request it passed on.
+
+    Its CPU seconds over a window divided by the requests in that window, as
+    rates (CPU seconds a second over requests a second) so that the scrapes'
+    span and the load generator's window need not be the same length. None
+    when the proxy was not sampled or nothing passed.
+    """
+    if proxy_cores is None or rps <= 0:
+        return None
+    return 1000.0 * proxy_cores / rps
 
 
 def host_busy(samples: list[Sample]) -> float | None:
@@ -146,7 +161,9 @@ def window_figures(
     ``cores``: what the workers can use at most (one per worker, at most the
     machine's). ``upstream_limit``: sockets (and bulkhead slots) per upstream
     over all workers, HTTP_POOL_MAXSIZE x workers, when known. ``metrics`` is
-    False when no sample in the window had /metrics ("no metrics").
+    False when no sample in the window had /metrics ("no metrics");
+    ``cpu_cores`` and ``proxy_cpu_cores`` are None when those processes were
+    not sampled (no pid given).
     """
     inside = [s for s in samples if start <= s.t <= end]
     scraped = [s.metrics for s in inside if s.metrics is not None]
@@ -157,6 +174,7 @@ def window_figures(
         "cpu_cores": busy,
         "cpu_util": None if busy is None else busy / cores,
         "host_cpu_util": host_busy(inside),
+        "proxy_cpu_cores": cpu_cores(inside, proxy=True),
         "upstream_limit": upstream_limit,
     }
     if scraped:

@@ -30,6 +30,8 @@ COLUMNS = [
     "breaker_opens",
     "metrics",
     "saturated",
+    "proxy_cpu_cores",
+    "proxy_ms_per_request",
 ]
 
 

@@ -134,7 +134,11 @@ def details(figures: dict) -> dict[str, str]:
     out = {}
     workers, host = figures.get("cpu_util"), figures.get("host_cpu_util")
     if workers is not None or host is not None:
-        parts = [] if workers is None else [f"workers at {percent(workers)} CPU"]
+        parts = [
+            "worker CPU not sampled"
+            if workers is None
+            else f"workers at {percent(workers)} CPU"
+        ]
         parts += [] if host is None else [f"host {percent(host)} busy"]
         out["CPU"] = ", ".join(parts)
     if use["loop_lag"] is not None:

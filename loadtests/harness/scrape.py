@@ -3,7 +3,10 @@
 A ``Scraper`` thread (in the command's own process, not Locust's) takes one
 ``Sample`` a second: the ``gd_*`` samples of the Prometheus text exposition
 (parsed with ``prometheus_client.parser``) and the user + system CPU seconds of
-each gunicorn worker and of the whole host (psutil). A missing endpoint (404,
+each gunicorn worker (the children of the given masters), of a reverse proxy
+(its master and children) and of the whole host (psutil). Without pids no
+process CPU is sampled ("CPU not sampled"): a server someone else started
+(``--target``) may have none given. A missing endpoint (404,
 refused, timeout) never fails the run: the sample just has no metrics, and a
 window without any is reported as "no metrics" (``resources.window_figures``).
 
@@ -14,6 +17,7 @@ so they compare with the step and steady windows the Locust process records
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Self
 
@@ -36,13 +40,15 @@ class Sample:
     """One poll at monotonic time ``t``: metrics (None when none came) and CPU.
 
     ``cpu``: CPU seconds by worker pid; ``host``: the host's busy and total CPU
-    seconds (all cores), None when unknown.
+    seconds (all cores), None when unknown; ``proxy``: CPU seconds by pid of
+    the reverse proxy's processes (empty when not watched).
     """
 
     t: float
     metrics: Metrics | None
     cpu: dict[int, float] = field(default_factory=dict)
     host: tuple[float, float] | None = None
+    proxy: dict[int, float] = field(default_factory=dict)
 
 
 def parse(text: str) -> Metrics:
@@ -57,26 +63,42 @@ def parse(text: str) -> Metrics:
     return metrics
 
 
-def workers_cpu(master_pid: int | None) -> dict[int, float]:
-    """User + system CPU seconds so far of each child (worker) of ``master_pid``.
+def processes_cpu(processes: list[psutil.Process]) -> dict[int, float]:
+    """User + system CPU seconds so far of each of ``processes``, by pid.
 
-    By pid, so a worker recycled mid-run counts from zero instead of making
-    the total go backwards.
+    By pid, so a process replaced mid-run (a recycled worker) counts from zero
+    instead of making the total go backwards.
     """
-    if master_pid is None:
-        return {}
     cpu = {}
-    try:
-        children = psutil.Process(master_pid).children()
-    except psutil.Error:
-        return {}
-    for child in children:
+    for process in processes:
         try:
-            times = child.cpu_times()
+            times = process.cpu_times()
         except psutil.Error:
             continue  # exited between the listing and the read
-        cpu[child.pid] = times.user + times.system
+        cpu[process.pid] = times.user + times.system
     return cpu
+
+
+def workers_cpu(master_pids: Sequence[int]) -> dict[int, float]:
+    """CPU seconds so far of each child (worker) of the gunicorn ``master_pids``."""
+    children = []
+    for pid in master_pids:
+        try:
+            children += psutil.Process(pid).children()
+        except psutil.Error:
+            continue  # a master that is gone has no workers to sample
+    return processes_cpu(children)
+
+
+def proxy_cpu(pid: int | None) -> dict[int, float]:
+    """CPU seconds so far of a proxy's master ``pid`` and all its descendants."""
+    if pid is None:
+        return {}
+    try:
+        master = psutil.Process(pid)
+        return processes_cpu([master, *master.children(recursive=True)])
+    except psutil.Error:
+        return {}
 
 
 def host_cpu() -> tuple[float, float]:
@@ -102,17 +124,24 @@ def fetch_metrics(base_url: str, timeout: float = TIMEOUT_S) -> Metrics | None:
 
 
 class Scraper:
-    """Samples ``base_url``'s /metrics and its workers' CPU every ``interval`` s.
+    """Samples ``base_url``'s /metrics and processes' CPU every ``interval`` s.
 
-    A context manager: the thread starts on entry, takes a last sample and
-    stops on exit.
+    ``master_pids``: gunicorn masters whose workers' CPU is sampled;
+    ``proxy_pid``: a reverse proxy's master, sampled with its children. A
+    context manager: the thread starts on entry, takes a last sample and stops
+    on exit.
     """
 
     def __init__(
-        self, base_url: str, master_pid: int | None, interval: float = INTERVAL_S
+        self,
+        base_url: str,
+        master_pids: Sequence[int] = (),
+        proxy_pid: int | None = None,
+        interval: float = INTERVAL_S,
     ) -> None:
         self.base_url = base_url
-        self.master_pid = master_pid
+        self.master_pids = tuple(master_pids)
+        self.proxy_pid = proxy_pid
         self.interval = interval
         self.samples: list[Sample] = []
         self._stop = threading.Event()
@@ -131,8 +160,9 @@ class Scraper:
     def sample(self) -> Sample:
         """Take one sample now and keep it."""
         t = time.monotonic()
-        cpu, host = workers_cpu(self.master_pid), host_cpu()
-        sample = Sample(t, fetch_metrics(self.base_url), cpu, host)
+        cpu, host = workers_cpu(self.master_pids), host_cpu()
+        proxy = proxy_cpu(self.proxy_pid)
+        sample = Sample(t, fetch_metrics(self.base_url), cpu, host, proxy)
         self.samples.append(sample)
         return sample
 

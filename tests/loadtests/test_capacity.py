@@ -2,6 +2,8 @@
 
 import csv
 
+import pytest
+
 from loadtests import capacity
 from loadtests.harness import capacity_report, resources_report, saturation, usl
 
@@ -130,3 +132,54 @@ def test_beyond_the_knee_sentence():
         "250 ms (90% of the knee)."
     )
     assert capacity.overload_sentence({}, "/x", knee, "", args).startswith("no ")
+
+
+def test_through_the_front_door_per_instance_and_proxy_cost():
+    """With --target the report states the knee's req/s per instance and the
+    proxy's CPU per request; without --proxy-pid it says it was not sampled."""
+    url = "http://127.0.0.1:8080"
+    args = capacity.parse_args(
+        ["--target", url, "--instances", "3", "--proxy-pid", "4321", "--workers", "2"]
+    )
+    knee = {
+        "users": 40,
+        "rps": 900.0,
+        "p50_ms": 90.0,
+        "p95_ms": 150.0,
+        "p99_ms": 190.0,
+        "fail_ratio": 0.0,
+        "resources": {"proxy_cpu_cores": 0.09, "proxy_ms_per_request": 0.1},
+    }
+    sentence = capacity_report.front_door(knee, args)
+    assert sentence == (
+        f"Through {url}: 300 req/s per instance at the knee (900 req/s / 3 "
+        "instance(s)); the proxy used 0.100 ms CPU per request (0.09 cores)."
+    )
+    text = capacity_report.markdown([knee], None, knee, "Plan.", args)
+    assert sentence in text
+    assert f"{url} (not started here: 3 instance(s) of 2 workers" in text
+    # The plan counts every instance's workers on this host.
+    assert capacity_report.workers_per_host(args) == 6
+    bare = capacity.parse_args(["--target", url])
+    assert capacity_report.front_door({"rps": 500.0}, bare).endswith(
+        "(500 req/s / 1 instance(s)); proxy CPU not sampled (no --proxy-pid)."
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--instances", "2"],
+        ["--server-pids", "12"],
+        ["--proxy-pid", "12"],
+        ["--target", "http://127.0.0.1:1", "--env", "A=1"],
+        ["--target", "127.0.0.1:1"],
+        ["--target", "http://127.0.0.1:1", "--server-pids", "12,x"],
+    ],
+)
+def test_target_options_are_checked(argv, capsys):
+    """Target-only options need --target; server settings refuse one."""
+    with pytest.raises(SystemExit) as exit_info:
+        capacity.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert "error:" in capsys.readouterr().err

@@ -199,3 +199,27 @@ def test_on_demand_scenarios_run_only_when_named():
     assert (named["A"]["workers"], named["B"]["workers"]) == (2, 1)
     forced = scenario_specs(config, parse_args(["--scenarios", "B", "--workers", "3"]))
     assert forced["B"]["workers"] == 3
+
+
+def test_scenarios_against_a_target():
+    """A target is one server: another worker model's scenario is left out unless
+    named, and a same-run stub baseline without --upstream-url stops the command
+    before any load."""
+    config = {
+        "scenarios": {
+            "W1": {"locustfile": "fanout_http.py,upstream_baseline.py"},
+            "W2": {"locustfile": "slow_sql.py"},
+            "W2-gthread": {"locustfile": "slow_sql.py", "server": "gthread"},
+        }
+    }
+    url = "http://127.0.0.1:8000"
+    with pytest.raises(SystemExit, match="W1: with --target, --upstream-url"):
+        scenario_specs(config, parse_args(["--target", url]))
+    aimed = parse_args(["--target", url, "--upstream-url", "http://127.0.0.1:9"])
+    assert list(scenario_specs(config, aimed)) == ["W1", "W2"]
+    named = parse_args(["--target", url, "--scenarios", "W2,W2-gthread"])
+    assert list(scenario_specs(config, named)) == ["W2", "W2-gthread"]
+    with pytest.raises(SystemExit):
+        parse_args(["--target", url, "--workers", "2"])
+    with pytest.raises(SystemExit):
+        parse_args(["--upstream-url", url])

@@ -45,3 +45,46 @@ def test_upstream_limit():
     assert observe.upstream_limit({"HTTP_POOL_MAXSIZE": "8"}, 2) == 16
     default = observe.upstream_limit({"WORKER_CONNECTIONS": "50"}, 3)
     assert 3 * 16 <= default <= 3 * 50
+
+
+def test_figures_without_pids_say_cpu_not_sampled():
+    """A target without --server-pids: worker CPU is unknown and said to be."""
+    bare = [Sample(float(t), None, {}, (t * 1.0, t * 2.0)) for t in range(100, 111)]
+    result = {"clock": 100.0, "window": [2.0, 8.0]}
+    figures = observe.steady_figures(bare, result, cores=2.0, limit=None)
+    assert figures["cpu_util"] is None and figures["proxy_cpu_cores"] is None
+    assert figures["utilisation"]["upstream_pool"] is None
+    assert observe.summary(figures) == (
+        "resources: worker CPU not sampled, host 50 % busy; no metrics; "
+        "saturated: nothing"
+    )
+    assert observe.workers_seen(bare) == 0 and observe.workers_seen(samples()) == 1
+    assert observe.upstream_limit(None, 2) is None
+
+
+def test_step_figures_count_proxy_cpu_per_request():
+    """A step's proxy CPU ms per request counts refusals: they pass the proxy too."""
+    proxied = [
+        Sample(float(t), None, {}, None, {9: 0.1 * (t - 100)}) for t in range(100, 111)
+    ]
+    result = {
+        "clock": 100.0,
+        "steps": [
+            {
+                "users": 10,
+                "start": 0.0,
+                "end": 10.0,
+                "stats": {"rps": 75.0, "shed_ratio": 0.25},
+            }
+        ],
+    }
+    observe.add_step_figures(proxied, result, 2.0, cores=2.0, limit=None)
+    figures = result["steps"][0]["resources"]
+    # 0.1 cores over 75 admitted + 25 refused req/s: 1 ms a request.
+    assert figures["proxy_cpu_cores"] == pytest.approx(0.1)
+    assert figures["proxy_ms_per_request"] == pytest.approx(1.0)
+    assert observe.summary(figures).endswith(
+        "no metrics; proxy CPU 0.10 cores; saturated: nothing"
+    )
+    assert observe.offered_rps(None) == 0.0
+    assert observe.offered_rps({"rps": 10.0, "shed_ratio": 1.0}) == 0.0

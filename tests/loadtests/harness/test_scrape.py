@@ -2,7 +2,9 @@
 
 import http.server
 import math
+import sys
 import threading
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -15,6 +17,7 @@ from prometheus_client import (
 )
 
 from loadtests.harness import resources, scrape
+from loadtests.harness.processes import Processes
 from loadtests.harness.scrape import Sample
 from project.core.metrics import WAIT_BUCKETS
 
@@ -145,7 +148,7 @@ def test_scraper_polls_and_parses():
     """Samples at the interval, with the gd_ samples parsed."""
     server = Server()
     server.size.set(8)
-    with serving(server.text()) as url, scrape.Scraper(url, None, interval=0.05) as s:
+    with serving(server.text()) as url, scrape.Scraper(url, interval=0.05) as s:
         threading.Event().wait(0.3)
     assert len(s.samples) >= 3
     assert all(sample.metrics is not None for sample in s.samples)
@@ -157,7 +160,56 @@ def test_scraper_polls_and_parses():
 )
 def test_scraper_without_metrics_records_none(body):
     """A 404, or a page that is not the text format, is a sample without metrics."""
-    with serving(body) as url, scrape.Scraper(url, None, interval=0.05) as s:
+    with serving(body) as url, scrape.Scraper(url, interval=0.05) as s:
         threading.Event().wait(0.15)
     assert s.samples and all(sample.metrics is None for sample in s.samples)
     assert scrape.fetch_metrics("http://127.0.0.1:9", timeout=0.2) is None
+
+
+def test_proxy_cpu_and_cost_per_request():
+    """The proxy's processes are differenced by pid like the workers; its CPU
+    per request is its CPU rate over the request rate."""
+    # nginx master 1 and worker 2; worker 2 replaced by 3 (a reload) at t = 2.
+    proxies = [{1: 1.0, 2: 5.0}, {1: 1.0, 2: 5.1}, {1: 1.02, 3: 0.08}]
+    samples = [Sample(float(t), None, {}, None, p) for t, p in enumerate(proxies)]
+    figures = resources.window_figures(samples, 0.0, 2.0, cores=2.0)
+    assert figures["proxy_cpu_cores"] == pytest.approx((0.02 + 0.08) / 2)
+    # Workers not sampled (no pids): unknown, not zero.
+    assert figures["cpu_cores"] is None and figures["cpu_util"] is None
+    # 0.05 cores at 500 req/s: 0.1 ms of proxy CPU per request.
+    assert resources.proxy_ms_per_request(0.05, 500.0) == pytest.approx(0.1)
+    assert resources.proxy_ms_per_request(None, 500.0) is None
+    assert resources.proxy_ms_per_request(0.05, 0.0) is None
+
+
+# A master with two children that each burn 0.3 s of CPU (not of wall time:
+# the machine is shared), then idle; on
+# SIGTERM it stops them first, so the test leaves no process behind.
+MASTER = """
+import signal, subprocess, sys, time
+burn = "import time\\nwhile time.process_time() < 0.3: pass\\ntime.sleep(30)"
+children = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(2)]
+def stop(*_):
+    for child in children:
+        child.terminate()
+        child.wait()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+time.sleep(30)
+"""
+
+
+def test_cpu_of_given_pids():
+    """Workers are the children of each master given; a proxy is its master
+    and every descendant; a pid that is gone samples nothing."""
+    with Processes() as processes:
+        master = processes.popen([sys.executable, "-c", MASTER], "master")
+        for _ in range(100):
+            workers = scrape.workers_cpu([master.pid, 2**22 + 1])  # beyond pid_max
+            if len(workers) == 2 and min(workers.values()) > 0.25:
+                break
+            time.sleep(0.1)
+        proxy = scrape.proxy_cpu(master.pid)
+    assert len(workers) == 2 and min(workers.values()) > 0.25
+    assert set(proxy) == {master.pid, *workers}
+    assert scrape.proxy_cpu(None) == {} and scrape.workers_cpu([]) == {}
