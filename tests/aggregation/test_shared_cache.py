@@ -127,3 +127,39 @@ def run_status(agg: Aggregator) -> str:
     aggregation = agg.registry.aggregations["cached"]
     result = agg.run(aggregation, aggregation.parse_params({}), Deadline.from_ms(1000))
     return result.body["sources"]["s"]["status"]
+
+
+LIVE_TOKEN = "shared-cache-token-0123456789"
+LIVE_REGISTRY = """\
+[upstreams.stub]
+base_url = "${AGG_TEST_STUB}"
+
+[aggregations.cached]
+sources.s = { upstream = "stub", path = "/delay", cache_ttl_s = 60, query = { ms = "5" } }
+"""  # noqa: E501
+
+
+def test_two_gunicorn_hosts_share_the_cache_through_redis(
+    start_gunicorn, test_database_url, redis_server, stub, tmp_path
+):
+    """Two services (hosts) on one Redis: the second answers from the first's call."""
+    registry = tmp_path / "aggregations.toml"
+    registry.write_text(LIVE_REGISTRY)
+    hosts = [
+        start_gunicorn(
+            test_database_url,
+            AGGREGATIONS_FILE=str(registry),
+            AGG_TEST_STUB=stub[0],
+            AGGREGATION_API_TOKENS=LIVE_TOKEN,
+            REDIS_URL=redis_server.url,
+        )
+        for _ in range(2)
+    ]
+    headers = {"Authorization": f"Bearer {LIVE_TOKEN}"}
+    first, second = (
+        host.get("/api/aggregate/cached/", headers=headers).json()["sources"]["s"]
+        for host in hosts
+    )
+    assert first["status"] == second["status"] == "ok"
+    assert "cache" not in first and second["cache"] == "hit"
+    assert stub_counts(stub[0]) == {"/delay": 1}
