@@ -130,3 +130,19 @@ def test_a_silent_redis_costs_one_timeout_without_blocking_the_loop(
     cache.set("k", "v")
     assert cache.get("k") == "v"
     assert time.monotonic() - started < 0.05
+
+
+def test_a_caller_deadline_inside_a_call_is_no_verdict_on_redis(silent_redis, names):
+    """gevent.Timeout (the request's deadline) ends the call: raised, not counted,
+    and Redis is not skipped because of it."""
+    cache = worker_cache(silent_redis, names[0], cool_off_s=5)
+    with pytest.raises(gevent.Timeout), gevent.Timeout(0.03):
+        cache.get("anything")
+    assert fallbacks(names[0], "get") == 0
+    assert cache.primary_is_up()
+    # The next call still goes to Redis (and meets its own timeout there).
+    started = time.monotonic()
+    with gevent.Timeout(3):
+        assert cache.get("anything") is None
+    assert time.monotonic() - started >= REDIS_TIMEOUT_MS_DEFAULT / 1000 * 0.8
+    assert fallbacks(names[0], "get") == 1
