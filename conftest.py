@@ -14,6 +14,7 @@ import requests
 
 from loadtests.harness.processes import Processes, free_port, wait_for_http
 from loadtests.harness.processes import stop as stop_process
+from tests.redis_server import redis_server  # noqa: F401  (a fixture)
 
 BASE_DIR = Path(__file__).resolve().parent
 

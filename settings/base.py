@@ -283,6 +283,60 @@ CACHES = {
     }
 }
 
+# Shared cache: Redis, off unless REDIS_URL is set. Every Redis call (connect
+# and each command) gives up after REDIS_TIMEOUT_MS; a failed call is served
+# from this worker's memory and Redis is skipped for a short cool-off
+# (project/core/fallback_cache.py), so a dead Redis never stalls requests.
+REDIS_URL = env.str("REDIS_URL", default="").strip()
+REDIS_TIMEOUT_MS_DEFAULT = 100
+try:
+    REDIS_TIMEOUT_MS = env.int("REDIS_TIMEOUT_MS", default=REDIS_TIMEOUT_MS_DEFAULT)
+except ValueError:
+    raise ImproperlyConfigured("REDIS_TIMEOUT_MS must be a whole number") from None
+if not 1 <= REDIS_TIMEOUT_MS <= 60000:
+    raise ImproperlyConfigured(
+        f"REDIS_TIMEOUT_MS must be from 1 to 60000, got {REDIS_TIMEOUT_MS}"
+    )
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(
+        "REDIS_URL must start with redis://, rediss:// or unix://"
+    )
+
+
+def shared_cache(
+    url: str,
+    timeout_ms: int = REDIS_TIMEOUT_MS_DEFAULT,
+    *,
+    name: str = "shared",
+    cool_off_s: float = 2.0,
+) -> dict:
+    """The ``CACHES`` entry of a Redis cache at ``url`` that falls back to memory."""
+    timeout_s = timeout_ms / 1000.0
+    return {
+        "BACKEND": "project.core.fallback_cache.FallbackCache",
+        "LOCATION": name,
+        "OPTIONS": {
+            "PRIMARY": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": url,
+                "OPTIONS": {
+                    "socket_connect_timeout": timeout_s,
+                    "socket_timeout": timeout_s,
+                },
+            },
+            "FALLBACK": {
+                "BACKEND": "project.core.bounded_cache.ByteBoundedLocMemCache",
+                "LOCATION": f"fallback-{name}",
+                "OPTIONS": CACHES["default"]["OPTIONS"],
+            },
+            "COOL_OFF_S": cool_off_s,
+        },
+    }
+
+
+if REDIS_URL:
+    CACHES["shared"] = shared_cache(REDIS_URL, REDIS_TIMEOUT_MS)
+
 # Aggregation API (/api/aggregate/<name>/)
 # Development and tests default to the worked example; production requires
 # its own file (settings/production.py).
@@ -312,7 +366,15 @@ AGGREGATION_API_TOKENS = api_tokens(env.str("AGGREGATION_API_TOKENS", default=""
 # Sources stop this long before the deadline, leaving time for stale fallbacks
 # and the response.
 AGGREGATION_DEADLINE_MARGIN_MS = env.int("AGGREGATION_DEADLINE_MARGIN_MS", default=10)
-AGGREGATION_CACHE = env.str("AGGREGATION_CACHE", default="default")
+# With REDIS_URL, every worker and host shares one cache ("shared").
+AGGREGATION_CACHE = env.str(
+    "AGGREGATION_CACHE", default="shared" if REDIS_URL else "default"
+)
+if AGGREGATION_CACHE not in CACHES:
+    raise ImproperlyConfigured(
+        f"AGGREGATION_CACHE {AGGREGATION_CACHE!r} is not a cache alias "
+        f"({', '.join(CACHES)}; 'shared' needs REDIS_URL)"
+    )
 
 # Observability (/metrics, request metrics, the event loop's health)
 # false: no request metrics, no event-loop monitor (the toolkit reads it too).

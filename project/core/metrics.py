@@ -165,6 +165,14 @@ AGGREGATION_SINGLEFLIGHT_JOINS = Counter(
     ["aggregation", "source"],
 )
 
+# --- Shared cache (project/core/fallback_cache.py) ---------------------------
+CACHE_FALLBACK = Counter(
+    "gd_cache_fallback_total",
+    "Cache calls served from this worker's memory instead of the shared cache "
+    "(Redis): it failed or timed out, or is skipped for a cool-off after that.",
+    ["cache", "operation"],
+)
+
 # --- The event loop and the worker ------------------------------------------
 LOOP_LAG = Histogram(
     "gd_event_loop_lag_seconds",

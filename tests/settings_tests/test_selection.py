@@ -27,7 +27,7 @@ UNREACHABLE_DB = "postgres://nobody@127.0.0.1:1/none"
 # Keys the tests control; anything the parent process has for them is dropped.
 CONTROLLED = re.compile(
     r"DJANGO_SETTINGS_MODULE|ENVIRONMENT|DATABASE_URL|SECRET_KEY|ALLOWED_HOSTS"
-    r"|DEBUG|LOG_LEVEL|GEVENT_PATCH|DEMO_\w+|SECURE_\w+|AGGREGATION\w+"
+    r"|DEBUG|LOG_LEVEL|GEVENT_PATCH|DEMO_\w+|SECURE_\w+|AGGREGATION\w+|REDIS_\w+"
 )
 PRINT_MODULE = "from django.conf import settings; print(settings.SETTINGS_MODULE)"
 
@@ -369,3 +369,56 @@ def test_bad_api_tokens_stop_the_service(clean_project, raw, problem):
     result = manage(clean_project, "check", AGGREGATION_API_TOKENS=raw)
     assert result.returncode != 0
     assert problem in last_line(result.stderr)
+
+
+# Shared cache (Redis)
+
+CACHE_CHOICE = (
+    "from django.conf import settings as s;"
+    "shared = s.CACHES.get('shared');"
+    "print(s.AGGREGATION_CACHE, shared and shared['BACKEND'],"
+    " shared and shared['OPTIONS']['PRIMARY']['OPTIONS']['socket_timeout'])"
+)
+
+
+def test_without_redis_url_the_aggregation_cache_stays_per_worker(clean_project):
+    assert shell(clean_project, CACHE_CHOICE) == "default None None"
+
+
+def test_redis_url_makes_a_shared_cache_with_the_timeout(clean_project):
+    """REDIS_URL: CACHES["shared"] (Redis, falling back to memory) is the default."""
+    output = shell(
+        clean_project,
+        CACHE_CHOICE,
+        REDIS_URL="redis://127.0.0.1:1/0",
+        REDIS_TIMEOUT_MS="250",
+    )
+    assert output == "shared project.core.fallback_cache.FallbackCache 0.25"
+
+
+def test_an_explicit_aggregation_cache_wins_over_redis(clean_project):
+    output = shell(
+        clean_project,
+        CACHE_CHOICE,
+        REDIS_URL="redis://127.0.0.1:1/0",
+        AGGREGATION_CACHE="default",
+    )
+    assert output.startswith("default project.core.fallback_cache.FallbackCache")
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"REDIS_TIMEOUT_MS": "0"}, "REDIS_TIMEOUT_MS must be from 1 to 60000"),
+        ({"REDIS_TIMEOUT_MS": "60001"}, "REDIS_TIMEOUT_MS must be from 1 to 60000"),
+        ({"REDIS_TIMEOUT_MS": "fast"}, "REDIS_TIMEOUT_MS must be a whole number"),
+        ({"REDIS_URL": "127.0.0.1:6379"}, "REDIS_URL must start with redis://"),
+        ({"AGGREGATION_CACHE": "shared"}, "'shared' needs REDIS_URL"),
+    ],
+)
+def test_bad_redis_settings_stop_the_service(clean_project, env, problem):
+    result = manage(clean_project, "check", **env)
+    assert result.returncode != 0
+    message = last_line(result.stderr)
+    assert "ImproperlyConfigured" in message
+    assert problem in message
