@@ -53,15 +53,20 @@ DEFAULT_COOL_OFF_S = 2.0
 
 
 def _fallback_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean "the primary is unreachable", not "the call is wrong"."""
+    """Errors that mean "the primary cannot serve", not "the call is wrong".
+
+    For Redis that is every ``RedisError``: besides unreachable and slow, a
+    server out of memory (``noeviction``), read-only or refusing writes
+    (``MISCONF``) answers with an error, and a cache is an optimisation that
+    must not fail the request over it.
+    """
     errors: list[type[BaseException]] = [ConnectionError, TimeoutError, OSError]
     try:  # redis-py wraps socket errors in its own classes (not OSError's)
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
+        from redis.exceptions import RedisError
     except ImportError:  # the toolkit works over any primary backend
         pass
     else:
-        errors += [RedisConnectionError, RedisTimeoutError]
+        errors.append(RedisError)
     return tuple(errors)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import gevent
 import pytest
+import redis
 from prometheus_client import REGISTRY
 
 from project.core import fallback_cache
@@ -146,3 +147,21 @@ def test_a_caller_deadline_inside_a_call_is_no_verdict_on_redis(silent_redis, na
         assert cache.get("anything") is None
     assert time.monotonic() - started >= REDIS_TIMEOUT_MS_DEFAULT / 1000 * 0.8
     assert fallbacks(names[0], "get") == 1
+
+
+def test_a_redis_that_refuses_writes_serves_memory(redis_server, names):
+    """Out of memory under noeviction, Redis answers a set with an error (not a
+    broken connection): the cache still takes the value, in memory, counted."""
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)
+    try:
+        cache = worker_cache(redis_server.url, names[0])
+        before = fallbacks(names[0], "set")
+        cache.set("big", "x" * 1000, 60)
+        assert fallbacks(names[0], "set") - before == 1
+        assert not cache.primary_is_up()
+        assert cache.get("big") == "x" * 1000
+    finally:
+        admin.config_set("maxmemory", 0)
+        admin.close()
