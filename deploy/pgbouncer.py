@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from deploy.templates import render
@@ -63,10 +64,11 @@ def write_config(
 
 
 def start(
-    executable: str, config: Path, log: Path, timeout: float = 10.0
+    executable: str, config: Path, log: Path, timeout: float = 10.0, **popen_kwargs: Any
 ) -> subprocess.Popen:
     """Start PgBouncer with ``config``, output to ``log``; return once it listens.
 
+    ``popen_kwargs`` go to ``subprocess.Popen`` (the stack's ``process_group``).
     Raises RuntimeError (with the log) when it exits or does not listen in time.
     """
     command = [executable, str(config)]
@@ -74,7 +76,9 @@ def start(
         command[1:1] = ["-u", ROOT_RUN_AS]
     port = _listen_port(config)
     with log.open("a") as out:  # written by us, so no permissions to grant
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, **popen_kwargs
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
