@@ -136,7 +136,7 @@ class Stack:
         self.run_dir = run_dir.resolve()
         self.log_dir = self.run_dir / "logs"
         self.port = port or free_port()
-        self.pg_data = pg_data
+        self.pg_data = pg_data.resolve() if pg_data else None
         self.database = database
         self.workers = workers
         self.env = env or {}
@@ -153,6 +153,7 @@ class Stack:
         self.nginx: subprocess.Popen | None = None
         self.pgbouncer: subprocess.Popen | None = None
         self.redis: subprocess.Popen | None = None
+        self.upstream: subprocess.Popen | None = None
         self._db: dict[str, Any] = {}
         self.restarts = 0
         self.last_restart: dict[str, Any] | None = None
@@ -173,6 +174,7 @@ class Stack:
         self._start_postgres()
         self._start_pgbouncer()
         self.upstream_url = self.processes.start_upstream(process_group=0)
+        self.upstream = self.processes.started[-1]
         self._start_redis()
         for index in range(INSTANCES):
             self.start_instance(index)
@@ -354,6 +356,22 @@ class Stack:
             "seconds": round(time.monotonic() - started, 2),
         }
 
+    def reap(self) -> list[str]:
+        """Names of the processes that exited on their own since the last call
+        (reaped, reported, left down: an instance killed on purpose stays dead
+        until the next rolling restart starts it again)."""
+        named = [(f"app{i + 1}", p) for i, p in enumerate(self.instances)]
+        named += [("nginx", self.nginx), ("pgbouncer", self.pgbouncer)]
+        named += [("upstream", self.upstream), ("redis", self.redis)]
+        gone = []
+        for name, process in named:
+            if process is not None and process in self.processes.started:
+                if process.poll() is not None:
+                    self.processes.started.remove(process)
+                    print(f"stack: {name} exited ({process.returncode})", flush=True)
+                    gone.append(name)
+        return gone
+
     # Stopping
 
     def stop(self) -> None:
@@ -411,10 +429,7 @@ class Stack:
                 "config": str(self.run_dir / "pgbouncer.ini"),
                 "log": str(self.log_dir / "pgbouncer.log"),
             },
-            "upstream": {
-                "url": self.upstream_url,
-                "log": str(self.log_dir / "upstream.log"),
-            },
+            "upstream": {"pid": pid(self.upstream), "url": self.upstream_url},
             "redis": {
                 "pid": pid(self.redis),
                 "url": self.redis_url or None,
@@ -491,6 +506,8 @@ def serve(stack: Stack) -> None:
                     }
                 stack.write_state("running")
                 print(f"stack: rolling restart done: {stack.last_restart}", flush=True)
+            if stack.reap():
+                stack.write_state("running")
             time.sleep(0.1)
     except Stopping as exc:
         print(f"stack: {exc}, stopping", flush=True)
