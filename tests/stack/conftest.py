@@ -104,7 +104,13 @@ class SteadyLoad:
     """A few clients sending GETs through nginx back to back, counting failures.
 
     Threads (greenlets: the tests run under gevent's patching), each with a
-    keep-alive session, as a browser or service client would.
+    keep-alive session, as a browser or service client would. Like those
+    clients (RFC 9112, 9.3.1: Go's net/http, browsers), a GET whose kept-alive
+    connection was closed before any byte of an answer arrived is sent once
+    more on a new connection, and counted in ``retried``: a reloading nginx
+    closes its old workers' idle client connections, and one may close just as
+    a request is sent on it. Anything else is a failure: any status but 200,
+    a refused or reset connection, an abort on the retry.
     """
 
     def __init__(self, url: str, clients: int = 4, pause: float = 0.01) -> None:
@@ -112,19 +118,29 @@ class SteadyLoad:
         self.clients = clients
         self.pause = pause
         self.requests = 0
+        self.retried: list[str] = []
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    def _get(self, session: requests.Session) -> None:
+        try:
+            response = session.get(self.url, timeout=10)
+        except requests.ConnectionError as exc:
+            # urllib3's "Connection aborted.": closed (or reset) before an answer.
+            if "Connection aborted" not in str(exc):
+                raise
+            self.retried.append(repr(exc))
+            session.close()  # the retry opens a new connection
+            response = session.get(self.url, timeout=10)
+        if response.status_code != 200:
+            self.failures.append(f"{response.status_code} {response.text[:200]}")
 
     def _run(self) -> None:
         session = requests.Session()
         while not self._stop.is_set():
             try:
-                response = session.get(self.url, timeout=10)
-                if response.status_code != 200:
-                    self.failures.append(
-                        f"{response.status_code} {response.text[:200]}"
-                    )
+                self._get(session)
             except requests.RequestException as exc:
                 self.failures.append(repr(exc))
             self.requests += 1
