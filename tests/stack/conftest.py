@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,15 @@ class RunningStack:
         with open(self.state["nginx"]["access_log"], "rb") as log:
             log.seek(since)
             return log.read().decode().splitlines()
+
+
+def eventually(check: Callable[[], Any], timeout: float = 3.0) -> Any:
+    """``check()`` once it is truthy (log lines are written just after the
+    answer is sent, so a client can be faster than the log); its last value."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
 
 
 def wait_for_state(stack: RunningStack, timeout: float = 120.0) -> None:

@@ -19,7 +19,14 @@ import psycopg2
 import pytest
 import requests
 
-from tests.stack.conftest import BASE_DIR, RunningStack, SteadyLoad, alive, kill_tree
+from tests.stack.conftest import (
+    BASE_DIR,
+    RunningStack,
+    SteadyLoad,
+    alive,
+    eventually,
+    kill_tree,
+)
 
 # A steady stream through the whole path: nginx, an instance, PgBouncer, PostgreSQL.
 LOAD_PATH = "/demo/slow-sql/?x=3&ms=2"
@@ -38,9 +45,13 @@ def test_requests_reach_both_instances_and_name_the_client(stack: RunningStack):
         assert response.status_code == 200, response.text
         assert response.json()["square"] == 49
         assert response.headers["X-Request-ID"] == f"{prefix}-{n}"
-    ours = [line for line in stack.nginx_lines() if f"rid={prefix}-" in line]
-    assert len(ours) == 10
-    served_by = {re.search(r"upstream=(\S+)", line).group(1) for line in ours}
+
+    def ours() -> list[str]:
+        return [line for line in stack.nginx_lines() if f"rid={prefix}-" in line]
+
+    eventually(lambda: len(ours()) == 10)
+    assert len(ours()) == 10
+    served_by = {re.search(r"upstream=(\S+)", line).group(1) for line in ours()}
     assert served_by == stack.instance_ports()
 
     # "The client" is who connected to nginx. Connect from 127.0.0.2 (loopback
@@ -57,8 +68,12 @@ def test_requests_reach_both_instances_and_name_the_client(stack: RunningStack):
         while chunk := sock.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200")
-    time.sleep(0.2)  # access lines are written after the answer
-    logs = [Path(i["log"]).read_text() for i in stack.state["instances"]]
+
+    def instance_logs() -> list[str]:
+        return [Path(i["log"]).read_text() for i in stack.state["instances"]]
+
+    eventually(lambda: rid in "".join(instance_logs()))
+    logs = instance_logs()
     for log in logs:  # both instances logged our requests with nginx's client
         assert re.search(rf"^127\.0\.0\.1 .*rid={prefix}-\d", log, re.MULTILINE)
     spoof_lines = [line for log in logs for line in log.splitlines() if rid in line]
@@ -180,9 +195,9 @@ def test_rolling_restart_fails_no_request(stack: RunningStack):
     since = stack.nginx_log_size()
     for _ in range(10):
         assert requests.get(stack.url + LOAD_PATH, timeout=10).status_code == 200
-    served_by = {
-        re.search(r"upstream=(\S+)", line).group(1) for line in stack.nginx_lines(since)
-    }
+    eventually(lambda: len(stack.nginx_lines(since)) >= 10)
+    lines = stack.nginx_lines(since)
+    served_by = {re.search(r"upstream=(\S+)", line).group(1) for line in lines}
     assert served_by == stack.instance_ports()
 
 
