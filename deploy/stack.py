@@ -344,7 +344,8 @@ class Stack:
         for index in range(INSTANCES):
             self.reload_nginx(down=frozenset({index}))
             process = self.instances[index]
-            if process is not None:
+            # One that died (kill -9) was reaped already: just start it again.
+            if process is not None and process in self.processes.started:
                 self.processes.stop(process)
             self.start_instance(index)
             self.reload_nginx()
