@@ -215,6 +215,17 @@ def test_killed_instance_fails_no_request(stack: RunningStack):
     assert load.retried == []  # nginx was not reloaded: nothing to retry
     assert f"127.0.0.1:{victim['port']}" in "".join(stack.nginx_lines())
 
+    # The stack noticed, and a rolling restart brings the instance back.
+    assert eventually(lambda: stack.state["instances"][1]["pid"] is None)
+    restart = subprocess.run(
+        [str(BASE_DIR / "deploy" / "rolling-restart"), "--run-dir", str(stack.run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+    assert alive(stack.state["instances"][1]["pid"])
+
 
 def test_stopping_the_stack_stops_what_it_started(stack: RunningStack):
     """SIGINT (Ctrl-C): every process in the state file is gone, nothing else."""
@@ -229,5 +240,9 @@ def test_stopping_the_stack_stops_what_it_started(stack: RunningStack):
     stack.process.wait(timeout=60)
     assert [pid for pid in pids if alive(pid)] == []
     assert stack.state["status"] == "stopped"
+    if not state["postgres"]["started_here"]:  # it was running before: still is
+        from project import embedded_pg
+
+        assert embedded_pg.is_running(embedded_pg.TEST_DATA_DIR)
     with pytest.raises(requests.ConnectionError):
         requests.get(stack.url + "/healthz", timeout=2)
