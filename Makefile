@@ -9,7 +9,7 @@ SETS := base run loadtest dev
 
 .PHONY: install install-run install-loadtest run test test-django-suite lint format lock \
 	db-start db-stop db-status clean bench-db bench-fanout bench-aggregate loadtest overload \
-	capacity observe
+	capacity observe stack stack-test
 
 # A stamp per set and pinned file: a changed requirements/<set>.txt reinstalls.
 $(VENV)/.installed-%: requirements/%.txt
@@ -96,6 +96,19 @@ lock:
 	    > requirements/$$set.txt.new && mv requirements/$$set.txt.new requirements/$$set.txt || exit 1; \
 	done
 	rm -rf .venv-lock
+
+## The production topology on loopback, in the foreground: nginx in front of two
+## gunicorn instances, PgBouncer, the embedded PostgreSQL, the stub upstream
+## (deploy/stack.py; installs nginx and pgbouncer with apt-get under root).
+## Prints the URL; deploy/rolling-restart restarts the instances; Ctrl-C stops all.
+## STACK_ARGS passes options, e.g. STACK_ARGS="--port 8080 --workers 2".
+stack: install-run
+	exec $(PY) -m deploy.stack $(STACK_ARGS)
+
+## The stack's tests (tests/stack/): a stack of their own, real nginx and
+## PgBouncer (skipped when missing); traffic, slow clients, restarts, kill -9.
+stack-test: install
+	$(PY) -m pytest tests/stack
 
 ## Prometheus on 127.0.0.1:9090 scraping `make run` (127.0.0.1:8000) every 5 s
 ## (deploy/prometheus/prometheus.yml); its data in .data/prometheus. Foreground.

@@ -17,6 +17,20 @@ from loadtests.harness.processes import stop as stop_process
 from tests.redis_server import redis_server  # noqa: F401  (a fixture)
 
 BASE_DIR = Path(__file__).resolve().parent
+# Run by `make stack-test` (a whole stack of their own, about half a minute),
+# not by `make test`: collected only when named on the command line.
+STACK_TESTS = BASE_DIR / "tests" / "stack"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave tests/stack/ out unless a command-line path points into it."""
+    if collection_path != STACK_TESTS:
+        return None
+    for arg in config.args:
+        path = Path(arg.split("::", 1)[0]).resolve()
+        if path == STACK_TESTS or STACK_TESTS in path.parents:
+            return None
+    return True
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,10 @@ id (from the answer's ``X-Request-ID``) and requests for the metrics endpoint
 are not logged: scraped every few seconds, they would drown the requests.
 """
 
+import ipaddress
 import time
 import traceback
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -30,8 +32,46 @@ def _response_header(resp: Any, name: str) -> str | None:
     return None
 
 
+def _trusted(address: str, proxies: Sequence[str]) -> bool:
+    if "*" in proxies:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False  # a unix socket peer, or nothing
+    for proxy in proxies:
+        try:
+            if ip in ipaddress.ip_network(proxy, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def client_address(environ: dict[str, Any], proxies: Sequence[str] = ()) -> str:
+    """The address to log as the client's: the last ``X-Forwarded-For`` entry
+    when the peer is a trusted proxy (gunicorn's ``forwarded_allow_ips``), else
+    the peer (``REMOTE_ADDR``).
+
+    The last entry is the one our proxy added (nginx's ``$remote_addr``, the
+    address it was connected from); anything before it came from the client
+    and could be made up. Logging only: ``REMOTE_ADDR`` stays the peer, so
+    nothing that authorises by address (``METRICS_ALLOW_IPS``) trusts a header.
+    """
+    peer = environ.get("REMOTE_ADDR") or "-"
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+    if not forwarded or not _trusted(peer, proxies):
+        return peer
+    last = forwarded.rsplit(",", 1)[-1].strip()
+    return last or peer
+
+
 def access_fields(
-    resp: Any, environ: dict[str, Any], request_time: timedelta, now: float
+    resp: Any,
+    environ: dict[str, Any],
+    request_time: timedelta,
+    now: float,
+    proxies: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The JSON access line of one answer (``sources``: aggregation API only)."""
     status = resp.status
@@ -46,7 +86,7 @@ def access_fields(
         "status": int(status.split(None, 1)[0]) if isinstance(status, str) else status,
         "duration_ms": round(request_time.total_seconds() * 1000.0, 1),
         "bytes": getattr(resp, "sent", None),
-        "remote_addr": environ.get("REMOTE_ADDR"),
+        "remote_addr": client_address(environ, proxies),
     }
     sources = environ.get(SOURCES_KEY)
     if sources is not None:
@@ -60,10 +100,20 @@ class RequestLogger(glogging.Logger):
     def setup(self, cfg: Any) -> None:
         """gunicorn's setup; then, for ``LOG_FORMAT=json``, its lines as JSON."""
         super().setup(cfg)
+        self.proxies: list[str] = list(cfg.forwarded_allow_ips or ())
         self.json = log_format() == "json"
         if self.json:
             for handler in self.error_log.handlers:
                 handler.setFormatter(JsonFormatter())
+
+    def atoms(
+        self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta
+    ) -> dict[str, Any]:
+        """gunicorn's fields of a plain access line, ``%(h)s`` being the client
+        behind a trusted proxy (``client_address``)."""
+        atoms = super().atoms(resp, req, environ, request_time)
+        atoms["h"] = client_address(environ, getattr(self, "proxies", ()))
+        return atoms
 
     def access(
         self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta
@@ -75,7 +125,10 @@ class RequestLogger(glogging.Logger):
             super().access(resp, req, environ, request_time)
             return
         try:
-            line = json_line(access_fields(resp, environ, request_time, time.time()))
+            fields = access_fields(
+                resp, environ, request_time, time.time(), self.proxies
+            )
+            line = json_line(fields)
             self.access_log.info(line)
         except Exception:
             self.error(traceback.format_exc())

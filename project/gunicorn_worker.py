@@ -27,6 +27,13 @@ Every request (but exempt routes: probes, metrics) passes admission control
 application sees it: over the worker's adaptive limit it waits briefly for a
 slot or gets a canned 503 at once, for a fraction of a millisecond of CPU.
 
+A response's headers and its first body bytes go out in one write
+(``OneWriteResponse``): gunicorn writes them separately, and a worker killed
+between the two writes (``kill -9``, the OOM killer) left a proxy holding
+headers it had passed on to its client and no body, too late to retry the
+request on another instance (nginx's ``proxy_next_upstream`` works only while
+nothing was sent). With one write the proxy gets the whole answer or nothing.
+
 Nothing here imports Django: gunicorn's master loads the worker class before
 forking, and the master must stay unpatched and Django-free.
 """
@@ -42,6 +49,7 @@ from typing import Any
 import gevent
 from gevent.server import StreamServer
 from gunicorn import util
+from gunicorn.http import wsgi
 from gunicorn.workers import ggevent
 
 from project.core.admission import runtime as admission
@@ -50,6 +58,33 @@ from project.core.deadline import mark_arrival
 from project.core.disconnect import client_has_left
 
 DEFAULT_ACCEPT_BATCH = 16
+
+
+class OneWriteResponse(wsgi.Response):
+    """gunicorn's response, but the headers go out with the first body bytes."""
+
+    def write(self, arg: bytes) -> None:
+        """The first write of a plain (not chunked) body: headers and body in
+        one ``sendall``, with gunicorn's bookkeeping; any other: gunicorn's."""
+        if (
+            self.headers_sent  # type: ignore[has-type]  # gunicorn is untyped
+            or self.chunked
+            or self._omits_body
+            or not isinstance(arg, bytes)
+            or not arg
+        ):
+            super().write(arg)
+            return
+        if self.response_length is not None:
+            arg = arg[: max(self.response_length - self.sent, 0)]
+        tosend = self.default_headers()
+        tosend.extend(f"{key}: {value}\r\n" for key, value in self.headers)
+        head = util.to_bytestring("{}\r\n".format("".join(tosend)), "latin-1")
+        util.write(self.sock, head + arg)
+        self.headers_sent = True
+        self.sent += len(arg)
+
+
 # At most one "connections are not enough" warning per this many seconds.
 RECLAIM_LOG_INTERVAL_S = 10.0
 
@@ -273,4 +308,5 @@ class GeventWorker(ggevent.GeventWorker):
         # happen in the worker process, after the fork, and last for it.
         ggevent.StreamServer = BatchAcceptServer
         util.write_error = write_json_error
+        wsgi.Response = OneWriteResponse  # wsgi.create() looks the name up per request
         super().run()

@@ -5,7 +5,7 @@ import time
 import gevent
 import pytest
 
-from project.gunicorn_worker import WaitingConnections, accept_batch
+from project.gunicorn_worker import OneWriteResponse, WaitingConnections, accept_batch
 
 
 def _waiter(registry: WaitingConnections, seconds: float, log: list) -> None:
@@ -72,3 +72,38 @@ def test_accept_batch_is_validated(monkeypatch, raw):
     monkeypatch.setenv("GUNICORN_ACCEPT_BATCH", raw)
     with pytest.raises(ValueError, match="GUNICORN_ACCEPT_BATCH"):
         accept_batch()
+
+
+class _Socket:
+    """Records what a response writes, one entry per sendall."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+
+def _response(sock: _Socket) -> OneWriteResponse:
+    from gunicorn.config import Config
+    from gunicorn.http.message import Request
+
+    req = Request.__new__(Request)  # what a response reads of its request
+    req.version, req.method, req.headers = (1, 1), "GET", []
+    req.should_close = lambda: False
+    return OneWriteResponse(req, sock, Config())
+
+
+def test_headers_and_body_leave_in_one_write():
+    """A worker killed between two writes would leave a proxy holding headers
+    without a body, too late to retry elsewhere: one write, whole or nothing."""
+    sock = _Socket()
+    response = _response(sock)
+    response.start_response("200 OK", [("Content-Length", "11")])
+    response.write(b"hello world")
+    response.write(b"")  # gunicorn's bookkeeping: nothing more to send
+    assert len(sock.writes) == 1
+    head, _, body = sock.writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: 11" in head
+    assert body == b"hello world"
+    assert response.headers_sent and response.sent == 11

@@ -9,7 +9,12 @@ from types import SimpleNamespace
 import pytest
 
 from project.core.request_context import request_id_scope
-from project.gunicorn_logging import ROUTE_KEY, SOURCES_KEY, access_fields
+from project.gunicorn_logging import (
+    ROUTE_KEY,
+    SOURCES_KEY,
+    access_fields,
+    client_address,
+)
 from project.log_format import JsonFormatter, log_format
 
 
@@ -79,3 +84,23 @@ def test_access_fields_of_an_aggregation_answer():
     del environ[SOURCES_KEY]
     fields = access_fields(resp, environ, timedelta(0), 0.0)
     assert fields["request_id"] == "-" and "sources" not in fields
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "proxies", "expected"),
+    [
+        # Behind a trusted proxy: the entry that proxy added (the last one).
+        ("127.0.0.1", "127.0.0.2", ["127.0.0.1"], "127.0.0.2"),
+        ("127.0.0.1", "203.0.113.9, 127.0.0.2", ["127.0.0.1"], "127.0.0.2"),
+        ("10.0.0.5", "198.51.100.1", ["10.0.0.0/8"], "198.51.100.1"),
+        ("10.0.0.5", "198.51.100.1", ["*"], "198.51.100.1"),
+        # An untrusted peer's header is ignored; no header: the peer.
+        ("192.0.2.7", "127.0.0.2", ["127.0.0.1"], "192.0.2.7"),
+        ("127.0.0.1", "", ["127.0.0.1"], "127.0.0.1"),
+        ("127.0.0.1", " , ", ["127.0.0.1"], "127.0.0.1"),
+    ],
+)
+def test_client_address(peer, forwarded, proxies, expected):
+    """The access log's client: who the trusted proxy saw, never client claims."""
+    environ = {"REMOTE_ADDR": peer, "HTTP_X_FORWARDED_FOR": forwarded}
+    assert client_address(environ, proxies) == expected

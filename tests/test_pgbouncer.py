@@ -1,26 +1,21 @@
 """The service through a real PgBouncer in transaction pooling mode."""
 
-import os
-import shutil
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import free_port, stop_process
+from deploy import pgbouncer as pgbouncer_runner
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PGBOUNCER = shutil.which("pgbouncer") or (
-    "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None
-)
+PGBOUNCER = pgbouncer_runner.binary()
 
 
 @pytest.fixture(scope="module")
 def pgbouncer(tmp_path_factory, django_db_setup, django_db_blocker):
-    """A PgBouncer on a loopback port in front of the test database."""
+    """A PgBouncer on a loopback port in front of the test database, configured
+    from deploy/pgbouncer.ini as the stack runs it."""
     if PGBOUNCER is None:
         pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
     from django.db import connection
@@ -30,41 +25,12 @@ def pgbouncer(tmp_path_factory, django_db_setup, django_db_blocker):
         pytest.skip("written for the embedded (unix socket) test cluster")
     workdir = tmp_path_factory.mktemp("pgbouncer")
     port = free_port()
-    # PgBouncer logs in to PostgreSQL (SCRAM) with the password from this file.
-    (workdir / "users.txt").write_text(f'"{db["USER"]}" "{db["PASSWORD"]}"\n')
-    (workdir / "pgbouncer.ini").write_text(
-        f"""[databases]
-{db["NAME"]} = host={db["HOST"]} port={db["PORT"] or 5432} dbname={db["NAME"]}
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {port}
-unix_socket_dir =
-auth_type = trust
-auth_file = {workdir}/users.txt
-pool_mode = transaction
-default_pool_size = 5
-max_client_conn = 500
-ignore_startup_parameters = options
-"""
-    )
-    command = [PGBOUNCER, str(workdir / "pgbouncer.ini")]
-    if os.geteuid() == 0:
-        # PgBouncer refuses to run as root; use the embedded server's user.
-        command[1:1] = ["-u", "embedded_postgres"]
-    log = workdir / "pgbouncer.log"  # written by us, so no permissions to grant
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(f"pgbouncer exited: {log.read_text()}")
-            time.sleep(0.1)
-    yield f"postgres://{db['USER']}@127.0.0.1:{port}/{db['NAME']}"
+    config = pgbouncer_runner.write_config(workdir, port=port, db=db)
+    try:
+        process = pgbouncer_runner.start(PGBOUNCER, config, workdir / "pgbouncer.log")
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield pgbouncer_runner.client_url(port, db)
     stop_process(process)
 
 

@@ -140,14 +140,19 @@ class Processes:
         stop(process)
         self.started.remove(process)
 
-    def start_upstream(self) -> str:
-        """Start the stub upstream on a free port; return its base URL."""
+    def start_upstream(self, **popen_kwargs) -> str:
+        """Start the stub upstream on a free port; return its base URL.
+
+        ``popen_kwargs`` go to ``subprocess.Popen`` (e.g. ``process_group=0``).
+        """
         process = self.popen(
             [sys.executable, "-m", "loadtests.upstream", "--port", "0"],
             "upstream",
             stdout=subprocess.PIPE,
             text=True,
+            **popen_kwargs,
         )
+        assert process.stdout is not None  # stdout=PIPE
         line = process.stdout.readline()
         process.stdout.close()
         match = re.search(r"http://[\d.]+:\d+", line)

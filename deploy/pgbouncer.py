@@ -1,0 +1,109 @@
+"""PgBouncer on a loopback port in front of the embedded PostgreSQL.
+
+Shared by ``deploy/stack.py`` and ``tests/test_pgbouncer.py``: both render
+``deploy/pgbouncer.ini`` the same way and start the binary the same way.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from deploy.templates import render
+
+TEMPLATE = Path(__file__).resolve().parent / "pgbouncer.ini"
+# PgBouncer refuses to run as root; the embedded server's system user can reach
+# the cluster's socket (0700, its own), so PgBouncer runs as that user.
+ROOT_RUN_AS = "embedded_postgres"
+
+
+def binary() -> str | None:
+    """The pgbouncer executable (Debian installs it in /usr/sbin), or None."""
+    found = shutil.which("pgbouncer")
+    if found:
+        return found
+    return "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None
+
+
+def write_config(
+    workdir: Path,
+    *,
+    port: int,
+    db: dict,
+    pool_size: int = 5,
+    max_client_conn: int = 500,
+) -> Path:
+    """Render pgbouncer.ini (and its auth file) into ``workdir``; return its path.
+
+    ``db``: ``NAME``, ``HOST`` (a unix socket directory), ``PORT``, ``USER``,
+    ``PASSWORD``, as in Django's ``settings_dict``.
+    """
+    auth_file = workdir / "pgbouncer-users.txt"
+    # PgBouncer logs in to PostgreSQL (SCRAM) with the password from this file.
+    auth_file.write_text(f'"{db["USER"]}" "{db["PASSWORD"]}"\n')
+    auth_file.chmod(0o600)
+    config = workdir / "pgbouncer.ini"
+    config.write_text(
+        render(
+            TEMPLATE.read_text(),
+            dbname=db["NAME"],
+            db_host=db["HOST"],
+            db_port=str(db.get("PORT") or 5432),
+            db_user=db["USER"],
+            port=str(port),
+            auth_file=str(auth_file),
+            pool_size=str(pool_size),
+            max_client_conn=str(max_client_conn),
+        )
+    )
+    return config
+
+
+def start(
+    executable: str, config: Path, log: Path, timeout: float = 10.0, **popen_kwargs: Any
+) -> subprocess.Popen:
+    """Start PgBouncer with ``config``, output to ``log``; return once it listens.
+
+    ``popen_kwargs`` go to ``subprocess.Popen`` (the stack's ``process_group``).
+    Raises RuntimeError (with the log) when it exits or does not listen in time.
+    """
+    command = [executable, str(config)]
+    if os.geteuid() == 0:
+        command[1:1] = ["-u", ROOT_RUN_AS]
+    port = _listen_port(config)
+    with log.open("a") as out:  # written by us, so no permissions to grant
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, **popen_kwargs
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return process
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"pgbouncer exited: {log.read_text()}") from None
+            time.sleep(0.1)
+    process.kill()
+    process.wait()
+    raise RuntimeError(
+        f"pgbouncer did not listen within {timeout} s: {log.read_text()}"
+    )
+
+
+def _listen_port(config: Path) -> int:
+    for line in config.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "listen_port":
+            return int(value)
+    raise ValueError(f"no listen_port in {config}")
+
+
+def client_url(port: int, db: dict) -> str:
+    """``DATABASE_URL`` for clients of PgBouncer (no password: trust on loopback)."""
+    user, name = quote(db["USER"], safe=""), quote(db["NAME"], safe="")
+    return f"postgres://{user}@127.0.0.1:{port}/{name}"
