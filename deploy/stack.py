@@ -3,8 +3,8 @@
 ``python -m deploy.stack`` (``make stack``) starts, each on a free 127.0.0.1
 port, and in this order: the embedded PostgreSQL (``--pg-data``, the
 development cluster by default), PgBouncer in transaction pooling mode
-(``deploy/pgbouncer.ini``), the stub upstream, Redis when the settings support
-``REDIS_URL`` and ``redis-server`` is installed, two gunicorn instances
+(``deploy/pgbouncer.ini``), the stub upstream, Redis (the aggregation cache
+they share, ``REDIS_URL``), two gunicorn instances
 (``gunicorn.conf.py``, standing in for two hosts) and nginx
 (``deploy/nginx.conf``) in front of them. It prints the URL and runs in the
 foreground until SIGINT (Ctrl-C) or SIGTERM, then stops exactly what it
@@ -22,8 +22,10 @@ import argparse
 import json
 import os
 import resource
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,6 +45,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DEPLOY_DIR = BASE_DIR / "deploy"
 DEFAULT_RUN_DIR = BASE_DIR / ".data" / "stack"
 STATE_FILE = "state.json"
+AGGREGATIONS_FILE = DEPLOY_DIR / "aggregations.toml"
 INSTANCES = 2
 # Each instance's pool, per worker: PgBouncer's max_client_conn is the budget
 # (README, Deployment), and PgBouncer's few server connections are shared.
@@ -72,7 +75,9 @@ def find_binary(name: str) -> str | None:
     return str(candidate) if candidate.exists() else None
 
 
-def ensure_binaries(names: tuple[str, ...] = ("nginx", "pgbouncer")) -> dict[str, str]:
+def ensure_binaries(
+    names: tuple[str, ...] = ("nginx", "pgbouncer", "redis-server"),
+) -> dict[str, str]:
     """The paths of ``names``; missing ones are installed with apt-get under root.
 
     Not root: StackError naming the packages to install.
@@ -96,11 +101,18 @@ def ensure_binaries(names: tuple[str, ...] = ("nginx", "pgbouncer")) -> dict[str
     return {name: find_binary(name) or name for name in names}
 
 
-def settings_support_redis() -> bool:
-    """Whether the settings read ``REDIS_URL`` (the Redis cache being added)."""
-    return any(
-        "REDIS_URL" in path.read_text() for path in (BASE_DIR / "settings").glob("*.py")
-    )
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Return once 127.0.0.1:``port`` accepts; StackError if ``process`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"{process.args!r} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise StackError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s")
 
 
 def raise_nofile_limit() -> None:
@@ -147,7 +159,8 @@ class Stack:
         self.database_url = ""
         self.upstream_url = ""
         self.redis_url = ""
-        self.redis_note = ""
+        # The bearer token of the aggregation API (deploy/aggregations.toml).
+        self.aggregation_token = secrets.token_urlsafe(24)
         self.instance_ports = [free_port() for _ in range(INSTANCES)]
         self.instances: list[subprocess.Popen | None] = [None] * INSTANCES
         self.nginx: subprocess.Popen | None = None
@@ -222,24 +235,19 @@ class Stack:
         self.database_url = pgbouncer.client_url(self.pgbouncer_port, self._db)
 
     def _start_redis(self) -> None:
-        """The hook for the Redis cache: only when the settings read REDIS_URL."""
-        binary = find_binary("redis-server")
-        if not settings_support_redis():
-            self.redis_note = "skipped: the settings have no REDIS_URL"
-            return
-        if binary is None:
-            self.redis_note = "skipped: redis-server is not installed"
-            return
+        """Redis for the aggregation cache the instances share: a cache, so no
+        persistence (``--save ''``)."""
         port = free_port()
         process = self.processes.popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+            [self.binaries["redis-server"], "--bind", "127.0.0.1", "--port", str(port)]
+            + ["--save", ""]
             + ["--appendonly", "no", "--dir", str(self.run_dir)],
             "redis",
             process_group=0,
         )
         self.redis = process
         self.redis_url = f"redis://127.0.0.1:{port}/0"
-        self.redis_note = "running"
+        wait_for_port(port, process)
 
     def _base_env(self) -> dict[str, str]:
         environment = {
@@ -261,9 +269,10 @@ class Stack:
             BIND=f"127.0.0.1:{self.instance_ports[index]}",
             WEB_CONCURRENCY=str(self.workers),
             GUNICORN_ACCESS_LOG="-",
+            REDIS_URL=self.redis_url,
+            AGGREGATIONS_FILE=str(AGGREGATIONS_FILE),
+            AGGREGATION_API_TOKENS=self.aggregation_token,
         )
-        if self.redis_url:
-            environment["REDIS_URL"] = self.redis_url
         environment.update(self.env)
         return environment
 
@@ -431,11 +440,8 @@ class Stack:
                 "log": str(self.log_dir / "pgbouncer.log"),
             },
             "upstream": {"pid": pid(self.upstream), "url": self.upstream_url},
-            "redis": {
-                "pid": pid(self.redis),
-                "url": self.redis_url or None,
-                "note": self.redis_note,
-            },
+            "redis": {"pid": pid(self.redis), "url": self.redis_url},
+            "aggregation_token": self.aggregation_token,
             "postgres": {
                 "data_dir": str(self.pg_data)
                 if self.pg_data
@@ -489,7 +495,6 @@ def serve(stack: Stack) -> None:
     try:
         stack.start()
         print(f"stack: {stack.url} (state in {stack.run_dir / STATE_FILE})", flush=True)
-        print(f"stack: Redis {stack.redis_note}", flush=True)
         while True:
             if restart_requested:
                 restart_requested = False

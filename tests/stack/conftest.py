@@ -85,7 +85,7 @@ def wait_for_state(stack: RunningStack, timeout: float = 120.0) -> None:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> Iterator[RunningStack]:
     """A running stack (nginx, two gunicorns, PgBouncer, PostgreSQL, stub upstream)."""
-    for name in ("nginx", "pgbouncer"):
+    for name in ("nginx", "pgbouncer", "redis-server"):
         if find_binary(name) is None:
             pytest.skip(f"{name} is not installed (apt-get install {name})")
     from project import embedded_pg

@@ -112,6 +112,56 @@ def test_database_path_goes_through_pgbouncer(stack: RunningStack):
     assert transactions() - before >= 20
 
 
+def aggregate(stack: RunningStack, base_url: str, item: int) -> dict:
+    """The stack's cached aggregation (deploy/aggregations.toml) of ``item``."""
+    response = requests.get(
+        f"{base_url}/api/aggregate/cached/?id={item}",
+        headers={"Authorization": f"Bearer {stack.state['aggregation_token']}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["sources"]["item"]
+
+
+def fallbacks(instance_url: str) -> float:
+    """gd_cache_fallback_total of one instance, over its workers and labels."""
+    text = requests.get(instance_url + "/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("gd_cache_fallback_total{")
+    )
+
+
+def test_a_source_fetched_on_one_instance_is_a_hit_on_the_other(stack: RunningStack):
+    """The aggregation cache is Redis: instance B answers from A's call."""
+    first, second = (i["url"] for i in stack.state["instances"])
+    item = uuid.uuid4().int % 10**9 + 1
+    missed = aggregate(stack, first, item)
+    hit = aggregate(stack, second, item)
+    assert missed["status"] == hit["status"] == "ok"
+    assert "cache" not in missed and hit["cache"] == "hit"
+
+
+def test_aggregations_answer_with_redis_stopped(stack: RunningStack):
+    """Redis killed: both instances still answer, from memory, and count it.
+
+    Runs after the other cache test, and the stack stays without Redis after
+    it (it is a cache: nothing later needs it).
+    """
+    instances = [i["url"] for i in stack.state["instances"]]
+    item = uuid.uuid4().int % 10**9 + 1
+    assert aggregate(stack, stack.url, item)["status"] == "ok"
+    before = sum(fallbacks(url) for url in instances)
+    redis = stack.state["redis"]["pid"]
+    kill_tree(redis)
+    assert eventually(lambda: not alive(redis))
+    for url in instances * 3:
+        # Fetched live where the instance has no copy; from memory where it has.
+        assert aggregate(stack, url, item)["status"] == "ok"
+    assert sum(fallbacks(url) for url in instances) > before
+
+
 def test_idle_and_slow_clients_do_not_slow_anyone(stack: RunningStack):
     """3,000 idle connections and a client trickling an endless body: /healthz
     through nginx still answers in well under 100 ms, and nginx cut the body off."""
