@@ -46,6 +46,7 @@ DEPLOY_DIR = BASE_DIR / "deploy"
 DEFAULT_RUN_DIR = BASE_DIR / ".data" / "stack"
 STATE_FILE = "state.json"
 AGGREGATIONS_FILE = DEPLOY_DIR / "aggregations.toml"
+REDIS_MAXMEMORY = "64mb"
 INSTANCES = 2
 # Each instance's pool, per worker: PgBouncer's max_client_conn is the budget
 # (README, Deployment), and PgBouncer's few server connections are shared.
@@ -235,15 +236,19 @@ class Stack:
         self.database_url = pgbouncer.client_url(self.pgbouncer_port, self._db)
 
     def _start_redis(self) -> None:
-        """Redis for the aggregation cache the instances share: a cache, so no
-        persistence (``--save ''``)."""
+        """Redis (deploy/redis.conf) for the aggregation cache the instances share."""
         port = free_port()
+        config = self.run_dir / "redis.conf"
+        config.write_text(
+            render(
+                (DEPLOY_DIR / "redis.conf").read_text(),
+                port=str(port),
+                run_dir=str(self.run_dir),
+                maxmemory=REDIS_MAXMEMORY,
+            )
+        )
         process = self.processes.popen(
-            [self.binaries["redis-server"], "--bind", "127.0.0.1", "--port", str(port)]
-            + ["--save", ""]
-            + ["--appendonly", "no", "--dir", str(self.run_dir)],
-            "redis",
-            process_group=0,
+            [self.binaries["redis-server"], str(config)], "redis", process_group=0
         )
         self.redis = process
         self.redis_url = f"redis://127.0.0.1:{port}/0"

@@ -17,6 +17,7 @@ from pathlib import Path
 import gevent
 import psycopg2
 import pytest
+import redis
 import requests
 
 from tests.stack.conftest import (
@@ -141,6 +142,10 @@ def test_a_source_fetched_on_one_instance_is_a_hit_on_the_other(stack: RunningSt
     hit = aggregate(stack, second, item)
     assert missed["status"] == hit["status"] == "ok"
     assert "cache" not in missed and hit["cache"] == "hit"
+    # deploy/redis.conf: a full cache evicts instead of refusing writes.
+    client = redis.Redis.from_url(stack.state["redis"]["url"])
+    assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
+    client.close()
 
 
 def test_aggregations_answer_with_redis_stopped(stack: RunningStack):
