@@ -297,6 +297,21 @@ if not 1 <= REDIS_TIMEOUT_MS <= 60000:
     raise ImproperlyConfigured(
         f"REDIS_TIMEOUT_MS must be from 1 to 60000, got {REDIS_TIMEOUT_MS}"
     )
+# A worker's Redis connections: a cache call holds one for well under a
+# millisecond, so a few dozen serve thousands of concurrent requests, and
+# workers x hosts x this must stay under Redis's maxclients (10,000). A call
+# that finds them all busy waits up to REDIS_TIMEOUT_MS, then falls back.
+REDIS_MAX_CONNECTIONS_DEFAULT = 32
+try:
+    REDIS_MAX_CONNECTIONS = env.int(
+        "REDIS_MAX_CONNECTIONS", default=REDIS_MAX_CONNECTIONS_DEFAULT
+    )
+except ValueError:
+    raise ImproperlyConfigured("REDIS_MAX_CONNECTIONS must be a whole number") from None
+if not 1 <= REDIS_MAX_CONNECTIONS <= 10000:
+    raise ImproperlyConfigured(
+        f"REDIS_MAX_CONNECTIONS must be from 1 to 10000, got {REDIS_MAX_CONNECTIONS}"
+    )
 if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured(
         "REDIS_URL must start with redis://, rediss:// or unix://"
@@ -309,8 +324,14 @@ def shared_cache(
     *,
     name: str = "shared",
     cool_off_s: float = 2.0,
+    max_connections: int = REDIS_MAX_CONNECTIONS_DEFAULT,
 ) -> dict:
-    """The ``CACHES`` entry of a Redis cache at ``url`` that falls back to memory."""
+    """The ``CACHES`` entry of a Redis cache at ``url`` that falls back to memory.
+
+    Its connection pool blocks (``BlockingConnectionPool``) at
+    ``max_connections`` for up to the timeout, instead of opening one more
+    connection per concurrent request as redis-py's default pool does.
+    """
     timeout_s = timeout_ms / 1000.0
     return {
         "BACKEND": "project.core.fallback_cache.FallbackCache",
@@ -322,6 +343,9 @@ def shared_cache(
                 "OPTIONS": {
                     "socket_connect_timeout": timeout_s,
                     "socket_timeout": timeout_s,
+                    "pool_class": "redis.BlockingConnectionPool",
+                    "max_connections": max_connections,
+                    "timeout": timeout_s,  # the wait for a free connection
                 },
             },
             "FALLBACK": {
@@ -335,7 +359,9 @@ def shared_cache(
 
 
 if REDIS_URL:
-    CACHES["shared"] = shared_cache(REDIS_URL, REDIS_TIMEOUT_MS)
+    CACHES["shared"] = shared_cache(
+        REDIS_URL, REDIS_TIMEOUT_MS, max_connections=REDIS_MAX_CONNECTIONS
+    )
 
 # Aggregation API (/api/aggregate/<name>/)
 # Development and tests default to the worked example; production requires

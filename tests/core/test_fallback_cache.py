@@ -18,10 +18,12 @@ from settings.base import REDIS_TIMEOUT_MS_DEFAULT, shared_cache
 LOGGER = "project.core.fallback_cache"
 
 
-def worker_cache(url: str, name: str, cool_off_s: float = 0.2) -> FallbackCache:
+def worker_cache(
+    url: str, name: str, cool_off_s: float = 0.2, **options: int
+) -> FallbackCache:
     """One "worker's" cache as settings build it: own state, own memory, same Redis."""
     config = shared_cache(
-        url, REDIS_TIMEOUT_MS_DEFAULT, name=name, cool_off_s=cool_off_s
+        url, REDIS_TIMEOUT_MS_DEFAULT, name=name, cool_off_s=cool_off_s, **options
     )
     config = dict(config)
     return FallbackCache(config.pop("LOCATION"), config)
@@ -164,4 +166,26 @@ def test_a_redis_that_refuses_writes_serves_memory(redis_server, names):
         assert cache.get("big") == "x" * 1000
     finally:
         admin.config_set("maxmemory", 0)
+        admin.close()
+
+
+def test_a_worker_opens_at_most_max_connections(redis_server, names):
+    """50 concurrent requests' cache calls share 3 connections, waiting their
+    turn (well within the timeout), none falling back to memory."""
+    cache = worker_cache(redis_server.url, names[0], max_connections=3)
+    cache.set("shared", "value", 60)
+    before = fallbacks(names[0], "get")
+
+    def reads() -> list:
+        return [cache.get("shared") for _ in range(5)]
+
+    greenlets = [gevent.spawn(reads) for _ in range(50)]
+    gevent.joinall(greenlets, timeout=10)
+    assert [g.value for g in greenlets] == [["value"] * 5] * 50
+    assert fallbacks(names[0], "get") == before
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        # Ours, and the admin connection asking.
+        assert admin.info("clients")["connected_clients"] <= 3 + 1
+    finally:
         admin.close()

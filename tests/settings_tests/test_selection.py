@@ -412,6 +412,8 @@ def test_an_explicit_aggregation_cache_wins_over_redis(clean_project):
         ({"REDIS_TIMEOUT_MS": "0"}, "REDIS_TIMEOUT_MS must be from 1 to 60000"),
         ({"REDIS_TIMEOUT_MS": "60001"}, "REDIS_TIMEOUT_MS must be from 1 to 60000"),
         ({"REDIS_TIMEOUT_MS": "fast"}, "REDIS_TIMEOUT_MS must be a whole number"),
+        ({"REDIS_MAX_CONNECTIONS": "0"}, "REDIS_MAX_CONNECTIONS must be from 1"),
+        ({"REDIS_MAX_CONNECTIONS": "many"}, "REDIS_MAX_CONNECTIONS must be a whole"),
         ({"REDIS_URL": "127.0.0.1:6379"}, "REDIS_URL must start with redis://"),
         ({"AGGREGATION_CACHE": "shared"}, "'shared' needs REDIS_URL"),
     ],
