@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -232,11 +233,6 @@ def ensure_running(data_dir: Path = DEV_DATA_DIR, database: str = DATABASE) -> s
     cluster fails harmlessly and we re-check the status.
     """
     sock = socket_dir(data_dir)
-    # A cluster whose password file is gone (a fresh checkout where, under
-    # root, the cluster outlived the old one in /var/lib) gets the new password.
-    orphaned = (server_data_dir(data_dir) / "PG_VERSION").exists() and not (
-        password_file(data_dir).exists()
-    )
     secret = password(data_dir)
     logical, data_dir = data_dir, server_data_dir(data_dir)
     if _as_root():
@@ -281,9 +277,13 @@ def ensure_running(data_dir: Path = DEV_DATA_DIR, database: str = DATABASE) -> s
                 raise RuntimeError(
                     f"embedded PostgreSQL did not start: {exc}\n{tail}"
                 ) from exc
-    if orphaned:
-        _trust_until_password_set(logical)
     _require_password(logical)
+    if not _password_accepted(logical):
+        # The password file was made anew for a cluster that outlived the old
+        # one (a fresh checkout where, under root, the cluster lives on in
+        # /var/lib): the cluster takes the new password.
+        _trust_until_password_set(logical)
+        _require_password(logical)
     _ensure_database(logical, database)
     return url(logical, database)
 
@@ -297,10 +297,39 @@ def _trust_until_password_set(data_dir: Path) -> None:
     Only the cluster's owner can edit pg_hba.conf, and the socket directory is
     its owner's alone, so this opens nothing to anyone else meanwhile.
     """
+    import psycopg2
+
     real = server_data_dir(data_dir)
     hba = real / "pg_hba.conf"
     hba.write_text(_SCRAM.sub(r"\1trust\2", hba.read_text()))
     _pg([_bin("pg_ctl"), "reload", "-D", str(real)], timeout=30)
+    # The server rereads pg_hba.conf when it gets to the signal: wait for it.
+    kwargs = connect_kwargs(data_dir, "postgres")
+    del kwargs["password"]
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            psycopg2.connect(**kwargs, connect_timeout=10).close()
+            return
+        except psycopg2.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _password_accepted(data_dir: Path) -> bool:
+    """Whether the cluster takes the password in our file."""
+    import psycopg2
+
+    try:
+        psycopg2.connect(
+            **connect_kwargs(data_dir, "postgres"), connect_timeout=10
+        ).close()
+    except psycopg2.OperationalError as exc:
+        if "password authentication failed" in str(exc):
+            return False
+        raise
+    return True
 
 
 _TRUST = re.compile(r"^(\s*(?:local|host\S*)\s.*\s)trust(\s*)$", re.MULTILINE)

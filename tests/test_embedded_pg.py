@@ -146,6 +146,9 @@ def test_a_cluster_whose_password_file_is_lost_gets_a_new_password(cluster):
     embedded_pg.ensure_running(cluster, "probe")
     old = embedded_pg.password(cluster)
     embedded_pg.password_file(cluster).unlink()
+    # Settings build the URL (making a new password file) before anything
+    # starts the cluster.
+    embedded_pg.url(cluster, "probe")
     embedded_pg.ensure_running(cluster, "probe")
     assert embedded_pg.password(cluster) != old
     connect(cluster, "probe").close()
