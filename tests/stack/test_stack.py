@@ -5,11 +5,14 @@ and idle clients, a rolling restart and a killed instance under load, and last
 that stopping the stack stops every process it started.
 """
 
+import csv
+import os
 import re
 import signal
 import socket
 import statistics
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -254,6 +257,46 @@ def test_rolling_restart_fails_no_request(stack: RunningStack):
     lines = stack.nginx_lines(since)
     served_by = {re.search(r"upstream=(\S+)", line).group(1) for line in lines}
     assert served_by == stack.instance_ports()
+
+
+def test_a_locust_load_loses_nothing_in_a_rolling_restart(
+    stack: RunningStack, tmp_path: Path
+):
+    """``make loadtest --target`` through nginx (Locust, W1: ten upstream calls
+    a request) while deploy/rolling-restart replaces both instances: Locust
+    counts no failed request, and no refusal beyond a handful (one instance
+    carries the load while the other restarts)."""
+    command = [sys.executable, "-m", "loadtests.loadtest", "--target", stack.url]
+    command += ["--upstream-url", stack.state["upstream"]["url"]]
+    command += ["--scenarios", "W1", "--users", "10", "--seconds", "20"]
+    command += ["--reports", str(tmp_path)]
+    environment = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    with subprocess.Popen(
+        command,
+        cwd=BASE_DIR,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as locust:
+        time.sleep(8)  # past Locust's start and the steady state's warm-up
+        restart = subprocess.run(
+            [str(BASE_DIR / "deploy" / "rolling-restart")]
+            + ["--run-dir", str(stack.run_dir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        output, _ = locust.communicate(timeout=180)
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+    (report,) = tmp_path.glob("*-W1")
+    with open(report / "locust_stats.csv") as handle:
+        rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    total = rows["Aggregated"]
+    assert int(total["Request Count"]) > 1000, output
+    assert int(total["Failure Count"]) == 0, output
+    refused = rows.get("/demo/fan-out/ W1 shed", {}).get("Request Count", "0")
+    assert int(refused) <= int(total["Request Count"]) // 100, output
 
 
 def test_killed_instance_fails_no_request(stack: RunningStack):
