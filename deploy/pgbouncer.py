@@ -6,14 +6,13 @@ Shared by ``deploy/stack.py`` and ``tests/test_pgbouncer.py``: both render
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from deploy.templates import render
+from loadtests.harness.processes import wait_for_port
 
 TEMPLATE = Path(__file__).resolve().parent / "pgbouncer.ini"
 # PgBouncer refuses to run as root; the embedded server's system user can reach
@@ -79,20 +78,14 @@ def start(
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, **popen_kwargs
         )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return process
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(f"pgbouncer exited: {log.read_text()}") from None
-            time.sleep(0.1)
-    process.kill()
-    process.wait()
-    raise RuntimeError(
-        f"pgbouncer did not listen within {timeout} s: {log.read_text()}"
-    )
+    try:
+        wait_for_port(port, process, timeout)
+    except (RuntimeError, TimeoutError) as exc:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        raise RuntimeError(f"pgbouncer: {exc}: {log.read_text()}") from None
+    return process
 
 
 def _listen_port(config: Path) -> int:

@@ -25,7 +25,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from loadtests.harness.processes import (
     add_env_option,
     free_port,
     wait_for_http,
+    wait_for_port,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -100,20 +100,6 @@ def ensure_binaries(
             f"package(s) {' '.join(missing)} (sudo apt-get install {' '.join(missing)})"
         )
     return {name: find_binary(name) or name for name in names}
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 10.0) -> None:
-    """Return once 127.0.0.1:``port`` accepts; StackError if ``process`` exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise StackError(f"{process.args!r} exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise StackError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s")
 
 
 def raise_nofile_limit() -> None:

@@ -228,9 +228,8 @@ def overload_figures(spec: dict, stats: dict[str, dict]) -> str:
     endpoint = guards.main_endpoint(spec)
     text = ""
     shed = stats.get(endpoint + SHED_SUFFIX)
-    if shed and shed["requests"]:
-        admitted = stats.get(endpoint, {}).get("requests", 0)
-        share = shed["requests"] / (admitted + shed["requests"])
+    share = guards.shed_ratio(stats_from_json(stats), endpoint)
+    if shed and share:
         text += f"  shed {share:.1%} (p99 {shed['p99_ms'] or 0:.0f} ms)"
     good = stats.get(endpoint + GOODPUT_SUFFIX)
     if good and spec.get("slo_ms"):

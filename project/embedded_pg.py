@@ -278,13 +278,19 @@ def ensure_running(data_dir: Path = DEV_DATA_DIR, database: str = DATABASE) -> s
                     f"embedded PostgreSQL did not start: {exc}\n{tail}"
                 ) from exc
     _require_password(logical)
-    if not _password_accepted(logical):
+    import psycopg2
+
+    try:
+        _ensure_database(logical, database)
+    except psycopg2.OperationalError as exc:
+        if "password authentication failed" not in str(exc):
+            raise
         # The password file was made anew for a cluster that outlived the old
         # one (a fresh checkout where, under root, the cluster lives on in
         # /var/lib): the cluster takes the new password.
         _trust_until_password_set(logical)
         _require_password(logical)
-    _ensure_database(logical, database)
+        _ensure_database(logical, database)
     return url(logical, database)
 
 
@@ -315,21 +321,6 @@ def _trust_until_password_set(data_dir: Path) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-
-
-def _password_accepted(data_dir: Path) -> bool:
-    """Whether the cluster takes the password in our file."""
-    import psycopg2
-
-    try:
-        psycopg2.connect(
-            **connect_kwargs(data_dir, "postgres"), connect_timeout=10
-        ).close()
-    except psycopg2.OperationalError as exc:
-        if "password authentication failed" in str(exc):
-            return False
-        raise
-    return True
 
 
 _TRUST = re.compile(r"^(\s*(?:local|host\S*)\s.*\s)trust(\s*)$", re.MULTILINE)

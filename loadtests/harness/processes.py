@@ -87,6 +87,20 @@ def wait_for_http(
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Poll until 127.0.0.1:``port`` accepts; fail early if ``process`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout} s")
+
+
 def stop(process: subprocess.Popen, timeout: float = 30.0) -> None:
     """SIGTERM a process we started and wait for it; SIGKILL it if it lingers."""
     if process.poll() is None:

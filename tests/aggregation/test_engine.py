@@ -1,7 +1,5 @@
 """The aggregation engine against the real stub upstream and real PostgreSQL."""
 
-import subprocess
-import sys
 import time
 import uuid
 
@@ -10,7 +8,7 @@ import pytest
 import requests
 from django.core.cache.backends.locmem import LocMemCache
 
-from conftest import BASE_DIR, free_port, stop_process, wait_for_http
+from conftest import stop_process
 from project.aggregation.engine import Aggregator
 from project.aggregation.registry import parse_registry
 from project.core.deadline import Deadline
@@ -340,21 +338,6 @@ def test_identical_concurrent_calls_share_one_upstream_request(upstream):
     assert stub_counts(upstream) == {"/delay": 2}
     shared = [g.value.body["sources"]["a"].get("shared") for g in greenlets]
     assert shared.count(True) == 19
-
-
-@pytest.fixture
-def own_upstream():
-    """A stub upstream of this test's own, on a known port, that the test can stop."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.upstream", "--port", str(port)],
-        cwd=BASE_DIR,
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/stats", process=process)
-    yield url, process
-    stop_process(process)
 
 
 def test_stale_value_served_when_the_upstream_fails(own_upstream):

@@ -6,8 +6,6 @@ test's own, which the test stops to see stale-if-error served from memory.
 """
 
 import logging
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
@@ -15,7 +13,7 @@ import gevent
 import pytest
 from prometheus_client import REGISTRY
 
-from conftest import BASE_DIR, free_port, stop_process, wait_for_http
+from conftest import stop_process
 from project.aggregation.engine import Aggregator
 from project.aggregation.registry import parse_registry
 from project.core import fallback_cache
@@ -39,22 +37,7 @@ sources.s = { upstream = "stub", path = "/delay", cache_ttl_s = 0.5, stale_ttl_s
 
 
 @pytest.fixture
-def stub() -> Iterator[tuple[str, subprocess.Popen]]:
-    """A stub upstream of this test's own, that the test may stop."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.upstream", "--port", str(port)],
-        cwd=BASE_DIR,
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/stats", process=process)
-    yield url, process
-    stop_process(process)
-
-
-@pytest.fixture
-def worker(redis_server, stub) -> Iterator:
+def worker(redis_server, own_upstream) -> Iterator:
     """Makes "workers": an Aggregator each, with its own FallbackCache over Redis."""
     names: list[str] = []
 
@@ -70,7 +53,7 @@ def worker(redis_server, stub) -> Iterator:
             )
         )
         cache = FallbackCache(config.pop("LOCATION"), config)
-        registry = parse_registry(REGISTRY_TOML, environ={"STUB": stub[0]})
+        registry = parse_registry(REGISTRY_TOML, environ={"STUB": own_upstream[0]})
         return Aggregator(registry, cache=cache)
 
     yield make
@@ -86,15 +69,17 @@ def run(agg: Aggregator) -> dict:
     return result.body["sources"]["s"]
 
 
-def test_a_source_cached_by_one_worker_is_a_hit_in_another(worker, stub):
+def test_a_source_cached_by_one_worker_is_a_hit_in_another(worker, own_upstream):
     first, second = worker(), worker()
     assert "cache" not in run(first)
     hit = run(second)
     assert hit["status"] == "ok" and hit["cache"] == "hit"
-    assert stub_counts(stub[0]) == {"/delay": 1}
+    assert stub_counts(own_upstream[0]) == {"/delay": 1}
 
 
-def test_redis_down_serves_memory_then_redis_again(worker, stub, redis_server, caplog):
+def test_redis_down_serves_memory_then_redis_again(
+    worker, own_upstream, redis_server, caplog
+):
     caplog.set_level(logging.INFO, logger="project.core.fallback_cache")
     agg = worker()
     cache = agg.cache.cache
@@ -106,7 +91,7 @@ def test_redis_down_serves_memory_then_redis_again(worker, stub, redis_server, c
     fresh = run(agg)  # within cache_ttl_s: a hit, from this worker's memory
     assert fresh["status"] == "ok" and fresh["cache"] == "hit"
     gevent.sleep(0.55)  # past cache_ttl_s
-    stop_process(stub[1])
+    stop_process(own_upstream[1])
     stale = run(agg)  # the upstream fails: the stale value, from memory
     assert stale["status"] == "stale"
     assert REGISTRY.get_sample_value("gd_cache_fallback_total", label) >= 3
@@ -140,7 +125,7 @@ sources.s = { upstream = "stub", path = "/delay", cache_ttl_s = 60, query = { ms
 
 
 def test_two_gunicorn_hosts_share_the_cache_through_redis(
-    start_gunicorn, test_database_url, redis_server, stub, tmp_path
+    start_gunicorn, test_database_url, redis_server, own_upstream, tmp_path
 ):
     """Two services (hosts) on one Redis: the second answers from the first's call."""
     registry = tmp_path / "aggregations.toml"
@@ -149,7 +134,7 @@ def test_two_gunicorn_hosts_share_the_cache_through_redis(
         start_gunicorn(
             test_database_url,
             AGGREGATIONS_FILE=str(registry),
-            AGG_TEST_STUB=stub[0],
+            AGG_TEST_STUB=own_upstream[0],
             AGGREGATION_API_TOKENS=LIVE_TOKEN,
             REDIS_URL=redis_server.url,
         )
@@ -162,4 +147,4 @@ def test_two_gunicorn_hosts_share_the_cache_through_redis(
     )
     assert first["status"] == second["status"] == "ok"
     assert "cache" not in first and second["cache"] == "hit"
-    assert stub_counts(stub[0]) == {"/delay": 1}
+    assert stub_counts(own_upstream[0]) == {"/delay": 1}
