@@ -4,15 +4,11 @@ import gevent
 import pytest
 
 from conftest import stop_process
-from tests.aggregation import test_engine
 from tests.aggregation.test_engine import aggregator, run
 from tests.metrics_samples import sample
 
 # SQL sources run in spawned greenlets on their own connections.
 pytestmark = pytest.mark.django_db(transaction=True)
-
-# A stub upstream the test may stop (a fixture: pytest finds it by this name).
-own_upstream = test_engine.own_upstream
 
 
 def sources(aggregation: str, source: str, status: str) -> float:
