@@ -38,6 +38,7 @@ Nothing here imports Django: gunicorn's master loads the worker class before
 forking, and the master must stay unpatched and Django-free.
 """
 
+import ipaddress
 import json
 import os
 import socket
@@ -243,11 +244,55 @@ def has_body(req: Any) -> bool:
     return False
 
 
+class ClientKeys:
+    """Who a request comes from, for admission's fair shares: the peer's
+    address, or the last ``X-Forwarded-For`` entry when the peer is a trusted
+    proxy (gunicorn's ``forwarded_allow_ips``, as the access log reads it).
+
+    Not the bearer token: the gate runs before anything checks a token, and
+    made-up tokens would buy a client as many shares as it sends.
+    """
+
+    def __init__(self, proxies: list[str]) -> None:
+        self._any = "*" in proxies
+        self._networks = []
+        for proxy in proxies:
+            try:
+                self._networks.append(ipaddress.ip_network(proxy, strict=False))
+            except ValueError:
+                continue
+        # Peers are few (clients, a proxy or two): decide each once.
+        self._trusted: dict[str, bool] = {}
+
+    def _is_proxy(self, peer: str) -> bool:
+        trusted = self._trusted.get(peer)
+        if trusted is None:
+            if len(self._trusted) > 10000:
+                self._trusted.clear()
+            try:
+                ip = ipaddress.ip_address(peer)
+                trusted = self._any or any(ip in net for net in self._networks)
+            except ValueError:
+                trusted = False  # a unix socket peer
+            self._trusted[peer] = trusted
+        return trusted
+
+    def key(self, addr: Any, headers: list[tuple[str, str]]) -> str:
+        """The client key of a request from ``addr`` with ``headers``."""
+        peer = addr[0] if isinstance(addr, tuple) and addr else str(addr or "")
+        if self._is_proxy(peer):
+            for name, value in reversed(headers):
+                if name == "X-FORWARDED-FOR":
+                    return value.rsplit(",", 1)[-1].strip() or peer
+        return peer
+
+
 class GeventWorker(ggevent.GeventWorker):
     """gunicorn's gevent worker serving through ``BatchAcceptServer``, with
     admission control in front of the application."""
 
     waiting_connections: WaitingConnections
+    client_keys: ClientKeys
     _last_reclaim_log = float("-inf")
     _unlogged_reclaims = 0
 
@@ -279,7 +324,10 @@ class GeventWorker(ggevent.GeventWorker):
         priority = gate.routes.priority(req.path)
         if priority is Priority.EXEMPT:
             return super().handle_request(listener_name, req, sock, addr)
-        decision = gate.gate.enter(priority, gate.deadline_at(req.headers, arrived))
+        client = self.client_keys.key(addr, req.headers)
+        decision = gate.gate.enter(
+            priority, gate.deadline_at(req.headers, arrived), client
+        )
         if decision.reason is not None:
             # An unread body would be parsed as the next request: close instead.
             close = req.should_close() or has_body(req) or not self.alive
@@ -291,16 +339,18 @@ class GeventWorker(ggevent.GeventWorker):
             return True
         if decision.waited_s and client_has_left(sock):
             # The client gave up while it waited: do not start the work.
-            gate.gate.client_gone(priority)
+            gate.gate.client_gone(priority, client)
             raise StopIteration()
+        started = time.monotonic()
         try:
             return super().handle_request(listener_name, req, sock, addr)
         finally:
-            gate.gate.leave()
+            gate.gate.leave(client, req.path, time.monotonic() - started)
 
     def run(self) -> None:
         """Serve like gunicorn's worker, accepting in batches, errors in JSON."""
         self.waiting_connections = WaitingConnections(self._log_reclaim)
+        self.client_keys = ClientKeys(list(self.cfg.forwarded_allow_ips or ()))
         BatchAcceptServer.batch = accept_batch()
         BatchAcceptServer.waiting = self.waiting_connections
         # gunicorn's run() builds its servers from this module-level name, and

@@ -1,8 +1,9 @@
 """Admission control for one worker: a concurrency limit and a short wait line.
 
 Every request (but the exempt ones) asks the gate before any work is done for
-it. Under the limit it runs at once. Over it, it may wait for a slot, in
-priority order, for at most the queue timeout; otherwise it is refused at once
+it. Under the limit it runs at once. Over it, it waits for a slot in priority
+order, and round-robin by client within a priority (``fair_line``), for at
+most the queue timeout; a request that cannot be served in time is refused
 with a reason:
 
 - ``limit``: over the limit, and a slot is not expected within the timeout
@@ -11,12 +12,32 @@ with a reason:
 - ``deadline``: its deadline would pass before a slot is expected (or had
   passed when the slot came), so starting it would only waste the work.
 
+Refusing must never cost the capacity it protects. Three rules keep it so:
+
+1. Refusals are budgeted (``refusal_budget``): a client that retries at once
+   cannot turn the worker into a 503 loop. Over the budget a request waits
+   for a slot or a token instead of being answered at once.
+2. The limit moves on congestion of the admitted work only: the CPU the
+   refusals took is not counted, and a database pool line no longer shrinks
+   the limit below the pool's size (below it the pool would idle).
+3. Overload (the CoDel mode below) is entered only when a request could not
+   be served within its queue timeout, not when a line merely stands: a
+   closed loop of more clients than slots keeps a line that never grows, and
+   serving it in turn costs nothing.
+
+Per-client fair share: when the limit binds, a client holding fewer than its
+share of the slots (the limit over the clients holding or wanting one) is
+admitted at once, above the limit if need be, while another client holds more
+than its share. One client's 200 connections of ten-second requests then
+cannot keep every other client waiting for a slot; the borrowing is bounded
+by the limit itself (at most twice the limit runs).
+
 The queue timeout follows CoDel as Facebook's servers use it (Wangle's
 "adaptive LIFO + CoDel"): while the worker is not overloaded a burst may wait
-up to ``queue_timeout_s``; once it is (requests were refused, or even the
-quickest admission of an interval waited past ``queue_target_s``), waits are
-capped at ``queue_target_s`` and sheddable requests do not wait at all, so a
-standing line cannot form and admitted requests keep their latency.
+up to ``queue_timeout_s``; once it is (requests were refused in the last
+interval), waits are capped at ``queue_target_s`` and sheddable requests do
+not wait at all, so a growing line cannot form and admitted requests keep
+their latency.
 
 The limit itself (``limit.py``) moves once per ``interval_s`` on two
 congestion signals measured inside the worker, not inferred from latency: the
@@ -26,14 +47,6 @@ and Vegas, Envoy's adaptive concurrency filter) compare latency with its
 minimum; in a gevent worker most latency is waiting on upstreams, which costs
 nothing, so a slow upstream would wrongly shrink the limit and a mix of fast
 and slow routes has no meaningful minimum.
-
-The CPU signal is smoothed over about 0.3 s: a burst of arrivals (a hundred
-slow, cheap requests at once) keeps the loop busy for a tick or two and must
-not cut the limit; sustained congestion does within a second. A floor from
-Little's law (best completion rate x quickest service, as Kratos' BBR limiter
-and Alibaba Sentinel use) was tried and dropped: under overload the service
-times it multiplies grow with the overload, and the floor held the limit at
-whatever was already in flight.
 """
 
 import math
@@ -46,7 +59,10 @@ from typing import NamedTuple
 import gevent
 from gevent.event import Event
 
+from .fair_line import FairLine
 from .limit import AdaptiveLimit, LimitConfig
+from .needed import HEADROOM, NeededConcurrency
+from .refusal_budget import REFUSAL_COST_S, RefusalBudget
 from .routes import Priority
 
 LIMIT = "limit"
@@ -58,6 +74,8 @@ CLIENT_GONE = "client_gone"
 QUEUED_PRIORITIES = (Priority.CRITICAL, Priority.NORMAL, Priority.SHEDDABLE)
 # Weight of the newest interval in the smoothed busy fraction (about 0.3 s).
 CPU_SMOOTHING = 0.3
+# Fair-share borrowing stops at this multiple of the limit in flight.
+BORROW_CEILING = 2
 
 
 @dataclass(frozen=True)
@@ -96,11 +114,16 @@ ADMITTED = Decision(None)
 
 
 class _Waiter:
-    __slots__ = ("event", "granted")
+    __slots__ = ("client", "event", "granted", "priority", "refused", "wanted")
 
-    def __init__(self) -> None:
+    def __init__(self, client: str, priority: Priority) -> None:
+        self.client = client
+        self.priority = priority
         self.event = Event()
         self.granted = False
+        # Why it is to be refused once a token comes, and why it was.
+        self.wanted = QUEUE
+        self.refused: str | None = None
 
 
 @dataclass
@@ -119,8 +142,9 @@ class Gate:
     # What the current control interval has seen (reset by tick()).
     _peak: int
     _contended: bool
-    _refusals_now: bool
+    _timeouts_now: bool
     _min_sojourn: float
+    _refused_count: int
     _completions: int
 
     def __init__(
@@ -129,18 +153,29 @@ class Gate:
         *,
         cpu: Callable[[], float] | None = None,
         pool_wait: Callable[[], float] | None = None,
+        pool_size: Callable[[], int] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.limit = AdaptiveLimit(config.limit)
         self._cpu = cpu
         self._pool_wait = pool_wait
+        self._pool_size = pool_size
         self._clock = clock
+        self.budget = RefusalBudget(clock)
+        self.needed = NeededConcurrency()
         self.in_flight = 0
         self.queued = 0
-        self._lines: dict[Priority, deque[_Waiter]] = {
-            p: deque() for p in QUEUED_PRIORITIES
+        # Slots held, by client; the most any client holds (refreshed by tick).
+        self.held: Counter[str] = Counter()
+        self._top_held = 0
+        self.borrowed = 0
+        self._lines: dict[Priority, FairLine[_Waiter]] = {
+            p: FairLine() for p in QUEUED_PRIORITIES
         }
+        # Waiters past their wait, in the order they are to be refused.
+        self._due: deque[_Waiter] = deque()
+        self._dispenser: gevent.Greenlet | None = None
         # Cumulative refusals by (reason, priority name).
         self.refused: Counter[tuple[str, str]] = Counter()
         self.overloaded = False
@@ -155,49 +190,84 @@ class Gate:
 
     # --- the request path ---------------------------------------------------
 
-    def enter(self, priority: Priority, deadline_at: float) -> Decision:
-        """Admit a request of ``priority`` due by ``deadline_at`` (clock time),
-        after waiting if need be, or refuse it."""
+    def enter(
+        self, priority: Priority, deadline_at: float, client: str = ""
+    ) -> Decision:
+        """Admit a request of ``priority`` from ``client`` due by ``deadline_at``
+        (clock time), after waiting if need be, or refuse it."""
         if self.in_flight < self.limit.value and not self._ahead(priority):
-            self._admit_now()
+            self._take_slot(client)
+            self._min_sojourn = 0.0
+            return ADMITTED
+        self._contended = True
+        if self._under_share(client):
+            self.borrowed += 1
+            self._take_slot(client)
             return ADMITTED
         now = self._clock()
-        self._contended = True
         remaining = deadline_at - now
         timeout = self._queue_timeout(priority)
         expected = self._expected_wait(priority)
+        reason: str | None = None
         if remaining <= 0 or expected >= remaining:
-            return self._refuse(DEADLINE, priority, now)
-        if timeout <= 0 or expected > timeout:
-            return self._refuse(LIMIT, priority, now)
-        waiter = _Waiter()
-        self._lines[priority].append(waiter)
+            reason = DEADLINE
+        elif timeout <= 0 or expected > timeout:
+            reason = LIMIT
+        if reason is not None:
+            if self.budget.take():
+                return self._refuse(reason, priority, now)
+        waiter = _Waiter(client, priority)
+        self._lines[priority].push(waiter)
         self.queued += 1
-        waiter.event.wait(min(timeout, remaining))
+        if reason is None:
+            waiter.event.wait(min(timeout, remaining))
+            if not (waiter.granted or waiter.refused):
+                if remaining <= timeout:  # the deadline ended the wait
+                    self._unqueue(waiter)
+                    return self._refuse(DEADLINE, priority, self._clock())
+                reason = QUEUE
+                self._timeouts_now = True
+                if self.budget.take():
+                    self._unqueue(waiter)
+                    return self._refuse(QUEUE, priority, self._clock())
+        if not (waiter.granted or waiter.refused):
+            # Over the refusal budget: wait on, for a slot or a token.
+            waiter.wanted = reason or QUEUE
+            self._due.append(waiter)
+            self._start_dispenser()
+            waiter.event.wait(max(0.0, deadline_at - self._clock()))
         later = self._clock()
+        if waiter.refused is not None:
+            return self._refuse(waiter.refused, priority, later)
         if not waiter.granted:
-            self._lines[priority].remove(waiter)
-            self.queued -= 1
-            return self._refuse(
-                DEADLINE if remaining <= timeout else QUEUE, priority, later
-            )
+            waiter.refused = DEADLINE  # the dispenser skips it
+            self._unqueue(waiter)
+            return self._refuse(DEADLINE, priority, later)
         waited = later - now
         self._min_sojourn = min(self._min_sojourn, waited)
         if later >= deadline_at:
-            self.leave()
+            self.leave(client)
             return self._refuse(DEADLINE, priority, later)
         return Decision(None, waited)
 
-    def leave(self) -> None:
-        """Release an admitted request's slot (to the first waiter, if any)."""
+    def leave(self, client: str = "", route: str = "", seconds: float = 0.0) -> None:
+        """Release an admitted request's slot (to the next waiter, if any);
+        a served request names its ``route`` and how long it took."""
+        if route:
+            self.needed.completed(route, seconds)
         self.in_flight -= 1
+        held = self.held[client] - 1
+        if held > 0:
+            self.held[client] = held
+        else:
+            del self.held[client]
         self._completions += 1
         self._grant_free_slots()
 
-    def client_gone(self, priority: Priority) -> None:
+    def client_gone(self, priority: Priority, client: str = "") -> None:
         """Count a request whose client left while it waited (its slot is released)."""
         self.refused[(CLIENT_GONE, priority.name.lower())] += 1
-        self.leave()
+        self.leave(client)
 
     def shedding(self) -> bool:
         """True while requests were refused within ``ready_hold_s`` (/readyz)."""
@@ -210,36 +280,51 @@ class Gate:
         cfg = self.config
         now = self._clock()
         elapsed = max(now - self._last_tick, 1e-6)
+        # The refusals' own CPU is not congestion of the admitted work: counted,
+        # a storm of refusals would keep the limit down and feed itself.
+        refusing = self._refused_count * REFUSAL_COST_S / elapsed
+        cpu = max(0.0, (self._cpu() if self._cpu else 0.0) - refusing)
         # Smoothed: a burst of arrivals that keeps the loop busy for a tick or
         # two (a hundred slow, cheap requests at once) is not congestion.
-        busy = self.busy = (
-            CPU_SMOOTHING * (self._cpu() if self._cpu else 0.0)
-            + (1 - CPU_SMOOTHING) * self.busy
-        )
+        busy = self.busy = CPU_SMOOTHING * cpu + (1 - CPU_SMOOTHING) * self.busy
         pool_wait = self._pool_wait() if self._pool_wait else 0.0
         pool_congested = pool_wait >= cfg.pool_wait_target_s
         # The pool must have a line at two ticks running: one slow checkout
         # in a burst is not a standing queue.
-        congested = busy >= cfg.cpu_target or (
-            pool_congested and self._pool_congested_before
-        )
+        pool_line = pool_congested and self._pool_congested_before
         self._pool_congested_before = pool_congested
+        cpu_congested = busy >= cfg.cpu_target
         binding = self._contended or self._peak >= self.limit.value
         rate = self._completions / elapsed
+        need = self.needed.needed(elapsed)
+        floor = 0
+        if pool_line and self._pool_size:
+            # Below the pool's size the pool idles while requests wait here.
+            floor = self._pool_size()
         self.limit.update(
-            congested=congested, binding=binding, peak_in_flight=self._peak
+            congested=pool_line,
+            binding=binding,
+            peak_in_flight=self._peak,
+            floor=floor,
+            # A saturated CPU serves no more for more in flight: twice what
+            # the current mix needs (needed.py), never less.
+            cap=self._cpu_cap(need) if cpu_congested and need else None,
         )
+        # CoDel's drop state: entered when a wait ran out (the line grew past
+        # what the timeout allows), left once a request got in within the
+        # target. A line that stands but is served in time is not overload.
         if math.isinf(self._min_sojourn):  # nobody admitted this interval
             standing_line = self.queued > 0
         else:
             standing_line = self._min_sojourn > cfg.queue_target_s
-        self.overloaded = self._refusals_now or standing_line
+        self.overloaded = self._timeouts_now or (self.overloaded and standing_line)
         self.completion_rate = (
             rate
             if not self.completion_rate
             else (0.7 * self.completion_rate + 0.3 * rate)
         )
-        self.verdict = Verdict(busy, pool_wait, congested, binding)
+        self._top_held = max(self.held.values(), default=0)
+        self.verdict = Verdict(busy, pool_wait, cpu_congested or pool_line, binding)
         self._last_tick = now
         self._reset_interval()
         self._grant_free_slots()
@@ -270,18 +355,32 @@ class Gate:
     def _reset_interval(self) -> None:
         self._peak = self.in_flight
         self._contended = False
-        self._refusals_now = False
+        self._timeouts_now = False
         self._min_sojourn = math.inf
+        self._refused_count = 0
         self._completions = 0
 
-    def _admit_now(self) -> None:
-        self._take_slot()
-        self._min_sojourn = 0.0
-
-    def _take_slot(self) -> None:
+    def _take_slot(self, client: str) -> None:
         self.in_flight += 1
         if self.in_flight > self._peak:
             self._peak = self.in_flight
+        held = self.held[client] = self.held[client] + 1
+        if held > self._top_held:
+            self._top_held = held
+
+    def _cpu_cap(self, need: float) -> int:
+        # At most halved a tick: the first intervals of a burst complete few
+        # of the requests they admitted, and their need reads low.
+        return max(math.ceil(HEADROOM * need), self.limit.value // 2)
+
+    def _under_share(self, client: str) -> bool:
+        """Whether ``client`` holds less than its share while another holds more."""
+        limit = self.limit.value
+        if self.in_flight >= BORROW_CEILING * limit:
+            return False
+        clients = len(self.held) + (client not in self.held)
+        share = max(1, limit // clients)
+        return self.held[client] < share < self._top_held
 
     def _ahead(self, priority: Priority) -> int:
         """Waiters that go before a new request of ``priority``."""
@@ -301,9 +400,13 @@ class Gate:
     def _refuse(self, reason: str, priority: Priority, now: float) -> Decision:
         self.refused[(reason, priority.name.lower())] += 1
         self._last_refusal = now
-        self._refusals_now = True
+        self._refused_count += 1
         self._contended = True
         return Decision(reason)
+
+    def _unqueue(self, waiter: _Waiter) -> None:
+        if self._lines[waiter.priority].remove(waiter):
+            self.queued -= 1
 
     def _grant_free_slots(self) -> None:
         while self.in_flight < self.limit.value:
@@ -313,11 +416,33 @@ class Gate:
             waiter.granted = True
             waiter.event.set()
             self.queued -= 1
-            self._take_slot()
+            self._take_slot(waiter.client)
 
     def _next_waiter(self) -> _Waiter | None:
         for priority in QUEUED_PRIORITIES:
-            line = self._lines[priority]
-            if line:
-                return line.popleft()
+            waiter = self._lines[priority].pop()
+            if waiter is not None:
+                return waiter
         return None
+
+    def _start_dispenser(self) -> None:
+        if self._dispenser is None:
+            self._dispenser = gevent.spawn(self._dispense)
+
+    def _dispense(self) -> None:
+        """Hand refusal tokens to the waiters past their wait, oldest first."""
+        try:
+            while self._due:
+                waiter = self._due[0]
+                if waiter.granted or waiter.refused:
+                    self._due.popleft()
+                    continue
+                if not self.budget.take():
+                    gevent.sleep(self.budget.next_in())
+                    continue
+                self._due.popleft()
+                self._unqueue(waiter)
+                waiter.refused = waiter.wanted
+                waiter.event.set()
+        finally:
+            self._dispenser = None

@@ -45,13 +45,28 @@ class AdaptiveLimit:
         self.config = config
         self.value = config.maximum
 
-    def update(self, *, congested: bool, binding: bool, peak_in_flight: int) -> int:
-        """Apply one interval's verdict and return the new limit."""
+    def update(
+        self,
+        *,
+        congested: bool,
+        binding: bool,
+        peak_in_flight: int,
+        floor: int = 0,
+        cap: int | None = None,
+    ) -> int:
+        """Apply one interval's verdict and return the new limit.
+
+        A decrease stops at ``floor`` (a limit already below it stays); the
+        result is at most ``cap`` (and at least the minimum).
+        """
         cfg = self.config
         if congested:
             base = min(self.value, max(peak_in_flight, cfg.minimum))
-            self.value = max(cfg.minimum, math.floor(base * cfg.backoff))
+            lowered = max(cfg.minimum, math.floor(base * cfg.backoff))
+            self.value = max(lowered, min(floor, self.value))
         elif binding:
             step = max(1, math.floor(self.value * cfg.growth))
             self.value = min(cfg.maximum, self.value + step)
+        if cap is not None:
+            self.value = max(cfg.minimum, min(self.value, cap))
         return self.value

@@ -152,7 +152,7 @@ def install(worker_connections: int) -> WorkerAdmission | None:
     from django.conf import settings
 
     from project.core import metrics
-    from project.core.pg_pool.pools import longest_checkout_wait
+    from project.core.pg_pool.pools import longest_checkout_wait, total_size
 
     if not settings.SHED_ENABLED:
         return None
@@ -162,6 +162,7 @@ def install(worker_connections: int) -> WorkerAdmission | None:
         config_from_settings(settings, worker_connections),
         cpu=busy.sample,
         pool_wait=longest_checkout_wait,
+        pool_size=total_size,
     )
     shed_log = ShedLog()
     gate_metrics = GateMetrics() if metrics.enabled() else None

@@ -56,6 +56,11 @@ def longest_checkout_wait() -> float:
     return max((pool.oldest_wait() for pool in all_pools().values()), default=0.0)
 
 
+def total_size() -> int:
+    """Connections this process's pools may hold in all."""
+    return sum(pool.stats.size for pool in all_pools().values())
+
+
 def close_idle_connections(dbname: str | None = None) -> None:
     """Close idle pooled connections (to ``dbname`` only, when given)."""
     for key, pool in list(all_pools().items()):

@@ -179,37 +179,105 @@ def test_overloaded_mode_ends_after_a_quiet_interval():
     assert not gate.overloaded
 
 
-def test_a_standing_line_is_overload_even_without_refusals():
-    """Every admission of an interval waited past the target: overloaded."""
+def test_a_standing_line_served_in_time_is_not_overload():
+    """A closed loop of more clients than slots keeps a line that never runs
+    out of time: no refusal, no CoDel mode (it would refuse what waits)."""
     gate = small_gate(limit=1, queue_timeout_s=1.0, queue_target_s=0.005)
     gate.enter(Priority.NORMAL, FAR)
-    waiting = gevent.spawn(gate.enter, Priority.NORMAL, FAR)
+    waiting = gevent.spawn(gate.enter, Priority.SHEDDABLE, FAR)
     gevent.sleep(0)
-    gate.tick()  # the interval starts with someone waiting
+    gate.tick()
     gevent.sleep(0.02)
     gate.leave()
     assert waiting.get(timeout=1).waited_s >= 0.015
     gate.tick()
+    assert not gate.overloaded
+    assert not gate.refused
+
+
+def test_a_wait_that_runs_out_under_a_standing_line_stays_overload():
+    """CoDel mode holds while every admission of an interval waited past the
+    target, and ends when one gets in at once."""
+    gate = small_gate(limit=1, queue_timeout_s=0.02, queue_target_s=0.005)
+    gate.enter(Priority.NORMAL, FAR)
+    assert gate.enter(Priority.NORMAL, FAR).reason == "queue"
+    gate.tick()
     assert gate.overloaded
+    waiting = gevent.spawn(gate.enter, Priority.CRITICAL, FAR)
+    gevent.sleep(0)
+    gate.tick()  # someone waits and nobody got in: still overloaded
+    assert gate.overloaded
+    gate.leave()
+    waiting.get(timeout=1)
+    gate.leave()
+    gate.enter(Priority.NORMAL, FAR)  # in at once
+    gate.tick()
+    assert not gate.overloaded
 
 
-def test_sustained_cpu_congestion_lowers_the_limit():
-    """A loop busy past the target for most of a second: the limit falls below
-    the in-flight peak; once the loop calms down it grows back."""
-    busy = [1.0]
-    gate = Gate(GateConfig(limit=LimitConfig(maximum=100)), cpu=lambda: busy[0])
-    for _ in range(20):
+def served(gate: Gate, route: str, count: int, seconds: float) -> None:
+    """``count`` requests of ``route`` admitted and completed in ``seconds`` each."""
+    for _ in range(count):
         gate.enter(Priority.NORMAL, FAR)
-    ticks = 0
-    while not gate.verdict.congested:
+        gate.leave("", route, seconds)
+
+
+def test_a_saturated_cpu_caps_the_limit_at_twice_the_needed_concurrency():
+    """Busy past the target: the limit falls (at most halving a tick) to twice
+    rate x shortest latency, the concurrency the work needs (Little's law)."""
+    now = [0.0]
+    gate = Gate(
+        GateConfig(limit=LimitConfig(maximum=1000)),
+        cpu=lambda: 1.0,
+        clock=lambda: now[0],
+    )
+    values = []
+    for tick in range(1, 20):
+        # 40 completions per 100 ms (400/s), the fastest in 50 ms: 20 needed.
+        served(gate, "/w1", 40, 0.05)
+        now[0] = tick * 0.1
         gate.tick()
-        ticks += 1
-    assert 3 <= ticks <= 10
-    assert gate.limit.value == 18
-    busy[0] = 0.0
-    while gate.verdict.congested:
+        values.append(gate.limit.value)
+    assert values[-1] == 40
+    assert all(b >= a // 2 for a, b in zip([1000, *values], values, strict=False))
+
+
+def test_a_saturated_cpu_never_caps_below_what_slow_requests_need():
+    """Requests that wait 10 s on an upstream need 10 s x their rate in
+    flight: a busy loop does not cut them to what a fast route would need."""
+    now = [0.0]
+    gate = Gate(
+        GateConfig(limit=LimitConfig(maximum=1000)),
+        cpu=lambda: 1.0,
+        clock=lambda: now[0],
+    )
+    for tick in range(1, 30):
+        served(gate, "/fast", 40, 0.001)
+        served(gate, "/slow", 3, 10.0)  # 30/s x 10 s = 300 needed
+        now[0] = tick * 0.1
         gate.tick()
-    assert gate.limit.value > 18  # binding (20 in flight): grows back
+    assert gate.limit.value >= 600
+
+
+def test_refusals_own_cpu_is_not_congestion():
+    """A loop kept busy by answering refusals (a client that retries at once)
+    does not count as congested: the limit stays."""
+    now = [0.0]
+    gate = Gate(
+        GateConfig(limit=LimitConfig(minimum=1, maximum=1)),
+        cpu=lambda: 0.99,
+        clock=lambda: now[0],
+    )
+    gate.enter(Priority.NORMAL, FAR)
+    for tick in range(1, 6):
+        refused = 0
+        while gate.budget.take():
+            gate._refuse("limit", Priority.SHEDDABLE, now[0])
+            refused += 1
+        gate._refused_count = 1000  # 1,000 refusals in 100 ms: the whole CPU
+        now[0] = tick * 0.1
+        gate.tick()
+        assert not gate.verdict.congested
 
 
 def test_a_short_burst_of_cpu_is_not_congestion():
@@ -314,3 +382,94 @@ def test_bad_config_is_refused(kwargs, message):
     """Impossible settings raise ValueError naming them."""
     with pytest.raises(ValueError, match=message):
         GateConfig(**kwargs)
+
+
+def test_over_the_refusal_budget_a_request_waits_instead_of_a_503():
+    """With the budget spent, a request that would be refused waits for a slot
+    (it holds no CPU) and is served when one frees."""
+    gate = small_gate(limit=1, queue_timeout_s=0.01)
+    gate.enter(Priority.NORMAL, FAR)
+    gate.budget.tokens = 0.0
+    gate.budget.rate = 1e-3  # no token for a long while
+    waiting = gevent.spawn(gate.enter, Priority.SHEDDABLE, FAR)
+    gevent.sleep(0.05)  # well past the queue timeout
+    assert not waiting.ready()
+    gate.leave()
+    assert waiting.get(timeout=1).reason is None
+    assert not gate.refused
+
+
+def test_over_the_refusal_budget_the_next_token_refuses_the_oldest():
+    """Waiters past their wait are refused one token at a time, oldest first."""
+    gate = small_gate(limit=1, queue_timeout_s=0.01)
+    gate.enter(Priority.NORMAL, FAR)
+    gate.budget.tokens = 0.0
+    gate.budget.rate = 50.0  # a token every 20 ms
+    first = gevent.spawn(gate.enter, Priority.NORMAL, FAR)
+    gevent.sleep(0.001)
+    second = gevent.spawn(gate.enter, Priority.NORMAL, FAR)
+    assert first.get(timeout=1).reason == "queue"
+    assert not second.ready()
+    assert second.get(timeout=1).reason == "queue"
+    assert gate.queued == 0
+
+
+def test_a_deadline_ends_a_wait_over_the_budget():
+    """No token and no slot: the request is refused at its deadline, no later."""
+    gate = small_gate(limit=1, queue_timeout_s=0.01)
+    gate.enter(Priority.NORMAL, FAR)
+    gate.budget.tokens = 0.0
+    gate.budget.rate = 1e-3
+    started = time.monotonic()
+    assert gate.enter(Priority.NORMAL, deadline(0.08)).reason == "deadline"
+    assert 0.07 <= time.monotonic() - started < 0.5
+    assert gate.queued == 0
+
+
+def test_the_line_takes_clients_in_turn():
+    """Freed slots go round the waiting clients, not to the one with most waiters."""
+    gate = small_gate(limit=1, queue_timeout_s=5.0)
+    gate.enter(Priority.NORMAL, FAR, "holder")
+    order: list[str] = []
+
+    def wait(client: str) -> None:
+        gate.enter(Priority.NORMAL, FAR, client)
+        order.append(client)
+
+    greenlets = [gevent.spawn(wait, "hog") for _ in range(3)]
+    gevent.sleep(0)
+    greenlets.append(gevent.spawn(wait, "other"))
+    gevent.sleep(0)
+    holders = ["holder", "hog", "other", "hog", "hog"]
+    for holder in holders[:-1]:
+        gate.leave(holder)
+        gevent.sleep(0)
+    assert order == ["hog", "other", "hog", "hog"]
+    gevent.joinall(greenlets, timeout=1)
+
+
+def test_a_client_under_its_share_gets_in_while_another_holds_more():
+    """One client holding every slot: another client's request is admitted at
+    once, above the limit; the hog's next one waits."""
+    gate = small_gate(limit=4, queue_timeout_s=0.05)
+    for _ in range(4):
+        gate.enter(Priority.SHEDDABLE, FAR, "hog")
+    started = time.monotonic()
+    assert gate.enter(Priority.CRITICAL, FAR, "victim").reason is None
+    assert time.monotonic() - started < 0.01
+    assert gate.in_flight == 5
+    assert gate.held["victim"] == 1
+    assert gate.enter(Priority.SHEDDABLE, FAR, "hog").reason == "queue"
+
+
+def test_borrowing_stops_at_twice_the_limit():
+    """Many newcomers cannot push the worker past twice its limit."""
+    gate = small_gate(limit=2, queue_timeout_s=0.01)
+    gate.enter(Priority.NORMAL, FAR, "hog")
+    gate.enter(Priority.NORMAL, FAR, "hog")
+    gate._top_held = 2
+    admitted = [
+        gate.enter(Priority.NORMAL, FAR, f"c{i}").reason is None for i in range(6)
+    ]
+    assert gate.in_flight <= 4
+    assert admitted.count(True) <= 2
