@@ -71,6 +71,7 @@ MIDDLEWARE = [
     # First: it times and counts every answer, the other middleware's included.
     "project.observability.middleware.RequestMetricsMiddleware",
     "project.http.middleware.RequestIdMiddleware",
+    "project.http.middleware.CallerMiddleware",
     "project.http.middleware.RefuseRequestBodyMiddleware",
     "project.http.middleware.RequestDeadlineMiddleware",
     "django.middleware.security.SecurityMiddleware",

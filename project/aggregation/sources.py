@@ -13,8 +13,8 @@ from project.core.deadline import Deadline
 from project.core.http_client import Response
 from project.core.resilience import (
     Bulkhead,
-    CircuitBreaker,
     RetryBudget,
+    UpstreamBreaker,
     call_upstream,
 )
 from project.core.sql import run_query, with_own_connection
@@ -46,7 +46,7 @@ class UpstreamState:
     """One upstream's resilience state in this worker."""
 
     bulkhead: Bulkhead
-    breaker: CircuitBreaker
+    breaker: UpstreamBreaker
     budget: RetryBudget
 
     @classmethod
@@ -54,7 +54,7 @@ class UpstreamState:
         """Fresh state from the upstream's declared settings."""
         return cls(
             bulkhead=Bulkhead(upstream.bulkhead, name=upstream.name),
-            breaker=CircuitBreaker(upstream.breaker, name=upstream.name),
+            breaker=UpstreamBreaker(upstream.breaker, name=upstream.name),
             budget=RetryBudget(upstream.retry, name=upstream.name),
         )
 

@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
+from project.core.caller import caller_or_anonymous, caller_scope, token_client
 from project.core.deadline import DEADLINE_HEADER, Deadline, arrival
 from project.core.disconnect import client_disconnect
 from project.gunicorn_logging import SOURCES_KEY
@@ -18,7 +19,7 @@ from .services import get_aggregator
 @json_get
 def aggregate(request: HttpRequest, name: str) -> JsonResponse:
     """Fetch the sources of aggregation ``name`` concurrently; see README."""
-    check_bearer_token(request)
+    token = check_bearer_token(request)
     aggregator = get_aggregator()
     aggregation = aggregator.registry.aggregations.get(name)
     if aggregation is None:
@@ -31,7 +32,15 @@ def aggregate(request: HttpRequest, name: str) -> JsonResponse:
     )
     if deadline.budget * 1000 > aggregation.max_deadline_ms:
         deadline = Deadline.from_ms(aggregation.max_deadline_ms, started=arrival())
-    with client_disconnect(request.META.get("gunicorn.socket")) as gone:
+    # One token is one client however many addresses it comes from: upstream
+    # bulkheads and breakers share out by it.
+    with (
+        caller_scope(
+            client=token_client(token),
+            traffic_class=caller_or_anonymous().traffic_class,
+        ),
+        client_disconnect(request.META.get("gunicorn.socket")) as gone,
+    ):
         result = aggregator.run(aggregation, values, deadline, cancel=gone)
     # For the access log: what became of each source, in one field.
     request.META[SOURCES_KEY] = {

@@ -12,6 +12,7 @@ from django.db import DatabaseError
 from gevent.event import Event
 from gevent.lock import BoundedSemaphore
 
+from .caller import activate_caller, current_caller
 from .deadline import Deadline, activate
 from .pg_pool.pool import PoolTimeout
 from .request_context import activate_request_id, current_request_id
@@ -93,6 +94,7 @@ def fan_out(
     results: list[LegResult | None] = [None] * len(legs)
     started = time.monotonic()
     request_id = current_request_id()
+    caller = current_caller()
 
     def run(index: int, leg: Leg) -> None:
         global _legs_in_flight
@@ -105,6 +107,7 @@ def fan_out(
     def in_slot(leg: Leg) -> LegResult:
         activate(deadline)  # a pool checkout in this leg waits no longer than this
         activate_request_id(request_id)  # its logs, queries and calls name the request
+        activate_caller(caller)  # its upstream calls take the request's client's share
         if not slots.acquire(timeout=deadline.remaining()):
             return LegResult(
                 leg.name, Status.TIMEOUT, error="no free slot before the deadline"

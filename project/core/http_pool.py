@@ -1,10 +1,12 @@
 """The pooled client for one upstream origin, per worker.
 
-geventhttpclient's ``HTTPClient`` and its socket pool, with three changes
+geventhttpclient's ``HTTPClient`` and its socket pool, with four changes
 (geventhttpclient 2.6, pinned; ``tests/core/test_http_pool.py`` checks each):
 idle sockets are checked with ``poll`` (``PollLivenessCheck``), closed after
-``HTTP_POOL_IDLE_S`` (``IdleLimit``), and the upstream's address is looked up
-once per ``HTTP_DNS_TTL_S`` for all of them (``http_dns.SharedLookup``).
+``HTTP_POOL_IDLE_S`` (``IdleLimit``), the upstream's address is looked up
+once per ``HTTP_DNS_TTL_S`` for all of them (``http_dns.SharedLookup``), and
+the pool's connections are handed out by traffic class and client
+(``FairCheckout``), not first come first served.
 
 Pools are built lazily after gunicorn forks (a pool created in the master
 would share sockets across workers). Upstream hosts come from configuration,
@@ -23,6 +25,8 @@ from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
 from geventhttpclient.header import Headers
 
 from . import fd_budget
+from .caller import Caller, caller_or_anonymous
+from .fair_share import ClassSlots
 from .http_dns import SharedLookup
 from .per_process import PerProcess
 from .upstream_metrics import (
@@ -64,7 +68,7 @@ class IdleLimit(ConnectionPool):
     geventhttpclient keeps an idle socket until it is used again, so one burst
     left its sockets (and the upstream's) open for good. Sockets returned to
     the pool are stamped; a sweep on a loop timer closes the stale ones, and
-    ``checkout`` never hands one out.
+    ``pick`` never hands one out.
     """
 
     idle_s: float  # set by limit_idle() from HTTP_POOL_IDLE_S
@@ -76,32 +80,30 @@ class IdleLimit(ConnectionPool):
         self.idle_s = idle_s
         self._returned = {}
 
-    def checkout(self) -> tuple[Any, bool]:
-        """A socket (waiting for a free slot) and whether it was used before."""
-        self._semaphore.acquire()
-        try:
-            now = time.monotonic()
-            while not self._socket_queue.empty():
-                sock = self._socket_queue.get(block=False)
-                returned = self._returned.pop(sock, 0.0)
-                if now - returned < self.idle_s and self._is_socket_alive(sock):
-                    return sock, True
-                _close_quietly(sock)
-            return self._create_socket(), False
-        except BaseException:
-            self._semaphore.release()
-            raise
+    def pick(self) -> tuple[Any, bool]:
+        """A socket for a caller holding a slot, and whether it was used before."""
+        now = time.monotonic()
+        while not self._socket_queue.empty():
+            sock = self._socket_queue.get(block=False)
+            returned = self._returned.pop(sock, 0.0)
+            if now - returned < self.idle_s and self._is_socket_alive(sock):
+                return sock, True
+            _close_quietly(sock)
+        return self._create_socket(), False
 
-    def return_socket(self, sock: Any) -> None:
+    def keep_idle(self, sock: Any) -> None:
         """Pool ``sock`` again, stamped with the time it went idle."""
-        if self._sweeper is None and not self._closed:
+        if self._closed:
+            _close_quietly(sock)
+            return
+        if self._sweeper is None:
             # ref=False: an idle pool must not keep the loop (or a test) alive.
             self._sweeper = gevent.get_hub().loop.timer(
                 self.idle_s, self.idle_s, ref=False
             )
             self._sweeper.start(self.sweep)
         self._returned[sock] = time.monotonic()
-        super().return_socket(sock)
+        self._socket_queue.put(sock)
 
     def sweep(self) -> int:
         """Close the pooled sockets idle for ``idle_s`` or more; return how many."""
@@ -131,7 +133,56 @@ def _close_quietly(sock: Any) -> None:
         pass
 
 
-class UpstreamPool(IdleLimit, PollLivenessCheck, SharedLookup):
+class FairCheckout(IdleLimit):
+    """Connections handed out by traffic class, then client by client.
+
+    geventhttpclient's pool is one FIFO semaphore: in a worker whose demo
+    fan-outs (sheddable) queued 20,000 ten-second legs on one origin, a
+    critical aggregation's call to that origin waited behind all of them
+    (21% 2xx, p50 6 s). ``fair_share.ClassSlots`` serves critical waiters
+    before normal ones before sheddable ones, keeps a quarter of the
+    connections out of sheddable hands, and lets waiting clients of a class
+    take turns. Which caller asks is ``caller.current_caller()``, which
+    ``fan_out`` hands to its legs.
+    """
+
+    _slots: ClassSlots
+    _holders: dict[Any, Caller]  # socket checked out -> the caller holding its slot
+
+    def share_slots(self) -> None:
+        """Hand out this pool's ``size`` slots by class and client from now on."""
+        self._slots = ClassSlots(self.size)
+        self._holders = {}
+
+    def checkout(self) -> tuple[Any, bool]:
+        """A socket (waiting for a slot, in turn) and whether it was used before."""
+        caller = caller_or_anonymous()
+        self._slots.acquire(caller)
+        try:
+            sock, reused = self.pick()
+        except BaseException:
+            self._slots.release(caller)
+            raise
+        self._holders[sock] = caller
+        return sock, reused
+
+    def return_socket(self, sock: Any) -> None:
+        """Pool ``sock`` again and free its slot."""
+        caller = self._holders.pop(sock)
+        self.keep_idle(sock)
+        self._slots.release(caller)
+
+    def release_socket(self, sock: Any) -> None:
+        """Close ``sock`` (no longer usable) and free its slot."""
+        _close_quietly(sock)
+        self._slots.release(self._holders.pop(sock))
+
+    def in_use(self) -> int:
+        """Slots taken (sockets checked out) now."""
+        return self._slots.in_use
+
+
+class UpstreamPool(FairCheckout, PollLivenessCheck, SharedLookup):
     """An upstream's socket pool (plain HTTP) with the changes above."""
 
 
@@ -165,6 +216,7 @@ class Client(HTTPClient):
         pool.__class__ = TLSUpstreamPool if self.ssl else UpstreamPool
         pool.dns_ttl = dns_ttl
         pool.limit_idle(idle_s)
+        pool.share_slots()
         self.meter = upstream_meter(
             origin_label(host, port, "https" if self.ssl else "http")
         )
@@ -216,7 +268,7 @@ def count_sockets() -> None:
         if meter is not None:
             idle = pool.idle_count()
             meter.idle_sockets.set(idle)
-            meter.open_sockets.set(pool.size - pool._semaphore.counter + idle)
+            meter.open_sockets.set(pool.in_use() + idle)
 
 
 def _start_socket_counter() -> Any:

@@ -1,5 +1,5 @@
-"""Middleware: request ids, no request bodies, each request's deadline, API
-errors as JSON."""
+"""Middleware: request ids, the caller, no request bodies, each request's
+deadline, API errors as JSON."""
 
 import logging
 import socket
@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 
+from project.core.admission.routes import Priority, RoutePriorities
+from project.core.caller import TrafficClass, caller_scope, current_caller
 from project.core.deadline import Deadline, arrival, deadline_scope
 from project.core.pg_pool.pool import PoolTimeout
 from project.core.request_context import (
@@ -55,6 +57,41 @@ class RequestIdMiddleware:
             # request.META is the environ gunicorn hands to its access logger.
             request.META[ROUTE_KEY] = match.view_name
         return response
+
+
+# A route's admission priority is its calls' traffic class (probes are never
+# shed, so their calls, if any, are critical).
+_TRAFFIC_CLASS: dict[Priority, TrafficClass] = {
+    Priority.EXEMPT: "critical",
+    Priority.CRITICAL: "critical",
+    Priority.NORMAL: "normal",
+    Priority.SHEDDABLE: "sheddable",
+}
+
+
+class CallerMiddleware:
+    """Name the caller (``project.core.caller``) when the worker has not.
+
+    The gunicorn worker sets it around each admitted request, from the peer
+    address and the route's priority; requests served otherwise (Django's
+    test client, another WSGI server) get the same from ``REMOTE_ADDR`` and
+    ``SHED_ROUTES`` here, so upstream pools, bulkheads and breakers share
+    out by client everywhere. A view that authenticates a client may narrow
+    the key further (the aggregation API uses its bearer token's).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.routes = RoutePriorities.parse(settings.SHED_ROUTES)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        """Run the request under its caller."""
+        if current_caller() is not None:
+            return self.get_response(request)
+        traffic_class = _TRAFFIC_CLASS[self.routes.priority(request.path)]
+        client = request.META.get("REMOTE_ADDR") or ""
+        with caller_scope(client=client, traffic_class=traffic_class):
+            return self.get_response(request)
 
 
 class RefuseRequestBodyMiddleware:

@@ -233,12 +233,14 @@ def test_breaker_opens_on_500s_and_a_probe_closes_it(upstream):
 
 
 def test_timeouts_trip_the_breaker(upstream):
-    """Calls cut by their timeout count as failures: four of them open the breaker."""
+    """Calls cut by their timeout count as failures: four of them open the
+    caller's breaker (the only caller: the upstream's stays closed)."""
     agg = aggregator(upstream)
     for _ in range(4):
         result = run(agg, "sluggish")
         assert (result.status, statuses(result)) == (504, {"s": "timeout"})
-    assert agg.upstreams["sluggish"].breaker.state == "open"
+    assert agg.upstreams["sluggish"].breaker.state_for("") == "open"
+    assert agg.upstreams["sluggish"].breaker.state == "closed"
     assert statuses(run(agg, "sluggish")) == {"s": "circuit_open"}
 
 
@@ -373,8 +375,8 @@ def test_a_gevent_timeout_around_a_call_counts_as_a_failure(upstream):
             breaker=breaker,
             budget=state.budget,
         )
-    assert breaker.failures == 1
-    assert breaker.slow == 0
+    assert breaker.shared.failures == 1
+    assert breaker.shared.slow == 0
 
 
 def test_query_past_the_deadline_is_cancelled_on_the_server(upstream):

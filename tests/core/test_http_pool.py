@@ -11,6 +11,7 @@ from django.test import override_settings
 from geventhttpclient.connectionpool import ConnectionPool
 
 from project.core import http_pool
+from project.core.caller import caller_scope
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
 from project.core.http_client import http_get
@@ -127,3 +128,48 @@ def test_full_pool_makes_callers_wait_not_fail(upstream, fresh_pools):
     assert {g.value.status_code for g in greenlets} == {200}
     assert time.monotonic() - started >= 0.45
     assert _stats(upstream)["connections"] == 2
+
+
+def test_critical_calls_do_not_queue_behind_sheddable_legs(upstream, fresh_pools):
+    """Four connections, twenty half-second sheddable legs: a critical call
+    still takes one at once (sheddable callers hold three at most), and
+    sheddable ones keep waiting their turn."""
+    requests.post(f"{upstream}/stats/reset", timeout=5)
+
+    def sheddable() -> int:
+        with caller_scope(client="flood", traffic_class="sheddable"):
+            return http_get(f"{upstream}/delay?ms=500", timeout=5).status_code
+
+    def critical() -> float:
+        with caller_scope(client="api", traffic_class="critical"):
+            started = time.monotonic()
+            assert http_get(f"{upstream}/delay?ms=10", timeout=5).status_code == 200
+            return time.monotonic() - started
+
+    with override_settings(HTTP_POOL_MAXSIZE=4):
+        flood = [gevent.spawn(sheddable) for _ in range(20)]
+        gevent.sleep(0.05)
+        waits = [gevent.spawn(critical).get(timeout=5) for _ in range(3)]
+        gevent.joinall(flood, raise_error=True)
+    assert max(waits) < 0.25
+    assert {g.value for g in flood} == {200}
+    assert _stats(upstream)["connections"] <= 4
+
+
+def test_clients_waiting_for_connections_take_turns(upstream, fresh_pools):
+    """One connection; a client queues ten calls before another queues one:
+    after the call in progress and the busy client's turn, it is the
+    polite client's (third served, not eleventh)."""
+    order: list[str] = []
+
+    def leg(client: str) -> None:
+        with caller_scope(client=client):
+            http_get(f"{upstream}/delay?ms=20", timeout=5)
+            order.append(client)
+
+    with override_settings(HTTP_POOL_MAXSIZE=1):
+        greenlets = [gevent.spawn(leg, "busy") for _ in range(10)]
+        gevent.sleep(0.005)
+        greenlets.append(gevent.spawn(leg, "polite"))
+        gevent.joinall(greenlets, raise_error=True)
+    assert order.index("polite") == 2

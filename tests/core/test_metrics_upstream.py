@@ -8,6 +8,7 @@ import pytest
 from django.test import override_settings
 
 from project.core import metrics
+from project.core.caller import caller_scope
 from project.core.deadline import Deadline
 from project.core.http_client import http_get
 from project.core.http_pool import count_sockets, get_pool
@@ -93,20 +94,22 @@ def test_a_full_bulkhead_sheds_and_shows_its_calls_in_use(upstream):
 
 
 def test_breaker_opens_after_failures_and_refuses(upstream):
-    """Two 500s open the breaker: state 2, one transition, then circuit_open."""
+    """500s seen by three clients open the upstream's breaker: state 2, one
+    transition, then circuit_open for anyone."""
     name = next(_names)
-    breaker = BreakerConfig(failure_rate=0.5, window=2, min_calls=2, open_ms=60_000)
+    breaker = BreakerConfig(failure_rate=0.5, window=3, min_calls=2, open_ms=60_000)
     guards = make_guards(breaker=breaker, name=name)
     assert sample("gd_upstream_breaker_state", upstream=name) == 0
-    for _ in range(2):
-        assert call(f"{upstream}/status?code=500", guards) == Status.ERROR
+    for client in ("a", "b", "c"):
+        with caller_scope(client=client):
+            assert call(f"{upstream}/status?code=500", guards) == Status.ERROR
     assert sample("gd_upstream_breaker_state", upstream=name) == 2
     assert (
         sample("gd_upstream_breaker_transitions_total", upstream=name, state="open")
         == 1
     )
     assert call(f"{upstream}/delay?ms=1", guards) == Status.CIRCUIT_OPEN
-    assert calls(name, "error") == 2
+    assert calls(name, "error") == 3
     assert calls(name, "circuit_open") == 1
 
 

@@ -6,7 +6,7 @@ gevent hub, so none needs a lock (and none holds one across IO).
 through an upstream's bulkhead, breaker and retry budget.
 """
 
-from .breaker import BreakerConfig, CircuitBreaker
+from .breaker import BreakerConfig, CircuitBreaker, UpstreamBreaker
 from .bulkhead import Bulkhead, BulkheadConfig
 from .guard import (
     Guarded,
@@ -34,6 +34,7 @@ __all__ = [
     "RetryConfig",
     "SharedCallAbandoned",
     "SingleFlight",
+    "UpstreamBreaker",
     "UpstreamResult",
     "call_upstream",
     "full_jitter",

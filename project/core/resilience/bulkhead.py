@@ -1,7 +1,9 @@
-"""A bulkhead: at most ``limit`` concurrent calls to one upstream; excess is shed."""
+"""A bulkhead: at most ``limit`` concurrent calls to one upstream, shared out
+among clients; excess is shed."""
 
 from dataclasses import dataclass
 
+from ..fair_share import ClientShares
 from ..upstream_metrics import upstream_meter
 
 
@@ -13,32 +15,46 @@ class BulkheadConfig:
 
 
 class Bulkhead:
-    """Non-blocking: a call that finds every slot taken is refused at once.
+    """Non-blocking: a call that finds no slot for its client is refused at once.
 
     Waiting would only move the queue from the upstream into this worker and
     spend the caller's deadline; shedding answers straight away (``shed``).
+
+    Slots are shared out by client (``fair_share.ClientShares``): one bearer
+    token's 200 concurrent slow aggregations used to take every slot, and
+    every other client's calls to that upstream were shed. Now a client
+    alone may hold three quarters of the slots (a demanding user still gets
+    most of the upstream when nobody else wants it); when others hold slots
+    too, each is sure of an equal share of those three quarters, and the last
+    quarter is kept for clients below their share, so whoever comes next gets
+    a slot at once and the heavy client drains to its share as its calls end.
     """
 
     def __init__(self, config: BulkheadConfig, *, name: str | None = None) -> None:
         self.limit = config.limit
-        self.in_use = 0
+        self.shares = ClientShares(config.limit)
         self.shed = 0
         # ``name`` (the upstream's) exports the slots in use and the calls shed.
         self.name = name
         self.meter = upstream_meter(name)
 
-    def try_acquire(self) -> bool:
-        """Take a slot and return True, or count a shed call and return False."""
-        if self.in_use >= self.limit:
+    @property
+    def in_use(self) -> int:
+        """Slots taken now, by every client."""
+        return self.shares.in_use
+
+    def try_acquire(self, client: str) -> bool:
+        """Take a slot for ``client`` and return True, or count a shed call and
+        return False."""
+        if not self.shares.try_take(client):
             self.shed += 1
             return False
-        self.in_use += 1
         if self.meter is not None:
             self.meter.in_use.inc()
         return True
 
-    def release(self) -> None:
-        """Give back a slot taken by ``try_acquire``."""
-        self.in_use -= 1
+    def release(self, client: str) -> None:
+        """Give back a slot ``client`` took with ``try_acquire``."""
+        self.shares.give_back(client)
         if self.meter is not None:
             self.meter.in_use.dec()

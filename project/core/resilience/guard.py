@@ -2,12 +2,15 @@
 
 ``guarded_call`` runs the attempts of any call; ``call_upstream`` is an HTTP
 GET through it. From the outside in, each attempt: no time left before the
-deadline → refused (``timeout``); the bulkhead full → refused (``shed``); the
-breaker open → refused (``circuit_open``); else the attempt runs and its
-outcome is reported to the breaker. An attempt worth repeating is retried,
-up to ``RetryConfig.retries`` times, after a full-jitter pause, only while
-that pause and a little of an attempt fit before the deadline, and only
-within the retry budget.
+deadline → refused (``timeout``); no bulkhead slot for this client → refused
+(``shed``); the client's or the upstream's breaker open → refused
+(``circuit_open``); else the attempt runs and its outcome is reported to the
+breakers. An attempt worth repeating is retried, up to
+``RetryConfig.retries`` times, after a full-jitter pause, only while that
+pause and a little of an attempt fit before the deadline, and only within
+the retry budget. The client is ``caller.current_caller()``'s (one anonymous
+client when none is set): the bulkhead's slots and the breaker's verdicts are
+shared out by it, so one client cannot fill or open them for the others.
 
 The bulkhead, breaker and budget are one upstream's state in one process:
 make them once per worker (``project.core.per_process.PerProcess``) and pass
@@ -50,10 +53,11 @@ import gevent
 # http_client imports this package (for single-flight), so take the module,
 # not its names: they are looked up at call time, once both are loaded.
 from .. import http_client
+from ..caller import caller_or_anonymous
 from ..deadline import DEADLINE_HEADER, Deadline
 from ..http_wire import UpstreamProtocolError
 from ..status import Status
-from .breaker import BreakerConfig, CircuitBreaker
+from .breaker import BreakerConfig, UpstreamBreaker
 from .bulkhead import Bulkhead, BulkheadConfig
 from .retry import RetryBudget, RetryConfig
 
@@ -70,7 +74,7 @@ class Guards(TypedDict):
     of ``guarded_call`` and ``call_upstream`` (``**guards``)."""
 
     bulkhead: Bulkhead
-    breaker: CircuitBreaker
+    breaker: UpstreamBreaker
     budget: RetryBudget
 
 
@@ -91,7 +95,7 @@ def make_guards(
     """
     return Guards(
         bulkhead=Bulkhead(bulkhead or BulkheadConfig(), name=name),
-        breaker=CircuitBreaker(breaker or BreakerConfig(), name=name),
+        breaker=UpstreamBreaker(breaker or BreakerConfig(), name=name),
         budget=RetryBudget(retry or RetryConfig(), name=name),
     )
 
@@ -144,7 +148,7 @@ def guarded_call(
     *,
     deadline: Deadline,
     bulkhead: Bulkhead,
-    breaker: CircuitBreaker,
+    breaker: UpstreamBreaker,
     budget: RetryBudget,
     timeout_s: float | None = None,
     margin_s: float = 0.0,
@@ -170,6 +174,7 @@ def guarded_call(
         except Refused as refusal:
             raise ApiError(f"prices: {refusal}", status=503) from None
     """
+    client = caller_or_anonymous().client
     budget.on_call()
     attempts = 0
     while True:
@@ -181,7 +186,7 @@ def guarded_call(
             raise Refused(
                 Status.TIMEOUT, "no time left before the deadline", attempts=attempts
             )
-        if not bulkhead.try_acquire():
+        if not bulkhead.try_acquire(client):
             _count_refused(bulkhead, Status.SHED)
             raise Refused(
                 Status.SHED,
@@ -190,12 +195,12 @@ def guarded_call(
                 retry_after_s=1.0,
             )
         try:
-            outcome = _admitted(attempt, timeout, breaker, attempts)
+            outcome = _admitted(attempt, timeout, breaker, client, attempts)
         except Refused as refusal:
             _count_refused(bulkhead, refusal.status)
             raise
         finally:
-            bulkhead.release()
+            bulkhead.release(client)
         attempts += 1
         pause = _retry_pause(outcome.retry, attempts, budget, deadline, margin_s, rng)
         if pause is None:
@@ -231,17 +236,18 @@ def _retry_pause(
 def _admitted(
     attempt: Callable[[float], Outcome[T]],
     timeout: float,
-    breaker: CircuitBreaker,
+    breaker: UpstreamBreaker,
+    client: str,
     attempts: int,
 ) -> Outcome[T]:
     """One attempt, if the breaker admits it; its outcome is reported to the breaker."""
-    ticket = breaker.allow()
+    ticket = breaker.allow(client)
     if ticket is None:
         raise Refused(
             Status.CIRCUIT_OPEN,
             "circuit open",
             attempts=attempts,
-            retry_after_s=breaker.retry_after(),
+            retry_after_s=breaker.retry_after(client),
         )
     started = time.monotonic()
     try:
@@ -277,7 +283,7 @@ def call_upstream(
     parse: Callable[[http_client.Response], T],
     deadline: Deadline,
     bulkhead: Bulkhead,
-    breaker: CircuitBreaker,
+    breaker: UpstreamBreaker,
     budget: RetryBudget,
     timeout_s: float | None = None,
     margin_s: float = 0.0,

@@ -7,10 +7,10 @@ from project.core.resilience.retry import RetryBudget, RetryConfig, full_jitter
 def test_bulkhead_sheds_beyond_its_limit():
     """Two slots: the third caller is refused and counted; a release frees one."""
     bulkhead = Bulkhead(BulkheadConfig(limit=2))
-    assert [bulkhead.try_acquire() for _ in range(3)] == [True, True, False]
+    assert [bulkhead.try_acquire("a") for _ in range(3)] == [True, True, False]
     assert bulkhead.shed == 1
-    bulkhead.release()
-    assert bulkhead.try_acquire()
+    bulkhead.release("a")
+    assert bulkhead.try_acquire("a")
 
 
 def test_full_jitter_is_uniform_up_to_the_capped_exponential():

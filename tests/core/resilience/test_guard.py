@@ -10,12 +10,12 @@ from project.core.resilience import (
     BreakerConfig,
     Bulkhead,
     BulkheadConfig,
-    CircuitBreaker,
     Guarded,
     Outcome,
     Refused,
     RetryBudget,
     RetryConfig,
+    UpstreamBreaker,
     call_upstream,
     guarded_call,
 )
@@ -42,7 +42,7 @@ def guards(
 ) -> dict:
     return {
         "bulkhead": Bulkhead(BulkheadConfig(limit=limit)),
-        "breaker": CircuitBreaker(breaker or BreakerConfig()),
+        "breaker": UpstreamBreaker(breaker or BreakerConfig()),
         "budget": RetryBudget(RetryConfig(**retry)),
     }
 
@@ -50,7 +50,7 @@ def guards(
 def test_a_full_bulkhead_sheds_without_calling():
     """Every slot taken: Refused (shed) at once, the call never made."""
     state = guards(limit=1)
-    state["bulkhead"].try_acquire()
+    state["bulkhead"].try_acquire("")
     upstream = Scripted(Outcome("never"))
     with pytest.raises(Refused) as refused:
         guarded_call(upstream, deadline=Deadline(1), **state)
@@ -80,7 +80,7 @@ def test_retries_within_the_budget_until_success():
     result = guarded_call(upstream, deadline=Deadline(1), **state)
     assert result == Guarded("ok", attempts=3)
     assert state["budget"].retries == 2
-    assert state["breaker"].failures == 2
+    assert state["breaker"].shared.failures == 2
 
 
 def test_a_spent_budget_refuses_the_retry():
@@ -123,7 +123,7 @@ def test_a_timeout_around_the_call_is_a_failure_and_propagates():
 
     with pytest.raises(gevent.Timeout), gevent.Timeout(0.02):
         guarded_call(slow, deadline=Deadline(1), **state)
-    assert state["breaker"].failures == 1
+    assert state["breaker"].shared.failures == 1
     assert state["bulkhead"].in_use == 0
 
 

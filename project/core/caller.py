@@ -1,0 +1,78 @@
+"""Who a greenlet works for: the client and its traffic class.
+
+Shared per-upstream resources (an outbound pool's connections, a bulkhead's
+slots, a breaker's verdict) are divided by it, so that one client's slow or
+failing calls cannot take them from every other client. Carried like the
+request id (``request_context``): a ``ContextVar``, set around each request
+and handed by ``fan_out`` to its legs. Stdlib only: the gunicorn worker sets
+it before Django runs.
+
+The client key is a short string that says who is asking: a peer address, a
+forwarded address from a trusted proxy, or an id derived from a credential
+(``token_client``; never the credential itself). It is never a metrics label:
+clients are unbounded.
+"""
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+TrafficClass = Literal["critical", "normal", "sheddable"]
+TRAFFIC_CLASSES: tuple[TrafficClass, ...] = get_args(TrafficClass)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The client a call is made for, and the class of the request it serves."""
+
+    client: str
+    traffic_class: TrafficClass = "normal"
+
+
+# Calls made outside any request (a management command, a test) share one key.
+ANONYMOUS = Caller("")
+
+_current: ContextVar[Caller | None] = ContextVar("caller", default=None)
+
+
+def current_caller() -> Caller | None:
+    """The caller this greenlet works for, or None when nobody set one."""
+    return _current.get()
+
+
+def caller_or_anonymous() -> Caller:
+    """The current caller, or ``ANONYMOUS`` (one shared client, normal class)."""
+    return _current.get() or ANONYMOUS
+
+
+def activate_caller(caller: Caller | None) -> None:
+    """Make ``caller`` this greenlet's current one (a fan-out leg's start)."""
+    _current.set(caller)
+
+
+@contextmanager
+def caller_scope(
+    *, client: str, traffic_class: TrafficClass = "normal"
+) -> Iterator[Caller]:
+    """Run a block for ``client`` in ``traffic_class``; the previous caller is
+    restored afterwards."""
+    if traffic_class not in TRAFFIC_CLASSES:
+        raise ValueError(f"unknown traffic class {traffic_class!r}")
+    caller = Caller(client, traffic_class)
+    token = _current.set(caller)
+    try:
+        yield caller
+    finally:
+        _current.reset(token)
+
+
+def token_client(token: str) -> str:
+    """The client key of a credential: ``token:`` and 12 hex digits of its SHA-256.
+
+    Short enough for a key, long enough that two tokens of one deployment do
+    not collide, and useless for presenting the token itself.
+    """
+    return "token:" + hashlib.sha256(token.encode()).hexdigest()[:12]
