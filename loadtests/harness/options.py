@@ -8,6 +8,10 @@ from locust import events
 
 from loadtests.harness.paths import GUARDS_FILE
 
+# What a closed-model user does after a refusal: wait for its Retry-After (a
+# polite client), or send the next request at once (wrk, most retry loops).
+RETRY_POLICIES = ("retry-after", "at-once")
+
 
 @events.init_command_line_parser.add_listener
 def _add_options(parser) -> None:
@@ -33,6 +37,18 @@ def _add_options(parser) -> None:
         type=int,
         default=0,
         help="send X-Request-Timeout-Ms: the requests' deadline (0: the server's)",
+    )
+    parser.add_argument(
+        "--retry-policy",
+        choices=RETRY_POLICIES,
+        default="retry-after",
+        help="after a refusal: wait Retry-After, or retry at once",
+    )
+    parser.add_argument(
+        "--capacity-rps",
+        type=float,
+        default=0.0,
+        help="capacity measured before the run, for min_capacity_ratio guards",
     )
     parser.add_argument(
         "--upstream-url", default="", help="stub upstream, timed directly as a baseline"
