@@ -45,9 +45,8 @@ import time
 from pathlib import Path
 
 from loadtests.harness import capacity_probe, guards, observe, target
-from loadtests.harness.checks import GOODPUT_SUFFIX, SHED_SUFFIX
+from loadtests.harness.checks import GOODPUT_SUFFIX, RETRY_POLICIES, SHED_SUFFIX
 from loadtests.harness.locust_run import LocustRun, run_locust
-from loadtests.harness.options import RETRY_POLICIES
 from loadtests.harness.paths import BASE_DIR, REPORTS
 from loadtests.harness.processes import Processes, add_env_option, database_url
 from loadtests.harness.window import stats_from_json

@@ -6,11 +6,8 @@ own exit codes apply.
 
 from locust import events
 
+from loadtests.harness.checks import RETRY_POLICIES
 from loadtests.harness.paths import GUARDS_FILE
-
-# What a closed-model user does after a refusal: wait for its Retry-After (a
-# polite client), or send the next request at once (wrk, most retry loops).
-RETRY_POLICIES = ("retry-after", "at-once")
 
 
 @events.init_command_line_parser.add_listener
