@@ -12,6 +12,14 @@ go under ``reports/<timestamp>-<scenario>/``. The server's /metrics and CPU
 are scraped during each run: the steady state's resource figures are printed
 under the run's line and added to its steady.json (``resources``).
 
+A scenario with ``retry_policy = "at-once"`` runs users that retry a refusal
+at once instead of waiting its ``Retry-After`` (``harness/scenario_user.py``).
+A scenario with ``arrival_x_capacity = X`` is first measured: a short
+closed-model step load against the same server configuration with admission
+control off (``harness/capacity_probe.py``, once per locustfile and server)
+gives the capacity, and the run is offered X times it (``--arrival-rate``
+still wins); its ``min_capacity_ratio`` guards divide by that capacity.
+
 With ``--target URL`` nothing of the app is started (no gunicorn, no
 database): every scenario runs against that server as its operator started it
 (``harness/target.py``). A scenario whose guards compare with the stub's own
@@ -25,6 +33,7 @@ or a run was aborted as hopeless, 1 a run did not complete.
 
 Usage: ``python -m loadtests.loadtest [--scenarios W1,W2] [--seconds 10]
 [--users 20] [--guards FILE] [--arrival-rate R] [--workers N]
+[--retry-policy retry-after|at-once]
 [--processes N | --locust-workers N]
 [--env KEY=VALUE ...] [--target URL [--upstream-url URL]
 [--server-pids PID[,PID]] [--proxy-pid PID]]``
@@ -35,8 +44,8 @@ import sys
 import time
 from pathlib import Path
 
-from loadtests.harness import guards, observe, target
-from loadtests.harness.checks import GOODPUT_SUFFIX, SHED_SUFFIX
+from loadtests.harness import capacity_probe, guards, observe, target
+from loadtests.harness.checks import GOODPUT_SUFFIX, RETRY_POLICIES, SHED_SUFFIX
 from loadtests.harness.locust_run import LocustRun, run_locust
 from loadtests.harness.paths import BASE_DIR, REPORTS
 from loadtests.harness.processes import Processes, add_env_option, database_url
@@ -75,6 +84,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="a Locust master and N --worker processes on loopback",
     )
+    parser.add_argument(
+        "--retry-policy",
+        choices=RETRY_POLICIES,
+        help="override every scenario's: after a refusal, wait Retry-After or not",
+    )
     add_env_option(parser, "server environment override, e.g. HTTP_POOL_MAXSIZE=1")
     parser.add_argument("--reports", type=Path, default=REPORTS)
     target.add_options(parser, upstream=True)
@@ -100,7 +114,7 @@ def scenario_specs(config: dict, args: argparse.Namespace) -> dict[str, dict]:
     specs = {}
     for name in names:
         spec = dict(config["scenarios"][name])
-        for key in ("seconds", "users", "arrival_rate", "workers"):
+        for key in ("seconds", "users", "arrival_rate", "workers", "retry_policy"):
             if getattr(args, key) is not None:
                 spec[key] = getattr(args, key)
         spec.setdefault("workers", DEFAULT_WORKERS)
@@ -160,7 +174,13 @@ def run_scenario(
         "--upstream-url",
         upstream,
     ]
-    for key in ("arrival_rate", "slo_ms", "request_timeout_ms"):
+    for key in (
+        "arrival_rate",
+        "slo_ms",
+        "request_timeout_ms",
+        "retry_policy",
+        "capacity_rps",
+    ):
         if spec.get(key):
             options += ["--" + key.replace("_", "-"), str(spec[key])]
     watch = target.watch(processes, host, args)
@@ -234,6 +254,8 @@ def overload_figures(spec: dict, stats: dict[str, dict]) -> str:
     good = stats.get(endpoint + GOODPUT_SUFFIX)
     if good and spec.get("slo_ms"):
         text += f"  goodput {good['rps']:.1f}/s within {spec['slo_ms']:g} ms"
+        if spec.get("capacity_rps"):
+            text += f" = {good['rps'] / spec['capacity_rps']:.2f}x capacity"
     return text
 
 
@@ -248,11 +270,20 @@ def run_all(args: argparse.Namespace, specs: dict[str, dict]) -> dict[str, Locus
             upstream = processes.start_upstream()
         # One server per worker model and environment, shared by the scenarios.
         servers: dict[tuple, str] = {}
+        capacities: dict[tuple, capacity_probe.Capacity | None] = {}
         for name, spec in specs.items():
             if args.target:
                 host, server_env = args.target, None
             else:
                 host, server_env = own_server(processes, spec, upstream, args, servers)
+            if spec.get("arrival_x_capacity"):
+                measured = offer_capacity(
+                    processes, name, spec, upstream, args, servers, capacities, stamp
+                )
+                if measured is None:
+                    runs[name] = LocustRun(RUN_FAILED, args.reports / f"{stamp}-{name}")
+                    print(f"{name:11} no capacity measured: not run", flush=True)
+                    continue
             run = run_scenario(
                 processes,
                 name,
@@ -267,6 +298,56 @@ def run_all(args: argparse.Namespace, specs: dict[str, dict]) -> dict[str, Locus
             print(summary_line(name, spec, run), flush=True)
             print(f"{'':11} {observe.summary(run.result.get('resources'))}", flush=True)
     return runs
+
+
+def offer_capacity(
+    processes: Processes,
+    name: str,
+    spec: dict,
+    upstream: str,
+    args: argparse.Namespace,
+    servers: dict[tuple, str],
+    capacities: dict[tuple, capacity_probe.Capacity | None],
+    stamp: str,
+) -> capacity_probe.Capacity | None:
+    """Measure (once per locustfile and server) the capacity with admission off;
+    set ``spec``'s arrival rate to ``arrival_x_capacity`` times it, unless
+    ``--arrival-rate`` set one, and its ``capacity_rps``; print both.
+
+    With ``--target`` the target is measured as its operator runs it.
+    """
+    locustfile = spec["locustfile"].split(",")[0]
+    if args.target:
+        host, key = args.target, (locustfile,)
+    else:
+        probed = {**spec, "server_env": {**spec.get("server_env", {})}}
+        probed["server_env"].update(capacity_probe.ADMISSION_OFF)
+        host, server_env = own_server(processes, probed, upstream, args, servers)
+        key = (locustfile, spec["workers"], tuple(sorted(server_env.items())))
+    if key not in capacities:
+        capacities[key] = capacity_probe.measure(
+            processes,
+            locustfile,
+            host=host,
+            slo_ms=float(spec.get("slo_ms", 250)),
+            report_dir=args.reports / f"{stamp}-{name}-capacity",
+        )
+    measured = capacities[key]
+    if measured is None:
+        return None
+    factor = float(spec["arrival_x_capacity"])
+    if args.arrival_rate is None:
+        spec["arrival_rate"] = round(factor * measured.rps, 1)
+    spec["capacity_rps"] = measured.rps
+    where = "the target" if args.target else "admission off"
+    print(
+        f"{name:11} capacity {measured.rps:.1f} req/s answered ({where}, "
+        f"{spec['workers']} worker(s), knee at {measured.users} users, p99 "
+        f"{measured.p99_ms:.0f} ms; {shown(measured.report_dir)}): offering "
+        f"{spec['arrival_rate']:g} req/s = {spec['arrival_rate'] / measured.rps:.2f}x",
+        flush=True,
+    )
+    return measured
 
 
 def reach_target(args: argparse.Namespace, specs: dict[str, dict]) -> str:

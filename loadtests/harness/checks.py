@@ -1,4 +1,5 @@
-"""Response checks shared by locustfiles (status and body shape)."""
+"""Response checks shared by locustfiles (status and body shape), and the
+refusal handling the harness user and the commands agree on; no locust import."""
 
 
 def check_fan_out(response, legs: int) -> None:
@@ -13,6 +14,9 @@ def check_fan_out(response, legs: int) -> None:
 
 
 SHED_SUFFIX = " shed"
+# What a closed-model user does after a refusal: wait for its Retry-After (a
+# polite client), or send the next request at once (wrk, most retry loops).
+RETRY_POLICIES = ("retry-after", "at-once")
 # Successful answers within --slo-ms are counted again under NAME + this.
 GOODPUT_SUFFIX = " within SLO"
 

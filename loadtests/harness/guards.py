@@ -2,7 +2,10 @@
 
 Per scenario and endpoint: ``p50_ms``, ``p95_ms``, ``p99_ms``, ``max_ms``
 (maxima), ``max_fail_ratio``, ``min_rps`` and ``max_shed_ratio`` (the share of
-the endpoint's requests refused under overload, reported as ``NAME shed``);
+the endpoint's requests refused under overload, reported as ``NAME shed``) and
+``min_capacity_ratio`` (the endpoint's successful answers a second over the
+capacity measured just before the run, ``capacity_rps``: see
+``harness/capacity_probe.py``);
 ratio guards against a baseline measured in the same run
 (``[[scenarios.X.ratios]]``: an endpoint's metric over another endpoint's) or
 in the same ``make loadtest`` (top-level ``[[ratios]]``: one scenario's metric
@@ -35,9 +38,12 @@ LIMITS = {
     "max_fail_ratio": ("fail_ratio", "max"),
     "min_rps": ("rps", "min"),
 }
-# Every per-endpoint guard: the limits above and the refused share.
-GUARDS = {*LIMITS, "max_shed_ratio"}
-METRICS = {"p50_ms", "p95_ms", "p99_ms", "fail_ratio", "rps"}
+# Every per-endpoint guard: the limits above, the refused share and goodput
+# against the measured capacity.
+GUARDS = {*LIMITS, "max_shed_ratio", "min_capacity_ratio"}
+# ok_rps: successful answers a second, what a same-round throughput ratio
+# compares (a refusal answered in 1 ms must not count as throughput).
+METRICS = {"p50_ms", "p95_ms", "p99_ms", "fail_ratio", "rps", "ok_rps"}
 DEFAULT_SETTINGS = {
     "warmup_s": 3.0,
     "abort_factor": 3.0,
@@ -158,8 +164,11 @@ def _limit_checks(
     for endpoint, limits in spec.get("endpoints", {}).items():
         entry = stats.get(endpoint)
         for guard, limit in limits.items():
+            detail = ""
             if guard == "max_shed_ratio":
                 value, kind = shed_ratio(stats, endpoint), "max"
+            elif guard == "min_capacity_ratio":
+                value, kind, detail = _capacity_ratio(spec, entry)
             elif guard in LIMITS:
                 attribute, kind = LIMITS[guard]
                 value = (
@@ -169,7 +178,8 @@ def _limit_checks(
                 )
             else:
                 raise ValueError(f"{scenario} {endpoint}: unknown guard {guard!r}")
-            detail = "no requests" if value is None else ""
+            if value is None and not detail:
+                detail = "no requests"
             checks.append(
                 Check(
                     scenario,
@@ -183,6 +193,22 @@ def _limit_checks(
                 )
             )
     return checks
+
+
+def _capacity_ratio(
+    spec: dict, entry: EndpointStats | None
+) -> tuple[float | None, str, str]:
+    """(ok_rps / capacity_rps, "min", detail) for a ``min_capacity_ratio`` guard."""
+    capacity = spec.get("capacity_rps")
+    if not capacity:
+        return None, "min", "no capacity measured"
+    if entry is None or not entry.requests:
+        return None, "min", f"no requests (capacity {capacity:.4g} req/s)"
+    return (
+        entry.ok_rps / capacity,
+        "min",
+        f"{entry.ok_rps:.4g} / {capacity:.4g} req/s capacity",
+    )
 
 
 def shed_ratio(stats: dict[str, EndpointStats], endpoint: str) -> float | None:

@@ -6,6 +6,7 @@ own exit codes apply.
 
 from locust import events
 
+from loadtests.harness.checks import RETRY_POLICIES
 from loadtests.harness.paths import GUARDS_FILE
 
 
@@ -33,6 +34,18 @@ def _add_options(parser) -> None:
         type=int,
         default=0,
         help="send X-Request-Timeout-Ms: the requests' deadline (0: the server's)",
+    )
+    parser.add_argument(
+        "--retry-policy",
+        choices=RETRY_POLICIES,
+        default="retry-after",
+        help="after a refusal: wait Retry-After, or retry at once",
+    )
+    parser.add_argument(
+        "--capacity-rps",
+        type=float,
+        default=0.0,
+        help="capacity measured before the run, for min_capacity_ratio guards",
     )
     parser.add_argument(
         "--upstream-url", default="", help="stub upstream, timed directly as a baseline"

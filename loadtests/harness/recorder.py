@@ -117,6 +117,8 @@ class Recorder:
         spec = dict(self.config["scenarios"].get(options.scenario, {}))
         if options.arrival_rate:
             spec["arrival_rate"] = options.arrival_rate
+        if options.capacity_rps:
+            spec["capacity_rps"] = options.capacity_rps
         return guards.evaluate(
             options.scenario, spec, self.steady(), settings=self.config["settings"]
         )
@@ -131,6 +133,11 @@ class Recorder:
                 self._abort_if_hopeless()
 
     def _abort_if_hopeless(self) -> None:
+        scenario = self.environment.parsed_options.scenario
+        if self.config["scenarios"].get(scenario, {}).get("abort") is False:
+            # A measurement (make overload): its figures matter even when its
+            # guards are far off, so it runs to the end.
+            return
         settings = self.config["settings"]
         steady_for = self.now() - self.spawned_at - self.warmup()
         if steady_for < settings["abort_after_s"]:
@@ -199,6 +206,8 @@ class Recorder:
             "aborted": self.aborted,
             "exit_code": self.environment.process_exit_code,
             "arrival_rate": options.arrival_rate,
+            "capacity_rps": options.capacity_rps,
+            "retry_policy": options.retry_policy,
             "scheduled": self.scheduled,
             "late_starts": self.late,
             "steps": self.step_load.steps,

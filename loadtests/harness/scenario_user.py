@@ -27,9 +27,12 @@ class ScenarioUser(FastHttpUser):
     load generator saturated) is counted as late. ``--request-timeout-ms``
     sends every request with that deadline.
 
-    A refusal (``shed``) is reported apart; in the closed model the user then
-    backs off for the answer's ``Retry-After`` as a well-behaved client does,
-    instead of turning a full server into a loop of instant 503s.
+    A refusal (``shed``) is reported apart. What the closed-model user does
+    next is ``--retry-policy``: ``retry-after`` (default) backs off for the
+    answer's ``Retry-After`` as a well-behaved client does; ``at-once`` sends
+    the next request straight away, as wrk and most retry loops do, which is
+    the load a server's admission control must not turn into a loop of
+    instant 503s.
     """
 
     abstract = True
@@ -45,6 +48,8 @@ class ScenarioUser(FastHttpUser):
             self.default_headers = {"X-Request-Timeout-Ms": str(timeout_ms)}
         super().__init__(environment)
         self._backoff_s = 0.0
+        policy = getattr(options, "retry_policy", "retry-after") if options else ""
+        self._honours_retry_after = policy != "at-once"
 
     def request(self) -> None:
         """One request of the scenario, response checked; subclasses define it."""
@@ -54,6 +59,8 @@ class ScenarioUser(FastHttpUser):
         """True when ``response`` is a refusal, reported as ``NAME shed``."""
         if not record_shed(response):
             return False
+        if not self._honours_retry_after:
+            return True
         try:
             self._backoff_s = float(response.headers.get("Retry-After", 1))
         except ValueError:

@@ -52,6 +52,15 @@ class EndpointStats:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
 
     @property
+    def ok_rps(self) -> float:
+        """Successful answers per second: refusals are their own entries
+        (``NAME shed``) and failures are left out, so on a locustfile's own
+        endpoint this is its 2xx answers a second."""
+        if self.seconds <= 0:
+            return 0.0
+        return (self.requests - self.failures) / self.seconds
+
+    @property
     def fail_ratio(self) -> float:
         """Failures / requests (0 when there were none)."""
         return self.failures / self.requests if self.requests else 0.0
@@ -142,6 +151,7 @@ def stats_to_json(stats: dict[str, EndpointStats]) -> dict[str, dict]:
             "failures": s.failures,
             "seconds": round(s.seconds, 3),
             "rps": round(s.rps, 2),
+            "ok_rps": round(s.ok_rps, 2),
             "fail_ratio": s.fail_ratio,
             "p50_ms": s.p50_ms,
             "p95_ms": s.p95_ms,

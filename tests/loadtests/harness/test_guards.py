@@ -16,7 +16,7 @@ def stats(
     p99=100.0,
     top=150.0,
 ):
-    """EndpointStats with healthy defaults."""
+    """EndpointStats with failing defaults."""
     return EndpointStats(requests, failures, seconds, p50, p95, p99, top)
 
 
@@ -185,3 +185,71 @@ def test_project_guards_file_loads():
             assert (LOCUSTFILES / locustfile).exists(), name
         for limits in spec.get("endpoints", {}).values():
             assert set(limits) <= guards.GUARDS, name
+
+
+def test_same_round_ratio_compares_successful_answers_only():
+    """ok_rps counts an endpoint's successful answers: refusals (NAME shed) and
+    failures are not throughput, so a server that admits fewer requests and
+    refuses the rest in a millisecond fails the 0.9 guard however many it
+    refused."""
+    ratio = {
+        "scenario": "on",
+        "baseline_scenario": "off",
+        "endpoint": "/x",
+        "metric": "ok_rps",
+        "min": 0.9,
+    }
+    off = {"/x": stats(requests=4000, seconds=10.0)}
+    storm = {
+        "/x": stats(requests=600, failures=20, seconds=10.0),
+        "/x shed": stats(requests=90000, seconds=10.0, p50=1, p95=1, p99=2),
+    }
+    check = guards.evaluate_cross([ratio], {"on": storm, "off": off})[0]
+    assert not check.ok and check.value == pytest.approx(58 / 400)
+    assert check.guard == "ok_rps / off" and check.detail == "58 / 400"
+    # 0.91 x the requests, but failures take the answers under 0.9 x.
+    failing = {"/x": stats(requests=3640, failures=50, seconds=10.0)}
+    assert not guards.evaluate_cross([ratio], {"on": failing, "off": off})[0].ok
+    fine = {"/x": stats(requests=3700, seconds=10.0), "/x shed": stats(requests=9)}
+    assert guards.evaluate_cross([ratio], {"on": fine, "off": off})[0].ok
+
+
+def test_goodput_against_measured_capacity():
+    """min_capacity_ratio: the endpoint's successful answers a second over the
+    spec's capacity_rps (measured before the run); without one it fails and
+    says so rather than passing."""
+    spec = {"endpoints": {"/x within SLO": {"min_capacity_ratio": 0.85}}}
+    good = {"/x within SLO": stats(requests=2000, seconds=10.0)}
+    measured = {**spec, "capacity_rps": 230.0}
+    check = guards.evaluate("S", measured, good)[0]
+    assert check.ok and check.value == pytest.approx(200 / 230)
+    assert not guards.evaluate("S", {**spec, "capacity_rps": 240.0}, good)[0].ok
+    unmeasured = guards.evaluate("S", spec, good)[0]
+    assert not unmeasured.ok and unmeasured.detail == "no capacity measured"
+    silent = guards.evaluate("S", measured, {})[0]
+    assert not silent.ok and silent.detail.startswith("no requests")
+
+
+def test_project_storm_pairs_compare_with_admission_off():
+    """Every at-once scenario that make loadtest runs has its SHED_ENABLED=false
+    twin with the same load, and a 0.9 ok_rps ratio between them."""
+    config = guards.load()
+    scenarios = config["scenarios"]
+    storms = [
+        name
+        for name, spec in scenarios.items()
+        if spec.get("retry_policy") == "at-once"
+        and spec.get("server_env", {}).get("SHED_ENABLED") != "false"
+    ]
+    assert {"W1-storm", "W2-storm", "AGG-storm"} <= set(storms)
+    for name in storms:
+        ratio = next(r for r in config["ratios"] if r["scenario"] == name)
+        off = scenarios[ratio["baseline_scenario"]]
+        assert off["server_env"] == {
+            **scenarios[name].get("server_env", {}),
+            "SHED_ENABLED": "false",
+        }
+        for key in ("locustfile", "users", "seconds", "retry_policy"):
+            assert off[key] == scenarios[name][key], (name, key)
+        assert (ratio["metric"], ratio["min"]) == ("ok_rps", 0.9)
+        assert not scenarios[name].get("on_demand")
