@@ -172,10 +172,15 @@ def run_wrk(url: str, workload: Workload, connections: int, seconds: float) -> R
 
 
 def run_gevent(
-    url: str, workload: Workload, connections: int, seconds: float
+    url: str,
+    workload: Workload,
+    connections: int,
+    seconds: float,
+    source: str | None = None,
 ) -> Result:
     """Drive ``url`` with ``connections`` keep-alive sockets, each sending its
-    next request the moment an answer (a refusal too) arrives."""
+    next request the moment an answer (a refusal too) arrives; from the
+    loopback address ``source`` when given (one client among several)."""
     import gevent
 
     parts = urlsplit(url)
@@ -186,7 +191,14 @@ def run_gevent(
     extra = "".join(f"{k}: {v}\r\n" for k, v in workload.headers.items())
     greenlets = [
         gevent.spawn(
-            _connection, address, workload.path, extra, deadline, tally, latencies
+            _connection,
+            address,
+            workload.path,
+            extra,
+            deadline,
+            tally,
+            latencies,
+            (source, 0) if source else None,
         )
         for _ in range(connections)
     ]
@@ -215,6 +227,7 @@ def _connection(
     deadline: float,
     tally: dict[str, int],
     latencies: list[float],
+    source_address: tuple[str, int] | None = None,
 ) -> None:
     """One client connection until ``deadline``: reconnects after a close or error."""
     from gevent import socket
@@ -224,7 +237,9 @@ def _connection(
     while time.monotonic() < deadline:
         try:
             if sock is None:
-                sock = socket.create_connection(address, timeout=CLIENT_TIMEOUT_S)
+                sock = socket.create_connection(
+                    address, timeout=CLIENT_TIMEOUT_S, source_address=source_address
+                )
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 buffer = b""
             target = path.replace("{id}", str(random.randrange(10**9)))

@@ -54,7 +54,8 @@ from gunicorn.http import wsgi
 from gunicorn.workers import ggevent
 
 from project.core.admission import runtime as admission
-from project.core.admission.routes import Priority
+from project.core.admission.routes import Priority, RoutePriorities, traffic_class
+from project.core.caller import caller_scope
 from project.core.deadline import mark_arrival
 from project.core.disconnect import client_has_left
 
@@ -293,6 +294,7 @@ class GeventWorker(ggevent.GeventWorker):
 
     waiting_connections: WaitingConnections
     client_keys: ClientKeys
+    _route_priorities: RoutePriorities | None = None
     _last_reclaim_log = float("-inf")
     _unlogged_reclaims = 0
 
@@ -315,16 +317,38 @@ class GeventWorker(ggevent.GeventWorker):
         self._unlogged_reclaims = 0
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
-        """Admit the request (or refuse it), then serve it as gunicorn does."""
+        """Admit the request (or refuse it), then serve it as gunicorn does,
+        as its client (``project.core.caller``: upstream shares by client)."""
         arrived = time.monotonic()
         mark_arrival(arrived)
         gate = admission.current()
-        if gate is None:
-            return super().handle_request(listener_name, req, sock, addr)
-        priority = gate.routes.priority(req.path)
-        if priority is Priority.EXEMPT:
-            return super().handle_request(listener_name, req, sock, addr)
         client = self.client_keys.key(addr, req.headers)
+        priority = (gate.routes if gate else self._routes()).priority(req.path)
+        with caller_scope(client=client, traffic_class=traffic_class(priority)):
+            if gate is None or priority is Priority.EXEMPT:
+                return super().handle_request(listener_name, req, sock, addr)
+            return self._admitted(
+                gate, priority, client, arrived, listener_name, req, sock, addr
+            )
+
+    def _routes(self) -> RoutePriorities:
+        # Admission off: the routes' priorities still name their traffic class.
+        if self._route_priorities is None:
+            from django.conf import settings
+
+            self._route_priorities = RoutePriorities.parse(settings.SHED_ROUTES)
+        return self._route_priorities
+
+    def _admitted(
+        self,
+        gate: admission.WorkerAdmission,
+        priority: Priority,
+        client: str,
+        arrived: float,
+        *args: Any,
+    ) -> Any:
+        """Serve a request that passes the gate (``args``: gunicorn's)."""
+        listener_name, req, sock, addr = args
         decision = gate.gate.enter(
             priority, gate.deadline_at(req.headers, arrived), client
         )

@@ -9,8 +9,9 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 
-from project.core.admission.routes import Priority, RoutePriorities
-from project.core.caller import TrafficClass, caller_scope, current_caller
+from project.core.admission.routes import RoutePriorities
+from project.core.admission.routes import traffic_class as route_traffic_class
+from project.core.caller import caller_scope, current_caller
 from project.core.deadline import Deadline, arrival, deadline_scope
 from project.core.pg_pool.pool import PoolTimeout
 from project.core.request_context import (
@@ -59,16 +60,6 @@ class RequestIdMiddleware:
         return response
 
 
-# A route's admission priority is its calls' traffic class (probes are never
-# shed, so their calls, if any, are critical).
-_TRAFFIC_CLASS: dict[Priority, TrafficClass] = {
-    Priority.EXEMPT: "critical",
-    Priority.CRITICAL: "critical",
-    Priority.NORMAL: "normal",
-    Priority.SHEDDABLE: "sheddable",
-}
-
-
 class CallerMiddleware:
     """Name the caller (``project.core.caller``) when the worker has not.
 
@@ -88,7 +79,7 @@ class CallerMiddleware:
         """Run the request under its caller."""
         if current_caller() is not None:
             return self.get_response(request)
-        traffic_class = _TRAFFIC_CLASS[self.routes.priority(request.path)]
+        traffic_class = route_traffic_class(self.routes.priority(request.path))
         client = request.META.get("REMOTE_ADDR") or ""
         with caller_scope(client=client, traffic_class=traffic_class):
             return self.get_response(request)

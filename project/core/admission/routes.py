@@ -7,6 +7,8 @@ matches is ``normal``.
 
 from enum import IntEnum
 
+from ..caller import TrafficClass
+
 
 class Priority(IntEnum):
     """Lower values are served first and refused last."""
@@ -62,3 +64,18 @@ class RoutePriorities:
             if path.startswith(prefix):
                 return priority
         return Priority.NORMAL
+
+
+# A route's priority is its upstream calls' traffic class (probes are never
+# shed, so their calls, if any, are critical).
+_TRAFFIC_CLASS: dict[Priority, TrafficClass] = {
+    Priority.EXEMPT: "critical",
+    Priority.CRITICAL: "critical",
+    Priority.NORMAL: "normal",
+    Priority.SHEDDABLE: "sheddable",
+}
+
+
+def traffic_class(priority: Priority) -> TrafficClass:
+    """The traffic class of the upstream calls a route of ``priority`` makes."""
+    return _TRAFFIC_CLASS[priority]
