@@ -235,16 +235,17 @@ REQUEST_DEADLINE_MAX_MS = env.int("REQUEST_DEADLINE_MAX_MS", default=60000)
 
 # Admission control (project/core/admission): each gunicorn worker runs at most
 # an adaptive number of requests at once and refuses the excess at once with a
-# 503 (Retry-After), before Django sees it. The limit falls when the worker's
-# event loop is busier than SHED_CPU_TARGET or a checkout has waited longer
-# than SHED_POOL_WAIT_TARGET_MS at the database pool, and grows back otherwise.
+# 503 (Retry-After), before Django sees it. While the event loop is busier than
+# SHED_CPU_TARGET the limit is capped at twice what the routes need; it falls
+# (never below the pool's size) when a checkout has waited longer than
+# SHED_POOL_WAIT_TARGET_MS at the database pool, and grows back otherwise.
 SHED_ENABLED = env.bool("SHED_ENABLED", default=True)
 # prefix=priority (exempt, critical, normal, sheddable); longest prefix wins.
 SHED_ROUTES = env.str("SHED_ROUTES", default=shed_routes.DEFAULT_ROUTES)
 SHED_CPU_TARGET = env.float("SHED_CPU_TARGET", default=0.85)
 SHED_POOL_WAIT_TARGET_MS = env.int("SHED_POOL_WAIT_TARGET_MS", default=20)
-# Longest wait for a slot in a burst; once the worker refuses requests, waits
-# are cut to SHED_QUEUE_TARGET_MS (CoDel) and sheddable routes do not wait.
+# Longest wait for a slot; once a wait has run out, waits are cut to
+# SHED_QUEUE_TARGET_MS (CoDel) and sheddable routes do not wait.
 SHED_QUEUE_TIMEOUT_MS = env.int("SHED_QUEUE_TIMEOUT_MS", default=100)
 SHED_QUEUE_TARGET_MS = env.int("SHED_QUEUE_TARGET_MS", default=5)
 SHED_MIN_LIMIT = env.int("SHED_MIN_LIMIT", default=4)
