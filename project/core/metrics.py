@@ -217,6 +217,22 @@ ADMISSION_SHED = Counter(
     "client_gone: the client left while waiting, nothing sent) and route priority.",
     ["reason", "priority"],
 )
+ADMISSION_NEEDED = Gauge(
+    "gd_admission_needed",
+    "Concurrency the workers' current mix of routes needs (completion rate x "
+    "shortest latency, per route, summed): a saturated CPU caps the limit at twice it.",
+    multiprocess_mode="livesum",
+)
+ADMISSION_DEFERRED = Counter(
+    "gd_admission_deferred_total",
+    "Refusals deferred by the refusal budget: the request waited on for a slot "
+    "or a token (clients retrying at once without honouring Retry-After).",
+)
+ADMISSION_BORROWED = Counter(
+    "gd_admission_borrowed_total",
+    "Requests admitted above the limit because their client held less than its "
+    "share of the slots while another client held more.",
+)
 WORKER_RECYCLES = Counter(
     "gd_worker_recycles_total",
     "Workers that exited after max_requests (gunicorn starts a fresh one).",

@@ -78,10 +78,6 @@ def test_one_token_s_slow_aggregations_leave_the_upstream_to_another(
         AGGREGATIONS_FILE=str(registry),
         AGG_TEST_STUB=stub,
         AGGREGATION_API_TOKENS=f"{ATTACKER},{POLITE}",
-        # Whether a request is admitted at all is the admission gate's
-        # business (tests/test_admission_live.py); this is about what
-        # admitted requests find at the upstream.
-        SHED_ENABLED="false",
     )
     ids = itertools.count(1)
     until = time.monotonic() + SECONDS
@@ -152,7 +148,6 @@ def test_an_aggregation_s_calls_do_not_queue_behind_fan_out_legs(
         AGGREGATION_API_TOKENS=POLITE,
         DEMO_UPSTREAM_URL=stub,
         HTTP_POOL_MAXSIZE="100",
-        SHED_ENABLED="false",  # as above: admission is not what this is about
     )
     until = time.monotonic() + SECONDS
 

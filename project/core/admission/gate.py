@@ -169,7 +169,11 @@ class Gate:
         # Slots held, by client; the most any client holds (refreshed by tick).
         self.held: Counter[str] = Counter()
         self._top_held = 0
+        # Cumulative: admissions above the limit (fair share), refusals the
+        # budget deferred; the need of the last interval (metrics).
         self.borrowed = 0
+        self.deferred = 0
+        self.need = 0.0
         self._lines: dict[Priority, FairLine[_Waiter]] = {
             p: FairLine() for p in QUEUED_PRIORITIES
         }
@@ -233,6 +237,7 @@ class Gate:
         if not (waiter.granted or waiter.refused):
             # Over the refusal budget: wait on, for a slot or a token.
             waiter.wanted = reason or QUEUE
+            self.deferred += 1
             self._due.append(waiter)
             self._start_dispenser()
             waiter.event.wait(max(0.0, deadline_at - self._clock()))
@@ -296,7 +301,7 @@ class Gate:
         cpu_congested = busy >= cfg.cpu_target
         binding = self._contended or self._peak >= self.limit.value
         rate = self._completions / elapsed
-        need = self.needed.needed(elapsed)
+        need = self.need = self.needed.needed(elapsed)
         floor = 0
         if pool_line and self._pool_size:
             # Below the pool's size the pool idles while requests wait here.

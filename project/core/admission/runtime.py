@@ -110,6 +110,8 @@ class GateMetrics:
 
         self.metrics = metrics
         self._counted: Counter[tuple[str, str]] = Counter()
+        self._borrowed = 0
+        self._deferred = 0
 
     def on_tick(self, gate: Gate) -> None:
         """Set the gauges; add the refusals since the last tick."""
@@ -118,6 +120,13 @@ class GateMetrics:
         m.ADMISSION_IN_FLIGHT.set(gate.in_flight)
         m.ADMISSION_QUEUED.set(gate.queued)
         m.ADMISSION_LOOP_BUSY.set(gate.verdict.busy)
+        m.ADMISSION_NEEDED.set(gate.need)
+        if gate.borrowed > self._borrowed:
+            m.ADMISSION_BORROWED.inc(gate.borrowed - self._borrowed)
+            self._borrowed = gate.borrowed
+        if gate.deferred > self._deferred:
+            m.ADMISSION_DEFERRED.inc(gate.deferred - self._deferred)
+            self._deferred = gate.deferred
         new = gate.refused - self._counted
         for (reason, priority), count in new.items():
             m.ADMISSION_SHED.labels(reason=reason, priority=priority).inc(count)

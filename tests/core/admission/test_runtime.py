@@ -104,3 +104,20 @@ def test_gate_metrics_follow_the_gate():
     assert after - before == 1
     assert sample("gd_admission_limit") == 1
     assert sample("gd_admission_in_flight") == 1
+
+
+def test_gate_metrics_count_borrowed_and_deferred_admissions():
+    """Admissions above the limit for a fair share and refusals the budget
+    deferred are counted by their difference; the need is a gauge."""
+    gate = refusing_gate()
+    metrics = runtime.GateMetrics()
+    before = (
+        sample("gd_admission_borrowed_total"),
+        sample("gd_admission_deferred_total"),
+    )
+    gate.borrowed, gate.deferred, gate.need = 3, 2, 7.5
+    metrics.on_tick(gate)
+    metrics.on_tick(gate)
+    assert sample("gd_admission_borrowed_total") - before[0] == 3
+    assert sample("gd_admission_deferred_total") - before[1] == 2
+    assert sample("gd_admission_needed") == 7.5
