@@ -189,6 +189,7 @@ class Gate:
         self._last_refusal = -math.inf
         self._last_tick = clock()
         self._pool_congested_before = False
+        self._due_before = False
         self._greenlet: gevent.Greenlet | None = None
         self._reset_interval()
 
@@ -329,6 +330,9 @@ class Gate:
             else (0.7 * self.completion_rate + 0.3 * rate)
         )
         self._top_held = max(self.held.values(), default=0)
+        due = any(not (w.granted or w.refused) for w in self._due)
+        self.budget.adapt(endless=due and self._due_before)
+        self._due_before = due
         self.verdict = Verdict(busy, pool_wait, cpu_congested or pool_line, binding)
         self._last_tick = now
         self._reset_interval()

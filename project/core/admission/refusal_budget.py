@@ -13,6 +13,13 @@ wait line, holding a socket and no CPU, until a slot frees (it is served) or
 a token comes (it is refused) or its deadline passes: a client that does not
 back off is slowed down by its own waiting, as TCP backpressure would, while
 a client that does gets its 503 at once.
+
+The rate itself adapts. Refusals still waiting for a token at two control
+intervals running mean demand for them has no end: clients answer each
+refusal with the next request (an open model at 3x capacity needs two
+refusals per completion, well within the budget). Then the rate halves, each
+interval, down to ``MIN_SHARE``; once no refusal waits it doubles back. So a
+storm costs the admitted requests 1 % of the worker, not 8 %.
 """
 
 from collections.abc import Callable
@@ -25,6 +32,8 @@ REFUSAL_CPU_SHARE = 0.08
 # cheaply, so the budget errs on the side of fewer refusals.
 REFUSAL_COST_S = 100e-6
 REFUSALS_PER_S = REFUSAL_CPU_SHARE / REFUSAL_COST_S
+# The least the rate falls to under a storm: 1 % of the worker.
+MIN_SHARE = 0.01
 # A burst of refusals answered at once: 0.1 s of the budget.
 BURST_S = 0.1
 
@@ -38,7 +47,8 @@ class RefusalBudget:
         rate: float = REFUSALS_PER_S,
         burst_s: float = BURST_S,
     ) -> None:
-        self.rate = rate
+        self.base_rate = self.rate = rate
+        self.min_rate = rate * MIN_SHARE / REFUSAL_CPU_SHARE
         self.capacity = max(1.0, rate * burst_s)
         self.tokens = self.capacity
         self._clock = clock
@@ -60,3 +70,11 @@ class RefusalBudget:
         """Seconds until a token is there (0 when one is)."""
         self._refill(self._clock())
         return max(0.0, (1.0 - self.tokens) / self.rate)
+
+    def adapt(self, *, endless: bool) -> None:
+        """Halve the rate while demand is ``endless``, else double it back."""
+        self._refill(self._clock())
+        if endless:
+            self.rate = max(self.min_rate, self.rate / 2)
+        else:
+            self.rate = min(self.base_rate, self.rate * 2)

@@ -473,3 +473,28 @@ def test_borrowing_stops_at_twice_the_limit():
     ]
     assert gate.in_flight <= 4
     assert admitted.count(True) <= 2
+
+
+def test_the_refusal_budget_shrinks_while_refusals_wait_and_recovers():
+    """Refusals waiting for a token at two ticks running: the rate halves per
+    tick down to its floor; with none waiting it doubles back to the base."""
+    gate = small_gate(limit=1, queue_timeout_s=0.001, queue_target_s=0.001)
+    gate.enter(Priority.NORMAL, FAR)
+    base = gate.budget.rate
+    gate.budget.tokens = 0.0
+    gate.budget.rate = 1e-3  # no token for a long while
+    waiting = gevent.spawn(gate.enter, Priority.NORMAL, FAR)
+    gevent.sleep(0.01)
+    gate.budget.rate = base
+    gate.tick()
+    assert gate.budget.rate == base  # one tick: a burst
+    gate.tick()
+    assert gate.budget.rate == base / 2
+    for _ in range(10):
+        gate.tick()
+    assert gate.budget.rate == gate.budget.min_rate
+    gate.leave()  # the waiter gets the slot
+    assert waiting.get(timeout=1).reason is None
+    for _ in range(10):
+        gate.tick()
+    assert gate.budget.rate == base
