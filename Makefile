@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 SETS := base run loadtest dev
 
 .PHONY: install install-run install-loadtest run test test-django-suite lint format lock \
-	db-start db-stop db-status clean bench-db bench-fanout bench-aggregate loadtest overload storm \
+	db-start db-stop db-status clean bench-db bench-fanout bench-aggregate loadtest overload storm fairness \
 	capacity observe stack stack-test
 
 # A stamp per set and pinned file: a changed requirements/<set>.txt reinstalls.
@@ -61,6 +61,12 @@ overload: install-loadtest
 STORM_ARGS ?=
 storm: install-loadtest
 	$(PY) -m loadtests.storm $(STORM_ARGS)
+
+## One client against another on one worker (issue 23): a hog of 200 connections
+## on the costliest fan-out, or one token's 200 slow aggregations, while a polite
+## client's aggregations and /healthz are timed; admission on and off (~3 minutes).
+fairness: install-loadtest
+	$(PY) -m loadtests.fairness $(FAIRNESS_ARGS)
 
 ## Step-load run, USL fit, knee and a workers/hosts recommendation with a
 ## confirming run and a run at 3x the knee; report under reports/ (about 4 minutes). CAPACITY_ARGS passes
