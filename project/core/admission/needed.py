@@ -2,10 +2,11 @@
 
 ``N = X x R``: a route completing X requests a second that each take R
 seconds without queueing needs X x R of them in flight; more adds only
-waiting. R is each route's shortest latency over the last couple of seconds
-(a request that met no queue), X its completion rate in the interval, and
-the sum over routes is the concurrency the worker's current mix needs. With
-the CPU saturated, the gate caps its limit at ``HEADROOM`` times that.
+waiting. R is each route's shortest latency and X its completion rate, both
+over the last couple of seconds (per 100 ms interval, fan-outs complete in
+lumps: a quiet interval read as the rate halved the limit), and the sum over
+routes is the concurrency the worker's current mix needs. With the CPU
+saturated, the gate caps its limit at ``HEADROOM`` times that.
 
 This is the bandwidth-delay product BBR and Kratos' BBR limiter use
 (max delivery rate x min RTT), per route rather than for the whole worker:
@@ -35,7 +36,8 @@ class _Route:
     def __init__(self) -> None:
         self.completions = 0
         self.shortest = float("inf")
-        self.recent: deque[float] = deque(maxlen=WINDOW)
+        # (completions, shortest latency) of each recent interval.
+        self.recent: deque[tuple[int, float]] = deque(maxlen=WINDOW)
 
 
 class NeededConcurrency:
@@ -43,6 +45,7 @@ class NeededConcurrency:
 
     def __init__(self) -> None:
         self._routes: dict[str, _Route] = {}
+        self._intervals: deque[float] = deque(maxlen=WINDOW)
 
     def completed(self, route: str, seconds: float) -> None:
         """Count one completion of ``route`` that took ``seconds``."""
@@ -56,12 +59,19 @@ class NeededConcurrency:
             entry.shortest = seconds
 
     def needed(self, elapsed: float) -> float:
-        """Σ rate x shortest latency over the interval just ended; starts the next."""
+        """Σ rate x shortest latency over the window, the interval just ended
+        (``elapsed`` seconds) included; starts the next interval."""
+        self._intervals.append(elapsed)
         total = 0.0
         for entry in self._routes.values():
-            if entry.completions:
-                entry.recent.append(entry.shortest)
-                total += entry.completions / elapsed * min(entry.recent)
+            entry.recent.append((entry.completions, entry.shortest))
             entry.completions = 0
             entry.shortest = float("inf")
+            # The route's own history is as long as the window's or shorter
+            # (new routes); its rate is over the intervals it has seen.
+            seen = list(self._intervals)[-len(entry.recent) :]
+            completions = sum(count for count, _ in entry.recent)
+            if completions:
+                shortest = min(latency for _, latency in entry.recent)
+                total += completions / sum(seen) * shortest
         return total

@@ -1,0 +1,55 @@
+"""The concurrency a worker's routes need: rate x shortest latency, per route."""
+
+import pytest
+
+from project.core.admission.needed import MAX_ROUTES, NeededConcurrency
+
+
+def interval(needed: NeededConcurrency, **routes: tuple[int, float]) -> float:
+    """One 100 ms interval with ``count`` completions of ``seconds`` per route."""
+    for route, (count, seconds) in routes.items():
+        for _ in range(count):
+            needed.completed(route, seconds)
+    return needed.needed(0.1)
+
+
+def test_one_route_needs_its_rate_times_its_shortest_latency():
+    """400/s that take 50 ms at best need 20 in flight."""
+    needed = NeededConcurrency()
+    assert interval(needed, w1=(40, 0.05)) == pytest.approx(20.0)
+
+
+def test_routes_add_up_each_with_its_own_latency():
+    """A 1 ms route beside a 10 s one: each is counted with its own minimum."""
+    needed = NeededConcurrency()
+    assert interval(needed, fast=(100, 0.001), slow=(1, 10.0)) == pytest.approx(
+        1000 * 0.001 + 10 * 10.0
+    )
+
+
+def test_lumpy_completions_read_as_their_average_rate():
+    """Fan-outs completing in lumps (80, then none) read as 400/s throughout,
+    not as a rate that halves the limit every other interval."""
+    needed = NeededConcurrency()
+    readings = [
+        interval(needed, w1=(0, 0.05) if i % 2 else (80, 0.05)) for i in range(10)
+    ]
+    assert readings[-1] == pytest.approx(20.0)
+    assert min(readings[2:]) >= 15.0
+
+
+def test_a_route_gone_quiet_drops_out_after_the_window():
+    """A route with no completions for the whole window needs nothing."""
+    needed = NeededConcurrency()
+    interval(needed, old=(10, 1.0))
+    for _ in range(25):
+        last = interval(needed, new=(10, 0.01))
+    assert last == pytest.approx(100 * 0.01)
+
+
+def test_routes_past_the_cap_share_one_entry():
+    """A client sending endless distinct paths cannot grow the table."""
+    needed = NeededConcurrency()
+    for n in range(MAX_ROUTES + 50):
+        needed.completed(f"/x{n}", 0.01)
+    assert len(needed._routes) == MAX_ROUTES + 1
