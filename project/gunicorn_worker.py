@@ -54,6 +54,7 @@ from gunicorn.http import wsgi
 from gunicorn.workers import ggevent
 
 from project.core.admission import runtime as admission
+from project.core.admission.refusal_budget import RETRY_AT_ONCE_S
 from project.core.admission.routes import Priority, RoutePriorities, traffic_class
 from project.core.caller import caller_scope
 from project.core.deadline import mark_arrival
@@ -86,6 +87,10 @@ class OneWriteResponse(wsgi.Response):
         self.headers_sent = True
         self.sent += len(arg)
 
+
+# When a connection's last request was refused (an attribute of the greenlet
+# that serves the connection): a next one within RETRY_AT_ONCE_S is a storm.
+REFUSED_AT = "_gd_refused_at"
 
 # At most one "connections are not enough" warning per this many seconds.
 RECLAIM_LOG_INTERVAL_S = 10.0
@@ -349,6 +354,10 @@ class GeventWorker(ggevent.GeventWorker):
     ) -> Any:
         """Serve a request that passes the gate (``args``: gunicorn's)."""
         listener_name, req, sock, addr = args
+        connection = gevent.getcurrent()  # one greenlet serves a connection
+        refused_at = getattr(connection, REFUSED_AT, None)
+        if refused_at is not None and arrived - refused_at < RETRY_AT_ONCE_S:
+            gate.gate.retried_at_once()
         decision = gate.gate.enter(
             priority, gate.deadline_at(req.headers, arrived), client
         )
@@ -360,6 +369,7 @@ class GeventWorker(ggevent.GeventWorker):
             )
             if close:
                 raise StopIteration()
+            setattr(connection, REFUSED_AT, time.monotonic())
             return True
         if decision.waited_s and client_has_left(sock):
             # The client gave up while it waited: do not start the work.

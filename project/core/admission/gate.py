@@ -145,6 +145,7 @@ class Gate:
     _timeouts_now: bool
     _min_sojourn: float
     _refused_count: int
+    _retries_now: int
     _completions: int
 
     def __init__(
@@ -275,6 +276,11 @@ class Gate:
         self.refused[(CLIENT_GONE, priority.name.lower())] += 1
         self.leave(client)
 
+    def retried_at_once(self) -> None:
+        """Count a request that came right after a refusal on its connection
+        (the refusal budget's storm signal)."""
+        self._retries_now += 1
+
     def shedding(self) -> bool:
         """True while requests were refused within ``ready_hold_s`` (/readyz)."""
         return self._clock() - self._last_refusal < self.config.ready_hold_s
@@ -302,7 +308,7 @@ class Gate:
         cpu_congested = busy >= cfg.cpu_target
         binding = self._contended or self._peak >= self.limit.value
         rate = self._completions / elapsed
-        need = self.need = self.needed.needed(elapsed)
+        need = self.need = self.needed.needed(elapsed, learning=not cpu_congested)
         floor = 0
         if pool_line and self._pool_size:
             # Below the pool's size the pool idles while requests wait here.
@@ -331,7 +337,8 @@ class Gate:
         )
         self._top_held = max(self.held.values(), default=0)
         due = any(not (w.granted or w.refused) for w in self._due)
-        self.budget.adapt(endless=due and self._due_before)
+        at_once = self._retries_now * 2 >= self._refused_count > 0
+        self.budget.adapt(storm=due and self._due_before and at_once)
         self._due_before = due
         self.verdict = Verdict(busy, pool_wait, cpu_congested or pool_line, binding)
         self._last_tick = now
@@ -367,6 +374,7 @@ class Gate:
         self._timeouts_now = False
         self._min_sojourn = math.inf
         self._refused_count = 0
+        self._retries_now = 0
         self._completions = 0
 
     def _take_slot(self, client: str) -> None:

@@ -8,6 +8,15 @@ lumps: a quiet interval read as the rate halved the limit), and the sum over
 routes is the concurrency the worker's current mix needs. With the CPU
 saturated, the gate caps its limit at ``HEADROOM`` times that.
 
+The shortest latency is learned only while the CPU is not saturated, and
+held while it is: under processor sharing every request is slowed, even the
+luckiest, so a minimum taken then includes the queueing it is meant to leave
+out, the cap follows the in-flight count up and nothing is capped (seen: an
+open model at twice one worker's W1 capacity answered in 4.6 s at p95). If
+the held value is too low (an upstream got slower meanwhile), the cap starves
+the CPU, the CPU stops being saturated and the new latency is learned: BBR
+drains to re-measure its minimum RTT (ProbeRTT); here the cap does it.
+
 This is the bandwidth-delay product BBR and Kratos' BBR limiter use
 (max delivery rate x min RTT), per route rather than for the whole worker:
 one minimum over a mix of a 1 ms route and a 10 s one would starve the slow
@@ -28,16 +37,19 @@ WINDOW = 20
 # server's routes, but a client can send any).
 MAX_ROUTES = 256
 OTHER = "\x00other"
+INF = float("inf")
 
 
 class _Route:
-    __slots__ = ("completions", "shortest", "recent")
+    __slots__ = ("completions", "held", "recent", "shortest")
 
     def __init__(self) -> None:
         self.completions = 0
-        self.shortest = float("inf")
-        # (completions, shortest latency) of each recent interval.
+        self.shortest = INF
+        # (completions, shortest latency or INF when not learning) of each
+        # recent interval; the shortest latency last learned.
         self.recent: deque[tuple[int, float]] = deque(maxlen=WINDOW)
+        self.held = INF
 
 
 class NeededConcurrency:
@@ -58,20 +70,28 @@ class NeededConcurrency:
         if seconds < entry.shortest:
             entry.shortest = seconds
 
-    def needed(self, elapsed: float) -> float:
+    def needed(self, elapsed: float, *, learning: bool = True) -> float:
         """Σ rate x shortest latency over the window, the interval just ended
-        (``elapsed`` seconds) included; starts the next interval."""
+        (``elapsed`` seconds) included; starts the next interval. Not
+        ``learning`` (the CPU saturated): each route's shortest latency is
+        the one last learned."""
         self._intervals.append(elapsed)
         total = 0.0
         for entry in self._routes.values():
-            entry.recent.append((entry.completions, entry.shortest))
+            entry.recent.append(
+                (entry.completions, entry.shortest if learning else INF)
+            )
+            if not learning and entry.held == INF:
+                entry.held = entry.shortest  # a route new under saturation
             entry.completions = 0
-            entry.shortest = float("inf")
+            entry.shortest = INF
             # The route's own history is as long as the window's or shorter
             # (new routes); its rate is over the intervals it has seen.
             seen = list(self._intervals)[-len(entry.recent) :]
             completions = sum(count for count, _ in entry.recent)
-            if completions:
-                shortest = min(latency for _, latency in entry.recent)
-                total += completions / sum(seen) * shortest
+            learned = min(latency for _, latency in entry.recent)
+            if learning and learned < INF:
+                entry.held = learned
+            if completions and entry.held < INF:
+                total += completions / sum(seen) * entry.held
         return total

@@ -14,12 +14,16 @@ a token comes (it is refused) or its deadline passes: a client that does not
 back off is slowed down by its own waiting, as TCP backpressure would, while
 a client that does gets its 503 at once.
 
-The rate itself adapts. Refusals still waiting for a token at two control
-intervals running mean demand for them has no end: clients answer each
-refusal with the next request (an open model at 3x capacity needs two
-refusals per completion, well within the budget). Then the rate halves, each
-interval, down to ``MIN_SHARE``; once no refusal waits it doubles back. So a
-storm costs the admitted requests 1 % of the worker, not 8 %.
+The rate itself adapts to a storm: refusals still waiting for a token at two
+control intervals running while most refusals of the interval were answered
+by the next request on the same connection within ``RETRY_AT_ONCE_S`` (wrk
+comes back in well under a millisecond; a client that backs off, or an open
+model whose next request is a new arrival, does not). Then the rate halves,
+each interval, down to ``MIN_SHARE``; otherwise it doubles back. So a storm
+costs the admitted requests 1 % of the worker, not 8 %, while an open model
+at 3x capacity, whose refusals are new arrivals, keeps the whole budget
+(halving on a waiting line alone starved it: 900 requests stood in line for
+seconds at twice one worker's capacity).
 """
 
 from collections.abc import Callable
@@ -34,6 +38,8 @@ REFUSAL_COST_S = 100e-6
 REFUSALS_PER_S = REFUSAL_CPU_SHARE / REFUSAL_COST_S
 # The least the rate falls to under a storm: 1 % of the worker.
 MIN_SHARE = 0.01
+# A request this soon after a refusal on its connection did not back off at all.
+RETRY_AT_ONCE_S = 0.002
 # A burst of refusals answered at once: 0.1 s of the budget.
 BURST_S = 0.1
 
@@ -71,10 +77,10 @@ class RefusalBudget:
         self._refill(self._clock())
         return max(0.0, (1.0 - self.tokens) / self.rate)
 
-    def adapt(self, *, endless: bool) -> None:
-        """Halve the rate while demand is ``endless``, else double it back."""
+    def adapt(self, *, storm: bool) -> None:
+        """Halve the rate during a ``storm``, else double it back."""
         self._refill(self._clock())
-        if endless:
+        if storm:
             self.rate = max(self.min_rate, self.rate / 2)
         else:
             self.rate = min(self.base_rate, self.rate * 2)

@@ -53,3 +53,26 @@ def test_routes_past_the_cap_share_one_entry():
     for n in range(MAX_ROUTES + 50):
         needed.completed(f"/x{n}", 0.01)
     assert len(needed._routes) == MAX_ROUTES + 1
+
+
+def test_the_shortest_latency_is_held_while_the_cpu_is_saturated():
+    """Saturated, every request is slowed: the latency learned before holds,
+    so the need does not follow the queueing up; learning again, it moves."""
+    needed = NeededConcurrency()
+    interval(needed, w1=(40, 0.05))
+    for _ in range(30):
+        for _ in range(40):
+            needed.completed("w1", 0.5)  # ten times slower: all queueing
+        held = needed.needed(0.1, learning=False)
+    assert held == pytest.approx(20.0)
+    for _ in range(25):
+        learned = interval(needed, w1=(40, 0.08))
+    assert learned == pytest.approx(400 * 0.08)
+
+
+def test_a_route_first_seen_under_saturation_counts_from_what_it_shows():
+    """No latency learned yet: the one it shows is used, not nothing."""
+    needed = NeededConcurrency()
+    for _ in range(10):
+        needed.completed("new", 0.2)
+    assert needed.needed(0.1, learning=False) == pytest.approx(100 * 0.2)
