@@ -94,19 +94,26 @@ def test_cpu_overload_is_refused_fast_and_the_admitted_keep_their_latency(
     """On the defaults, an open model at about twice what one worker serves
     (800 CPU-bound fan-outs a second, each on its own connection): the limit
     caps, refusals are answered far faster than served requests, the served
-    keep a bounded latency, and /healthz stays fast."""
+    keep a bounded latency once the limit has settled (about a second: the
+    busy fraction is smoothed over 0.3 s so a burst of cheap requests is not
+    mistaken for overload), and /healthz stays fast."""
     server = start_gunicorn(test_database_url, DEMO_UPSTREAM_URL=upstream)
     path = "/demo/fan-out/?http=10&ms=20"
     timed_get(server.url, path)  # the upstream pool opens
-    until = time.monotonic() + 4.0
+    until = time.monotonic() + 5.0
     health = gevent.spawn(probe, server.url, "/healthz", until, 0.2)
     arrivals = []
-    due = time.monotonic()
+    due = start = time.monotonic()
     while due < until:
         gevent.sleep(max(0.0, due - time.monotonic()))
-        arrivals.append(gevent.spawn(timed_get, server.url, path))
+        arrivals.append((due - start, gevent.spawn(timed_get, server.url, path)))
         due += 1 / 800
-    answers = [greenlet.get(timeout=30) for greenlet in arrivals]
+    answers = [greenlet.get(timeout=30) for _, greenlet in arrivals]
+    settled = [
+        greenlet.value[0]
+        for sent, greenlet in arrivals
+        if sent >= 2.5 and greenlet.value[1] == 200
+    ]
     health_answers = health.get(timeout=10)
 
     served = [seconds for seconds, status, *_ in answers if status == 200]
@@ -117,7 +124,7 @@ def test_cpu_overload_is_refused_fast_and_the_admitted_keep_their_latency(
     assert served and refused
     # Wide margins: a refusal costs a parse and a write, a fan-out ten calls.
     assert median(refused) < median(served) / 3
-    assert sorted(served)[int(len(served) * 0.95)] < 1.0
+    assert sorted(settled)[int(len(settled) * 0.95)] < 0.5
     assert median([seconds for seconds, *_ in health_answers]) < 0.2
 
 
