@@ -330,11 +330,15 @@ class Gate:
         else:
             standing_line = self._min_sojourn > cfg.queue_target_s
         self.overloaded = self._timeouts_now or (self.overloaded and standing_line)
-        self.completion_rate = (
-            rate
-            if not self.completion_rate
-            else (0.7 * self.completion_rate + 0.3 * rate)
-        )
+        # How fast slots free is measured while slots are in use: an idle
+        # interval would decay the rate towards 0, and the first burst after
+        # it would be refused on an expected wait of seconds.
+        if self._peak:
+            self.completion_rate = (
+                rate
+                if not self.completion_rate
+                else (0.7 * self.completion_rate + 0.3 * rate)
+            )
         self._top_held = max(self.held.values(), default=0)
         due = any(not (w.granted or w.refused) for w in self._due)
         at_once = self._retries_now * 2 >= self._refused_count > 0

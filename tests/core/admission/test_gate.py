@@ -507,3 +507,19 @@ def test_the_refusal_budget_shrinks_while_refusals_wait_and_recovers():
     for _ in range(10):
         gate.tick()
     assert gate.budget.rate == base
+
+
+def test_an_idle_interval_keeps_the_completion_rate():
+    """Nothing in flight for seconds: the rate slots free at is kept, so the
+    next burst waits its turn instead of being refused on a stale estimate."""
+    now = [0.0]
+    gate = Gate(GateConfig(), clock=lambda: now[0])
+    for _ in range(10):
+        gate.enter(Priority.NORMAL, FAR)
+        gate.leave()
+    now[0] = 0.1
+    gate.tick()
+    for tick in range(2, 30):
+        now[0] = tick * 0.1
+        gate.tick()
+    assert gate.completion_rate == pytest.approx(100.0)
