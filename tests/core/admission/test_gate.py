@@ -295,22 +295,57 @@ def test_a_short_burst_of_cpu_is_not_congestion():
     assert gate.limit.value == 100
 
 
-def test_a_pool_line_lowers_the_limit_only_when_it_persists():
-    """One tick with an old pool waiter is a burst; two in a row are congestion."""
-    wait = [0.05]
+def pool_gate(wait: list[float], size: int = 0) -> Gate:
+    """A gate of 100 with ten in flight, reading the pool's oldest wait from
+    ``wait[0]`` and its size ``size``."""
     gate = Gate(
         GateConfig(limit=LimitConfig(maximum=100), pool_wait_target_s=0.02),
         pool_wait=lambda: wait[0],
+        pool_size=lambda: size,
     )
     for _ in range(10):
         gate.enter(Priority.NORMAL, FAR)
-    gate.tick()
+    return gate
+
+
+def test_a_standing_pool_line_that_does_not_grow_is_not_congestion():
+    """More clients than connections in a closed loop: a 30 ms line, steady.
+    The limit stays (moved to the gate, the line would only turn into 503s)."""
+    wait = [0.03]
+    gate = pool_gate(wait)
+    for _ in range(10):
+        gate.tick()
+        assert not gate.verdict.congested
     assert gate.limit.value == 100
+
+
+def test_a_growing_pool_line_lowers_the_limit_down_to_the_pool_s_size():
+    """Growing at two ticks running (one slow checkout is a burst): the limit
+    falls, never below the number of connections."""
+    wait = [0.03]
+    gate = pool_gate(wait, size=8)
+    gate.tick()
+    gate.tick()  # steady
+    wait[0] = 0.05
+    gate.tick()
+    assert gate.limit.value == 100  # one tick of growth
+    wait[0] = 0.08
     gate.tick()
     assert gate.limit.value == 9
-    wait[0] = 0.0
+    for step in range(30):
+        wait[0] *= 1.5
+        gate.tick()
+    assert gate.limit.value == 9  # not below the pool's 8... nor the peak
+
+
+def test_a_pool_line_longer_than_a_request_may_wait_here_is_congestion():
+    """A line standing past the queue timeout, growing or not, lowers the limit."""
+    wait = [0.15]
+    gate = pool_gate(wait, size=4)
     gate.tick()
-    assert not gate.verdict.congested
+    gate.tick()
+    assert gate.verdict.congested
+    assert gate.limit.value == 9
 
 
 def test_the_limit_is_never_lowered_by_idle_capacity():
