@@ -237,8 +237,8 @@ REQUEST_DEADLINE_MAX_MS = env.int("REQUEST_DEADLINE_MAX_MS", default=60000)
 # an adaptive number of requests at once and refuses the excess at once with a
 # 503 (Retry-After), before Django sees it. While the event loop is busier than
 # SHED_CPU_TARGET the limit is capped at twice what the routes need; it falls
-# (never below the pool's size) when a checkout has waited longer than
-# SHED_POOL_WAIT_TARGET_MS at the database pool, and grows back otherwise.
+# (never below the pool's size) when the database pool's line grows past
+# SHED_POOL_WAIT_TARGET_MS, and grows back otherwise.
 SHED_ENABLED = env.bool("SHED_ENABLED", default=True)
 # prefix=priority (exempt, critical, normal, sheddable); longest prefix wins.
 SHED_ROUTES = env.str("SHED_ROUTES", default=shed_routes.DEFAULT_ROUTES)
