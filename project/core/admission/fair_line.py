@@ -1,4 +1,5 @@
-"""One priority's wait line, served round-robin by client and in order within one.
+"""One priority's wait line, served round-robin by client and in order within one
+(newest first when the gate is overloaded: adaptive LIFO).
 
 A client with many requests waiting (200 connections that retry at once) gets
 one slot in turn with every other client that waits, not one slot per request
@@ -37,12 +38,13 @@ class FairLine(Generic[W]):
         line.append(waiter)
         self._size += 1
 
-    def pop(self) -> W | None:
-        """The oldest waiter of the client whose turn it is (None: empty)."""
+    def pop(self, *, newest: bool = False) -> W | None:
+        """The oldest (or ``newest``) waiter of the client whose turn it is
+        (None: empty)."""
         if not self._clients:
             return None
         client, line = next(iter(self._clients.items()))
-        waiter = line.popleft()
+        waiter = line.pop() if newest else line.popleft()
         if line:
             self._clients.move_to_end(client)
         else:

@@ -452,8 +452,12 @@ class Gate:
             self._take_slot(waiter.client)
 
     def _next_waiter(self) -> _Waiter | None:
+        # Overloaded, the newest waiter goes first (Wangle's adaptive LIFO):
+        # it has the most of its deadline left, while the oldest are the ones
+        # to refuse; first-come first-served then gave the slots to requests
+        # that had already waited longest, and goodput within the SLO fell.
         for priority in QUEUED_PRIORITIES:
-            waiter = self._lines[priority].pop()
+            waiter = self._lines[priority].pop(newest=self.overloaded)
             if waiter is not None:
                 return waiter
         return None

@@ -558,3 +558,27 @@ def test_an_idle_interval_keeps_the_completion_rate():
         now[0] = tick * 0.1
         gate.tick()
     assert gate.completion_rate == pytest.approx(100.0)
+
+
+def test_overloaded_the_newest_waiter_gets_the_next_slot():
+    """Adaptive LIFO: in CoDel mode a freed slot goes to the newest waiter
+    (most of its deadline left); otherwise to the oldest."""
+    gate = small_gate(limit=1, queue_timeout_s=5.0, queue_target_s=5.0)
+    gate.enter(Priority.NORMAL, FAR)
+    order: list[str] = []
+
+    def wait(name: str) -> None:
+        gate.enter(Priority.NORMAL, FAR)
+        order.append(name)
+
+    first = gevent.spawn(wait, "old")
+    gevent.sleep(0)
+    second = gevent.spawn(wait, "new")
+    gevent.sleep(0)
+    gate.overloaded = True
+    gate.leave()
+    gevent.sleep(0)
+    gate.overloaded = False
+    gate.leave()
+    gevent.joinall([first, second], timeout=1)
+    assert order == ["new", "old"]
