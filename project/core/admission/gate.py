@@ -14,9 +14,9 @@ with a reason:
 
 Refusing must never cost the capacity it protects. Three rules keep it so:
 
-1. Refusals are budgeted (``refusal_budget``): a client that retries at once
-   cannot turn the worker into a 503 loop. Over the budget a request waits
-   for a slot or a token instead of being answered at once.
+1. Refusals are budgeted in a storm (``refusal_budget``): clients that retry
+   at once cannot turn the worker into a 503 loop. Over the budget a request
+   waits for a slot or a token instead of being answered at once.
 2. The limit moves on congestion of the admitted work only: the CPU the
    refusals took is not counted, and a database pool line no longer shrinks
    the limit below the pool's size (below it the pool would idle).
@@ -76,6 +76,8 @@ QUEUED_PRIORITIES = (Priority.CRITICAL, Priority.NORMAL, Priority.SHEDDABLE)
 CPU_SMOOTHING = 0.3
 # A pool line "grows" when its oldest wait is this much longer than a tick ago.
 POOL_GROWTH = 1.2
+# Fewer refusals than this in an interval are no storm, whatever follows them.
+STORM_MIN_REFUSALS = 10
 # Fair-share borrowing stops at this multiple of the limit in flight.
 BORROW_CEILING = 2
 
@@ -193,7 +195,7 @@ class Gate:
         self._last_tick = clock()
         self._pool_growing_before = False
         self._pool_wait_before = 0.0
-        self._due_before = False
+        self._storm_before = False
         self._greenlet: gevent.Greenlet | None = None
         self._reset_interval()
 
@@ -352,10 +354,11 @@ class Gate:
                 else (0.7 * self.completion_rate + 0.3 * rate)
             )
         self._top_held = max(self.held.values(), default=0)
-        due = any(not (w.granted or w.refused) for w in self._due)
-        at_once = self._retries_now * 2 >= self._refused_count > 0
-        self.budget.adapt(storm=due and self._due_before and at_once)
-        self._due_before = due
+        # A storm: most refusals of two intervals running were answered by
+        # the next request on their connection at once (refusal_budget.py).
+        at_once = self._retries_now * 2 >= self._refused_count >= STORM_MIN_REFUSALS
+        self.budget.adapt(storm=at_once and self._storm_before)
+        self._storm_before = at_once
         self.verdict = Verdict(busy, pool_wait, cpu_congested or pool_line, binding)
         self._last_tick = now
         self._reset_interval()

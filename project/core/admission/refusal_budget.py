@@ -1,4 +1,4 @@
-"""How many refusals a worker answers per second: a token bucket.
+"""How many refusals a worker answers per second: a token bucket for storms.
 
 A refusal is cheap but not free: reading and parsing the request and writing
 the canned 503 cost one worker about 100 µs of CPU here (it answers 10,000 a
@@ -8,39 +8,30 @@ refusals as fast as they arrive spends its core on them: on main before this
 budget, one worker under 40 such connections served 0.13x the 2xx/s it served
 with admission off (87,000 refusals in 10 s).
 
-Refusals beyond the budget are not answered yet. The request stays in the
-wait line, holding a socket and no CPU, until a slot frees (it is served) or
-a token comes (it is refused) or its deadline passes: a client that does not
-back off is slowed down by its own waiting, as TCP backpressure would, while
-a client that does gets its 503 at once.
-
-The rate itself adapts to a storm: refusals still waiting for a token at two
-control intervals running while most refusals of the interval were answered
-by the next request on the same connection within ``RETRY_AT_ONCE_S`` (wrk
-comes back in well under a millisecond; a client that backs off, or an open
-model whose next request is a new arrival, does not). Then the rate halves,
-each interval, down to ``MIN_SHARE``; otherwise it doubles back. So a storm
-costs the admitted requests 1 % of the worker, not 8 %, while an open model
-at 3x capacity, whose refusals are new arrivals, keeps the whole budget
-(halving on a waiting line alone starved it: 900 requests stood in line for
-seconds at twice one worker's capacity).
+A storm is told apart by what follows a refusal: the next request on the same
+connection within ``RETRY_AT_ONCE_S`` (wrk comes back in well under a
+millisecond; a client that backs off, or an open model whose next request is
+a new arrival, does not). While most refusals of two control intervals
+running are answered that way, refusals get ``STORM_SHARE`` of the worker;
+the rest wait in the line, holding a socket and no CPU, for a slot, a token
+or their deadline: the storm's clients are slowed by their own waiting, as
+TCP backpressure would. Otherwise refusals are not limited: an open model
+at 3x capacity needs two per completion, at once, and a fixed budget (8 % of
+the worker was tried) let W2's refusals wait until their deadline (15 s) at
+three times its knee.
 """
 
 from collections.abc import Callable
 
-# The share of a worker's time refusals may take. At 8 % the 3x-overload runs
-# of `make overload` (W1 one worker: about 2 x 370 refusals/s) are answered at
-# once, and a retry-at-once storm costs admitted requests 8 % at most.
-REFUSAL_CPU_SHARE = 0.08
-# CPU per refusal on this machine (see above); a faster machine refuses more
-# cheaply, so the budget errs on the side of fewer refusals.
+# CPU per refusal on this machine (see above).
 REFUSAL_COST_S = 100e-6
-REFUSALS_PER_S = REFUSAL_CPU_SHARE / REFUSAL_COST_S
-# The least the rate falls to under a storm: 1 % of the worker.
-MIN_SHARE = 0.01
+# Outside a storm: as many as the worker could answer at all.
+REFUSALS_PER_S = 1.0 / REFUSAL_COST_S
+# During a storm: 1 % of the worker.
+STORM_SHARE = 0.01
 # A request this soon after a refusal on its connection did not back off at all.
 RETRY_AT_ONCE_S = 0.002
-# A burst of refusals answered at once: 0.1 s of the budget.
+# A burst of refusals answered at once: 0.1 s of the rate.
 BURST_S = 0.1
 
 
@@ -54,9 +45,9 @@ class RefusalBudget:
         burst_s: float = BURST_S,
     ) -> None:
         self.base_rate = self.rate = rate
-        self.min_rate = rate * MIN_SHARE / REFUSAL_CPU_SHARE
-        self.capacity = max(1.0, rate * burst_s)
-        self.tokens = self.capacity
+        self.storm_rate = rate * STORM_SHARE
+        self.burst_s = burst_s
+        self.tokens = self.capacity = max(1.0, rate * burst_s)
         self._clock = clock
         self._last = clock()
 
@@ -78,9 +69,8 @@ class RefusalBudget:
         return max(0.0, (1.0 - self.tokens) / self.rate)
 
     def adapt(self, *, storm: bool) -> None:
-        """Halve the rate during a ``storm``, else double it back."""
+        """The storm rate during a ``storm``, else the base rate."""
         self._refill(self._clock())
-        if storm:
-            self.rate = max(self.min_rate, self.rate / 2)
-        else:
-            self.rate = min(self.base_rate, self.rate * 2)
+        self.rate = self.storm_rate if storm else self.base_rate
+        self.capacity = max(1.0, self.rate * self.burst_s)
+        self.tokens = min(self.tokens, self.capacity)

@@ -510,54 +510,28 @@ def test_borrowing_stops_at_twice_the_limit():
     assert admitted.count(True) <= 2
 
 
-def test_the_refusal_budget_shrinks_while_refusals_wait_and_recovers():
-    """Refusals waiting for a token at two ticks running, most refusals
-    answered at once on their connection: the rate halves per tick down to
-    its floor; otherwise it doubles back to the base."""
-    gate = small_gate(limit=1, queue_timeout_s=0.001, queue_target_s=0.001)
-    gate.enter(Priority.NORMAL, FAR)
+def test_a_storm_gets_the_storm_budget_and_its_end_the_base_one():
+    """Most refusals of two ticks running answered at once on their
+    connection: refusals drop to the storm rate; a tick without: back to the
+    base rate. Refusals followed by new arrivals (an open model) never are."""
+    gate = small_gate(limit=1)
     base = gate.budget.rate
-    gate.budget.tokens = 0.0
-    gate.budget.rate = 1e-3  # no token for a long while
-    waiting = gevent.spawn(gate.enter, Priority.NORMAL, FAR)
-    gevent.sleep(0.01)
-    gate.budget.rate = base
 
-    def storm_tick() -> None:
-        # Refusals answered at once by the next request on their connection.
-        gate._refused_count = gate._retries_now = 10
+    def tick(refused: int, retried: int) -> None:
+        gate._refused_count, gate._retries_now = refused, retried
         gate.tick()
 
-    storm_tick()
+    tick(100, 90)
     assert gate.budget.rate == base  # one tick: a burst
-    gate.tick()  # refusals waiting, but new arrivals (an open model): no storm
+    tick(100, 90)
+    assert gate.budget.rate == gate.budget.storm_rate == base / 100
+    tick(100, 90)
+    assert gate.budget.rate == gate.budget.storm_rate
+    tick(100, 10)  # an open model: new arrivals
     assert gate.budget.rate == base
-    storm_tick()
-    assert gate.budget.rate == base / 2
-    for _ in range(10):
-        storm_tick()
-    assert gate.budget.rate == gate.budget.min_rate
-    gate.leave()  # the waiter gets the slot
-    assert waiting.get(timeout=1).reason is None
-    for _ in range(10):
-        gate.tick()
+    tick(5, 5)
+    tick(5, 5)  # too few refusals to call a storm
     assert gate.budget.rate == base
-
-
-def test_an_idle_interval_keeps_the_completion_rate():
-    """Nothing in flight for seconds: the rate slots free at is kept, so the
-    next burst waits its turn instead of being refused on a stale estimate."""
-    now = [0.0]
-    gate = Gate(GateConfig(), clock=lambda: now[0])
-    for _ in range(10):
-        gate.enter(Priority.NORMAL, FAR)
-        gate.leave()
-    now[0] = 0.1
-    gate.tick()
-    for tick in range(2, 30):
-        now[0] = tick * 0.1
-        gate.tick()
-    assert gate.completion_rate == pytest.approx(100.0)
 
 
 def test_overloaded_the_newest_waiter_gets_the_next_slot():
