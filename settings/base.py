@@ -236,7 +236,7 @@ REQUEST_DEADLINE_MAX_MS = env.int("REQUEST_DEADLINE_MAX_MS", default=60000)
 # Admission control (project/core/admission): each gunicorn worker runs at most
 # an adaptive number of requests at once and refuses the excess at once with a
 # 503 (Retry-After), before Django sees it. While the event loop is busier than
-# SHED_CPU_TARGET the limit is capped at twice what the routes need; it falls
+# SHED_CPU_TARGET the limit is capped at three times what the routes need; it falls
 # (never below the pool's size) when the database pool's line grows past
 # SHED_POOL_WAIT_TARGET_MS, and grows back otherwise.
 SHED_ENABLED = env.bool("SHED_ENABLED", default=True)

@@ -224,6 +224,9 @@ class Gate:
             reason = DEADLINE
         elif timeout <= 0 or expected > timeout:
             reason = LIMIT
+            # The line is longer than the queue timeout allows: overload, as
+            # much as a wait that ran out (CoDel's drop state from now on).
+            self._timeouts_now = True
         if reason is not None:
             if self.budget.take():
                 return self._refuse(reason, priority, now)
@@ -332,7 +335,7 @@ class Gate:
             binding=binding,
             peak_in_flight=self._peak,
             floor=floor,
-            # A saturated CPU serves no more for more in flight: twice what
+            # A saturated CPU serves no more for more in flight: three times what
             # the current mix needs (needed.py), never less.
             cap=self._cpu_cap(need) if cpu_congested and need else None,
         )

@@ -222,9 +222,9 @@ def served(gate: Gate, route: str, count: int, seconds: float) -> None:
         gate.leave("", route, seconds)
 
 
-def test_a_saturated_cpu_caps_the_limit_at_twice_the_needed_concurrency():
-    """Busy past the target: the limit falls (at most halving a tick) to twice
-    rate x shortest latency, the concurrency the work needs (Little's law)."""
+def test_a_saturated_cpu_caps_the_limit_at_three_times_the_needed_concurrency():
+    """Busy past the target: the limit falls (at most halving a tick) to three
+    times rate x shortest latency, the concurrency the work needs (Little's law)."""
     now = [0.0]
     gate = Gate(
         GateConfig(limit=LimitConfig(maximum=1000)),
@@ -238,7 +238,7 @@ def test_a_saturated_cpu_caps_the_limit_at_twice_the_needed_concurrency():
         now[0] = tick * 0.1
         gate.tick()
         values.append(gate.limit.value)
-    assert values[-1] == 40
+    assert values[-1] == 60
     assert all(b >= a // 2 for a, b in zip([1000, *values], values, strict=False))
 
 
@@ -556,3 +556,14 @@ def test_overloaded_the_newest_waiter_gets_the_next_slot():
     gate.leave()
     gevent.joinall([first, second], timeout=1)
     assert order == ["new", "old"]
+
+
+def test_a_line_longer_than_the_timeout_allows_is_overload():
+    """A request refused because its expected wait passes the queue timeout
+    puts the gate in CoDel mode, as a wait that ran out does."""
+    gate = small_gate(limit=1, queue_timeout_s=0.05)
+    gate.enter(Priority.NORMAL, FAR)
+    gate.completion_rate = 10.0  # a slot every 100 ms: over the 50 ms timeout
+    assert gate.enter(Priority.NORMAL, FAR).reason == "limit"
+    gate.tick()
+    assert gate.overloaded
