@@ -272,10 +272,6 @@ def run_all(args: argparse.Namespace, specs: dict[str, dict]) -> dict[str, Locus
         servers: dict[tuple, str] = {}
         capacities: dict[tuple, capacity_probe.Capacity | None] = {}
         for name, spec in specs.items():
-            if args.target:
-                host, server_env = args.target, None
-            else:
-                host, server_env = own_server(processes, spec, upstream, args, servers)
             if spec.get("arrival_x_capacity"):
                 measured = offer_capacity(
                     processes, name, spec, upstream, args, servers, capacities, stamp
@@ -284,6 +280,10 @@ def run_all(args: argparse.Namespace, specs: dict[str, dict]) -> dict[str, Locus
                     runs[name] = LocustRun(RUN_FAILED, args.reports / f"{stamp}-{name}")
                     print(f"{name:11} no capacity measured: not run", flush=True)
                     continue
+            if args.target:
+                host, server_env = args.target, None
+            else:
+                host, server_env = own_server(processes, spec, upstream, args, servers)
             run = run_scenario(
                 processes,
                 name,
@@ -388,6 +388,12 @@ def own_server(
     server_env.update(dict(args.env))
     key = (mode, spec["workers"], tuple(sorted(server_env.items())))
     if key not in servers:
+        # One server at a time: each holds database connections of its own,
+        # and the embedded cluster's 300 ran out once the storm pairs (and
+        # W3's default pool) kept theirs open ("too many clients").
+        for old_key, url in list(servers.items()):
+            processes.stop(processes.servers.pop(url))
+            del servers[old_key]
         servers[key] = processes.start_gunicorn(
             database_url=database_url(),
             mode=mode,

@@ -94,6 +94,8 @@ class GateConfig:
     queue_target_s: float = 0.005
     # /readyz says "overloaded" until this long after the last refusal.
     ready_hold_s: float = 1.0
+    # Longest a refusal is held back by the storm budget (Retry-After).
+    defer_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.01 <= self.interval_s <= 10.0:
@@ -250,14 +252,22 @@ class Gate:
             self.deferred += 1
             self._due.append(waiter)
             self._start_dispenser()
-            waiter.event.wait(max(0.0, deadline_at - self._clock()))
+            # At most Retry-After: what a client that honoured it would have
+            # waited before asking again. So a storm's connection gets one
+            # refusal a Retry-After, and a refusal held back by mistake (an
+            # open model reusing connections) is late by that much at worst,
+            # not by its whole deadline (15 s by default).
+            waiter.event.wait(
+                max(0.0, min(deadline_at, now + self.config.defer_s) - self._clock())
+            )
         later = self._clock()
         if waiter.refused is not None:
             return self._refuse(waiter.refused, priority, later)
         if not waiter.granted:
-            waiter.refused = DEADLINE  # the dispenser skips it
+            reason = DEADLINE if later >= deadline_at else waiter.wanted
+            waiter.refused = reason  # the dispenser skips it
             self._unqueue(waiter)
-            return self._refuse(DEADLINE, priority, later)
+            return self._refuse(reason, priority, later)
         waited = later - now
         self._min_sojourn = min(self._min_sojourn, waited)
         if later >= deadline_at:

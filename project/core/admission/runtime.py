@@ -152,6 +152,7 @@ def config_from_settings(settings: Any, worker_connections: int) -> GateConfig:
         pool_wait_target_s=settings.SHED_POOL_WAIT_TARGET_MS / 1000.0,
         queue_timeout_s=settings.SHED_QUEUE_TIMEOUT_MS / 1000.0,
         queue_target_s=settings.SHED_QUEUE_TARGET_MS / 1000.0,
+        defer_s=float(settings.SHED_RETRY_AFTER_S),
     )
 
 

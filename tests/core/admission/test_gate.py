@@ -567,3 +567,16 @@ def test_a_line_longer_than_the_timeout_allows_is_overload():
     assert gate.enter(Priority.NORMAL, FAR).reason == "limit"
     gate.tick()
     assert gate.overloaded
+
+
+def test_a_refusal_is_held_back_no_longer_than_retry_after():
+    """No token and no slot: the request is refused after defer_s (the
+    Retry-After a client that honoured it would have waited), not its deadline."""
+    gate = small_gate(limit=1, queue_timeout_s=0.01, defer_s=0.1)
+    gate.enter(Priority.NORMAL, FAR)
+    gate.budget.tokens = 0.0
+    gate.budget.rate = 1e-3
+    started = time.monotonic()
+    assert gate.enter(Priority.NORMAL, FAR).reason == "queue"
+    assert 0.09 <= time.monotonic() - started < 0.5
+    assert gate.queued == 0
