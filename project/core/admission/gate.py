@@ -226,9 +226,6 @@ class Gate:
             reason = DEADLINE
         elif timeout <= 0 or expected > timeout:
             reason = LIMIT
-            # The line is longer than the queue timeout allows: overload, as
-            # much as a wait that ran out (CoDel's drop state from now on).
-            self._timeouts_now = True
         if reason is not None:
             if self.budget.take():
                 return self._refuse(reason, priority, now)

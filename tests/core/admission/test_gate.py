@@ -558,17 +558,6 @@ def test_overloaded_the_newest_waiter_gets_the_next_slot():
     assert order == ["new", "old"]
 
 
-def test_a_line_longer_than_the_timeout_allows_is_overload():
-    """A request refused because its expected wait passes the queue timeout
-    puts the gate in CoDel mode, as a wait that ran out does."""
-    gate = small_gate(limit=1, queue_timeout_s=0.05)
-    gate.enter(Priority.NORMAL, FAR)
-    gate.completion_rate = 10.0  # a slot every 100 ms: over the 50 ms timeout
-    assert gate.enter(Priority.NORMAL, FAR).reason == "limit"
-    gate.tick()
-    assert gate.overloaded
-
-
 def test_a_refusal_is_held_back_no_longer_than_retry_after():
     """No token and no slot: the request is refused after defer_s (the
     Retry-After a client that honoured it would have waited), not its deadline."""
