@@ -4,8 +4,9 @@
 seconds without queueing needs X x R of them in flight; more adds only
 waiting. R is each route's shortest latency and X its completion rate, both
 over the last couple of seconds (per 100 ms interval, fan-outs complete in
-lumps: a quiet interval read as the rate halved the limit), and the sum over
-routes is the concurrency the worker's current mix needs. With the CPU
+lumps: a quiet interval read as the rate halved the limit), X over the
+intervals the route was completing in, and the sum over routes is the
+concurrency the worker's current mix needs. With the CPU
 saturated, the gate caps its limit at ``HEADROOM`` times that.
 
 The shortest latency is learned only while the CPU is not saturated, and
@@ -88,13 +89,21 @@ class NeededConcurrency:
                 entry.held = entry.shortest  # a route new under saturation
             entry.completions = 0
             entry.shortest = INF
-            # The route's own history is as long as the window's or shorter
-            # (new routes); its rate is over the intervals it has seen.
+            # The rate is over the intervals in which the route completed
+            # something: counting idle ones read a load that had just started
+            # after a pause as a fraction of itself, and the cap fell below
+            # it (AGG in make loadtest, 0.87x). Lumpy fan-outs read high
+            # instead, which only loosens the cap.
             seen = list(self._intervals)[-len(entry.recent) :]
+            busy = [
+                elapsed
+                for elapsed, (count, _) in zip(seen, entry.recent, strict=True)
+                if count
+            ]
             completions = sum(count for count, _ in entry.recent)
             learned = min(latency for _, latency in entry.recent)
             if learning and learned < INF:
                 entry.held = learned
             if completions and entry.held < INF:
-                total += completions / sum(seen) * entry.held
+                total += completions / sum(busy) * entry.held
         return total
