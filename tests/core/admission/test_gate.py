@@ -222,24 +222,44 @@ def served(gate: Gate, route: str, count: int, seconds: float) -> None:
         gate.leave("", route, seconds)
 
 
-def test_a_saturated_cpu_caps_the_limit_at_three_times_the_needed_concurrency():
-    """Busy past the target: the limit falls (at most halving a tick) to three
-    times rate x shortest latency, the concurrency the work needs (Little's law)."""
-    now = [0.0]
-    gate = Gate(
+def saturated_gate(now: list[float]) -> Gate:
+    """A gate of 1000 on a CPU busy all the time, on the clock ``now[0]``."""
+    return Gate(
         GateConfig(limit=LimitConfig(maximum=1000)),
         cpu=lambda: 1.0,
         clock=lambda: now[0],
     )
+
+
+def test_a_saturated_cpu_caps_the_limit_when_work_piles_up():
+    """Busy past the target and three times as many arrivals as completions:
+    the limit falls (at most halving a tick) to three times rate x shortest
+    latency, the concurrency the work needs (Little's law)."""
+    now = [0.0]
+    gate = saturated_gate(now)
     values = []
     for tick in range(1, 20):
         # 40 completions per 100 ms (400/s), the fastest in 50 ms: 20 needed.
         served(gate, "/w1", 40, 0.05)
+        gate._arrivals += 80  # the rest of 3x the load: refused or waiting
         now[0] = tick * 0.1
         gate.tick()
         values.append(gate.limit.value)
     assert values[-1] == 60
     assert all(b >= a // 2 for a, b in zip([1000, *values], values, strict=False))
+
+
+def test_a_saturated_cpu_below_capacity_is_not_capped():
+    """Busy, but what arrives is served (an open model at 0.8x, a closed
+    loop): the in-flight count floats at the need times the slowdown and the
+    limit stays."""
+    now = [0.0]
+    gate = saturated_gate(now)
+    for tick in range(1, 20):
+        served(gate, "/w1", 40, 0.05)
+        now[0] = tick * 0.1
+        gate.tick()
+    assert gate.limit.value == 1000
 
 
 def test_a_saturated_cpu_never_caps_below_what_slow_requests_need():
@@ -254,6 +274,7 @@ def test_a_saturated_cpu_never_caps_below_what_slow_requests_need():
     for tick in range(1, 30):
         served(gate, "/fast", 40, 0.001)
         served(gate, "/slow", 3, 10.0)  # 30/s x 10 s = 300 needed
+        gate._arrivals += 100  # piling up
         now[0] = tick * 0.1
         gate.tick()
     assert gate.limit.value >= 600
