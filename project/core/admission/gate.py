@@ -34,10 +34,10 @@ by the limit itself (at most twice the limit runs).
 
 The queue timeout follows CoDel as Facebook's servers use it (Wangle's
 "adaptive LIFO + CoDel"): while the worker is not overloaded a burst may wait
-up to ``queue_timeout_s``; once it is (requests were refused in the last
-interval), waits are capped at ``queue_target_s`` and sheddable requests do
-not wait at all, so a growing line cannot form and admitted requests keep
-their latency.
+up to ``queue_timeout_s``; once it is (a wait ran out), waits are capped at
+``queue_target_s``, sheddable requests do not wait at all and the newest
+waiter is served first, until the line has emptied: a growing line cannot
+form and admitted requests keep their latency.
 
 The limit itself (``limit.py``) moves once per ``interval_s`` on two
 congestion signals measured inside the worker, not inferred from latency: the
