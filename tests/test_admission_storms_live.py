@@ -4,15 +4,14 @@ the worker from the others. Each compares with what the same load gets, so
 the margins are wide; ``make storm`` measures the same at full size.
 """
 
-import http.client
 import time
-from urllib.parse import urlsplit
 
 import gevent
 import pytest
 
 from conftest import stop_process
 from loadtests import storm
+from loadtests.fairness import every, percentile, timed_get
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,37 +41,6 @@ def test_clients_that_retry_at_once_get_as_much_as_without_admission(
     assert on.ok_rps >= 0.75 * off.ok_rps
 
 
-def timed_get(url: str, path: str, source: str, headers: dict[str, str]) -> tuple:
-    """(seconds, status) of one GET from the loopback address ``source``."""
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(
-        parts.hostname, parts.port, timeout=20, source_address=(source, 0)
-    )
-    started = time.monotonic()
-    try:
-        connection.request("GET", path, headers=headers)
-        response = connection.getresponse()
-        response.read()
-        return time.monotonic() - started, response.status
-    finally:
-        connection.close()
-
-
-def every(seconds: float, until: float, call) -> list:
-    """``call()`` in a greenlet every ``seconds`` until ``until``; their results."""
-    greenlets = []
-    while time.monotonic() < until:
-        greenlets.append(gevent.spawn(call))
-        gevent.sleep(seconds)
-    return [greenlet.get(timeout=30) for greenlet in greenlets]
-
-
-def p99(values: list[float]) -> float:
-    """The 99th percentile."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-
-
 TOKEN = "victim-token-0123456789"
 
 
@@ -100,12 +68,10 @@ def test_one_client_retrying_its_costliest_request_cannot_take_the_worker(
     ids = iter(range(1, 10**6))
     health = gevent.spawn(
         every,
-        0.05,
         until,
         lambda: timed_get(server.url, "/healthz", "127.0.0.4", {}),
     )
     answers = every(
-        0.05,
         until,
         lambda: timed_get(
             server.url,
@@ -118,12 +84,13 @@ def test_one_client_retrying_its_costliest_request_cannot_take_the_worker(
     health_answers = health.get(timeout=30)
     ok = [seconds for seconds, status in answers if status == 200]
     print(
-        f"victim {len(ok)}/{len(answers)} 2xx, p99 {p99(ok) * 1000:.0f} ms; "
-        f"healthz p99 {p99([s for s, _ in health_answers]) * 1000:.0f} ms; "
+        f"victim {len(ok)}/{len(answers)} 2xx, "
+        f"p99 {percentile(ok, 0.99) * 1000:.0f} ms; healthz p99 "
+        f"{percentile([s for s, _ in health_answers], 0.99) * 1000:.0f} ms; "
         f"hog {hogged.ok} 2xx, {hogged.refused} refused"
     )
     assert len(answers) >= 70
     assert len(ok) >= 0.99 * len(answers)
-    assert p99(ok) <= 0.5
+    assert percentile(ok, 0.99) <= 0.5
     assert {status for _, status in health_answers} == {200}
-    assert p99([seconds for seconds, _ in health_answers]) <= 0.25
+    assert percentile([seconds for seconds, _ in health_answers], 0.99) <= 0.25

@@ -65,18 +65,28 @@ def get(url: str, path: str, token: str, source: str) -> tuple[float, int]:
         connection.close()
 
 
+def registry_server(start_gunicorn, database_url, own_upstream, tmp_path, **env):
+    """A gunicorn serving REGISTRY against the test's own stub upstream."""
+    registry = tmp_path / "aggregations.toml"
+    registry.write_text(REGISTRY)
+    return start_gunicorn(
+        database_url,
+        AGGREGATIONS_FILE=str(registry),
+        AGG_TEST_STUB=own_upstream[0],
+        **env,
+    )
+
+
 def test_one_token_s_slow_aggregations_leave_the_upstream_to_another(
     start_gunicorn, test_database_url, own_upstream, tmp_path
 ):
     """60 slow aggregations of one token in flight for 5 s: another token's
     aggregations on the same upstream keep >= 99% 2xx."""
-    stub, _ = own_upstream
-    registry = tmp_path / "aggregations.toml"
-    registry.write_text(REGISTRY)
-    server = start_gunicorn(
+    server = registry_server(
+        start_gunicorn,
         test_database_url,
-        AGGREGATIONS_FILE=str(registry),
-        AGG_TEST_STUB=stub,
+        own_upstream,
+        tmp_path,
         AGGREGATION_API_TOKENS=f"{ATTACKER},{POLITE}",
     )
     ids = itertools.count(1)
@@ -138,15 +148,15 @@ def test_an_aggregation_s_calls_do_not_queue_behind_fan_out_legs(
     """2,000 sheddable three-second legs queued for 100 connections to the
     upstream: the polite token's aggregations (critical) keep >= 99% 2xx
     within 250 ms."""
-    stub, _ = own_upstream
-    registry = tmp_path / "aggregations.toml"
-    registry.write_text(REGISTRY)
-    server = start_gunicorn(
+    server = registry_server(
+        start_gunicorn,
         test_database_url,
-        AGGREGATIONS_FILE=str(registry),
-        AGG_TEST_STUB=stub,
+        own_upstream,
+        tmp_path,
         AGGREGATION_API_TOKENS=POLITE,
-        DEMO_UPSTREAM_URL=stub,
+        DEMO_UPSTREAM_URL=own_upstream[0],
+        # The pool is what this test is about: 100 connections for 2,000 legs
+        # (the default, WORKER_CONNECTIONS, would need 20,000 legs here).
         HTTP_POOL_MAXSIZE="100",
     )
     until = time.monotonic() + SECONDS

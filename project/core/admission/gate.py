@@ -153,7 +153,6 @@ class Gate:
     _peak: int
     _contended: bool
     _timeouts_now: bool
-    _min_sojourn: float
     _emptied: bool
     _refused_count: int
     _retries_now: int
@@ -219,7 +218,6 @@ class Gate:
         self._arrivals += 1
         if self.in_flight < self.limit.value and not self._ahead(priority):
             self._take_slot(client)
-            self._min_sojourn = 0.0
             if not self.queued:
                 self._emptied = True
             return ADMITTED
@@ -277,7 +275,6 @@ class Gate:
             self._unqueue(waiter)
             return self._refuse(reason, priority, later)
         waited = later - now
-        self._min_sojourn = min(self._min_sojourn, waited)
         if later >= deadline_at:
             self.leave(client)
             return self._refuse(DEADLINE, priority, later)
@@ -422,7 +419,6 @@ class Gate:
         self._peak = self.in_flight
         self._contended = False
         self._timeouts_now = False
-        self._min_sojourn = math.inf
         self._emptied = not self.queued
         self._refused_count = 0
         self._retries_now = 0
