@@ -1,4 +1,4 @@
-"""Dividing one worker's per-upstream slots among the clients that want them.
+"""Dividing one worker's slots (per upstream, and its fan-out legs) among clients.
 
 Two shapes, for the two places a client could otherwise take everything:
 
@@ -7,10 +7,10 @@ Two shapes, for the two places a client could otherwise take everything:
   share, and takes more only while more than the reserve is free. So whoever
   comes next always finds a slot, and one client's slow calls cannot fill the
   bulkhead for everyone.
-- ``ClassSlots`` (an outbound pool's connections; callers wait): critical
-  waiters are served before normal ones, normal before sheddable, and
-  sheddable callers never hold the reserve; within a class the waiting
-  clients take turns. So a critical call never queues behind a flood of
+- ``ClassSlots`` (an outbound pool's connections, and the worker's fan-out
+  legs; callers wait): critical waiters are served before normal ones,
+  normal before sheddable, and sheddable callers never hold the reserve;
+  within a class the waiting clients take turns. So a critical call never queues behind a flood of
   sheddable legs, and one client's thousand waiters do not stand before
   another client's one.
 
@@ -123,15 +123,22 @@ class ClassSlots:
         """Callers waiting for a slot now."""
         return sum(self._waiting.values())
 
+    def try_acquire(self, caller: Caller) -> bool:
+        """Take a slot for ``caller`` if one is free to it now, without waiting."""
+        traffic_class = caller.traffic_class
+        if self._may_take(traffic_class) and not self._queued_ahead(traffic_class):
+            self._grant(traffic_class)
+            return True
+        return False
+
     def acquire(self, caller: Caller) -> None:
         """Take a slot for ``caller``, waiting as long as it takes.
 
         Bound the wait from outside (the call's ``gevent.Timeout``).
         """
-        traffic_class = caller.traffic_class
-        if self._may_take(traffic_class) and not self._queued_ahead(traffic_class):
-            self._grant(traffic_class)
+        if self.try_acquire(caller):
             return
+        traffic_class = caller.traffic_class
         waiter = _Waiter()
         queue = self._queues[traffic_class]
         queue.setdefault(caller.client, deque()).append(waiter)

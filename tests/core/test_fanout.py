@@ -3,7 +3,10 @@ import time
 import gevent
 import pytest
 
+from project.core import fanout
+from project.core.caller import caller_scope
 from project.core.deadline import Deadline
+from project.core.fair_share import ClassSlots
 from project.core.fanout import Leg, fan_out
 
 
@@ -123,3 +126,56 @@ def test_cancel_kills_the_legs_at_once():
         ("timeout", "cancelled"),
         ("ok", None),
     ]
+
+
+def fan_out_as(client: str, traffic_class: str, legs: list[Leg], seconds: float):
+    """``fan_out`` in a greenlet of its own, for ``client`` in ``traffic_class``."""
+
+    def run():
+        with caller_scope(client=client, traffic_class=traffic_class):
+            return fan_out(legs, deadline=Deadline(seconds))
+
+    return gevent.spawn(run)
+
+
+def test_past_the_leg_slots_fan_outs_wait_without_spawning_their_legs(monkeypatch):
+    """One client's sheddable fan-outs run at most three quarters of the
+    worker's leg slots; the rest wait unspawned, and another client's critical
+    fan-out finds a slot at once."""
+    slots = ClassSlots(8)
+    monkeypatch.setattr(fanout, "_leg_slots", slots, raising=False)
+    peak = [0]
+
+    def hog_leg(timeout: float) -> None:
+        peak[0] = max(peak[0], fanout.legs_in_flight())
+        time.sleep(0.2)
+
+    hogs = [
+        fan_out_as("hog", "sheddable", [Leg("h", hog_leg) for _ in range(10)], 2.0)
+        for _ in range(4)
+    ]
+    gevent.sleep(0.05)
+    started = time.monotonic()
+    victim = fan_out_as("victim", "critical", [Leg("v", sleeper(0.05))], 2.0).get()
+    assert time.monotonic() - started < 0.15
+    assert [r.status for r in victim] == ["ok"]
+    gevent.joinall(hogs)
+    assert peak[0] <= 6
+    assert all(r.status == "ok" for hog in hogs for r in hog.value)
+    assert slots.in_use == 0
+
+
+def test_legs_that_never_got_a_slot_say_so_and_leak_none(monkeypatch):
+    """Legs still waiting for a slot at the deadline are reported unstarted;
+    every slot is back afterwards, a killed leg's included."""
+    slots = ClassSlots(1)
+    monkeypatch.setattr(fanout, "_leg_slots", slots, raising=False)
+    results = fan_out_as(
+        "hog", "normal", [Leg(f"l{i}", sleeper(1.0)) for i in range(3)], 0.2
+    ).get()
+    assert [(r.status, r.error) for r in results] == [
+        ("timeout", "no answer within 200 ms"),
+        ("timeout", "no free slot before the deadline"),
+        ("timeout", "no free slot before the deadline"),
+    ]
+    assert slots.in_use == 0
