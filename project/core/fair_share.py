@@ -10,9 +10,9 @@ Two shapes, for the two places a client could otherwise take everything:
 - ``ClassSlots`` (an outbound pool's connections, and the worker's fan-out
   legs; callers wait): critical waiters are served before normal ones,
   normal before sheddable, and sheddable callers never hold the reserve;
-  within a class the waiting clients take turns. So a critical call never queues behind a flood of
-  sheddable legs, and one client's thousand waiters do not stand before
-  another client's one.
+  within a class the waiting clients take turns. So a critical call never
+  queues behind a flood of sheddable legs, and one client's thousand waiters
+  do not stand before another client's one.
 
 Both keep plain counters changed between yields to the gevent hub (no locks),
 and hold per-client entries only while the client holds or awaits a slot.
