@@ -19,9 +19,15 @@ class UpstreamError(Exception):
 SLOW_SQL = "SELECT pg_sleep(%s / 1000.0), %s::bigint * %s::bigint"
 
 
-def sleep_for(*, ms: int) -> None:
-    """Sleep cooperatively (``time.sleep`` is patched to yield to the hub)."""
-    time.sleep(ms / 1000.0)
+def sleep_for(*, ms: int, deadline: Deadline) -> None:
+    """Sleep cooperatively (``time.sleep`` is patched to yield to the hub);
+    a sleep that would outlast ``deadline`` ends at it with a 504."""
+    seconds = ms / 1000.0
+    if seconds <= deadline.remaining():
+        time.sleep(seconds)
+        return
+    time.sleep(deadline.remaining())
+    raise ApiError("the delay outlasts the request deadline", status=504)
 
 
 def run_slow_query(*, x: int, ms: int, deadline: Deadline) -> int:

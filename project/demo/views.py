@@ -18,9 +18,10 @@ def _ms(request: HttpRequest) -> int:
 
 @json_get
 def delay(request: HttpRequest) -> JsonResponse:
-    """Sleep ``ms`` milliseconds cooperatively."""
+    """Sleep ``ms`` milliseconds cooperatively, or 504 at the request's deadline."""
     ms = _ms(request)
-    services.sleep_for(ms=ms)
+    deadline = request_deadline(request)
+    services.sleep_for(ms=ms, deadline=deadline)
     return JsonResponse({"slept_ms": ms})
 
 

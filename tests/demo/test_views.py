@@ -86,6 +86,25 @@ def test_delay_sleeps_and_reports(client):
     assert response.json() == {"slept_ms": 100}
 
 
+@pytest.mark.parametrize("header", ["0", "soon", "60001"])
+def test_delay_validates_the_deadline_header(client, header):
+    """Returns 400 naming X-Request-Timeout-Ms when it is not 1..max."""
+    response = client.get("/demo/delay/?ms=1", headers={"X-Request-Timeout-Ms": header})
+    assert response.status_code == 400
+    assert response.json()["param"] == "X-Request-Timeout-Ms"
+
+
+def test_delay_past_the_deadline_is_a_504_at_the_deadline(client):
+    """A delay longer than X-Request-Timeout-Ms answers 504 when it runs out."""
+    started = time.monotonic()
+    response = client.get(
+        "/demo/delay/?ms=3000", headers={"X-Request-Timeout-Ms": "200"}
+    )
+    assert 0.15 <= time.monotonic() - started < 1.0
+    assert response.status_code == 504
+    assert "deadline" in response.json()["error"]
+
+
 def test_slow_sql_squares_in_postgres(client):
     """Returns x, its square computed by PostgreSQL, and slept_ms."""
     response = client.get("/demo/slow-sql/?x=-3000000&ms=20")
