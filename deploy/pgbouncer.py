@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from deploy.privileges import write_private
 from deploy.templates import render
 from loadtests.harness.processes import wait_for_port
 
@@ -35,30 +36,35 @@ def write_config(
     db: dict,
     pool_size: int = 5,
     max_client_conn: int = 500,
+    group: int | None = None,
 ) -> Path:
     """Render pgbouncer.ini (and its auth file) into ``workdir``; return its path.
 
     ``db``: ``NAME``, ``HOST`` (a unix socket directory), ``PORT``, ``USER``,
-    ``PASSWORD``, as in Django's ``settings_dict``.
+    ``PASSWORD``, as in Django's ``settings_dict``. Both files are ours alone
+    (0600), or readable by ``group`` too (0640) when PgBouncer runs as another
+    user of that group.
     """
+    mode = 0o600 if group is None else 0o640
     auth_file = workdir / "pgbouncer-users.txt"
-    # PgBouncer logs in to PostgreSQL (SCRAM) with the password from this file.
-    auth_file.write_text(f'"{db["USER"]}" "{db["PASSWORD"]}"\n')
-    auth_file.chmod(0o600)
-    config = workdir / "pgbouncer.ini"
-    config.write_text(
-        render(
-            TEMPLATE.read_text(),
-            dbname=db["NAME"],
-            db_host=db["HOST"],
-            db_port=str(db.get("PORT") or 5432),
-            db_user=db["USER"],
-            port=str(port),
-            auth_file=str(auth_file),
-            pool_size=str(pool_size),
-            max_client_conn=str(max_client_conn),
-        )
+    # Clients prove they know this password (SCRAM), and PgBouncer logs in to
+    # PostgreSQL (SCRAM too) with it.
+    write_private(
+        auth_file, f'"{db["USER"]}" "{db["PASSWORD"]}"\n', mode=mode, group=group
     )
+    config = workdir / "pgbouncer.ini"
+    text = render(
+        TEMPLATE.read_text(),
+        dbname=db["NAME"],
+        db_host=db["HOST"],
+        db_port=str(db.get("PORT") or 5432),
+        db_user=db["USER"],
+        port=str(port),
+        auth_file=str(auth_file),
+        pool_size=str(pool_size),
+        max_client_conn=str(max_client_conn),
+    )
+    write_private(config, text, mode=mode, group=group)
     return config
 
 
@@ -67,11 +73,13 @@ def start(
 ) -> subprocess.Popen:
     """Start PgBouncer with ``config``, output to ``log``; return once it listens.
 
-    ``popen_kwargs`` go to ``subprocess.Popen`` (the stack's ``process_group``).
-    Raises RuntimeError (with the log) when it exits or does not listen in time.
+    ``popen_kwargs`` go to ``subprocess.Popen`` (the stack's ``process_group``,
+    and the ``user`` to run as). Under root without a ``user``, PgBouncer
+    switches to ``ROOT_RUN_AS`` itself. Raises RuntimeError (with the log)
+    when it exits or does not listen in time.
     """
     command = [executable, str(config)]
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and "user" not in popen_kwargs:
         command[1:1] = ["-u", ROOT_RUN_AS]
     port = _listen_port(config)
     with log.open("a") as out:  # written by us, so no permissions to grant
@@ -97,6 +105,8 @@ def _listen_port(config: Path) -> int:
 
 
 def client_url(port: int, db: dict) -> str:
-    """``DATABASE_URL`` for clients of PgBouncer (no password: trust on loopback)."""
+    """``DATABASE_URL`` for clients of PgBouncer: the user of the auth file and
+    its password."""
     user, name = quote(db["USER"], safe=""), quote(db["NAME"], safe="")
-    return f"postgres://{user}@127.0.0.1:{port}/{name}"
+    secret = quote(db["PASSWORD"], safe="")
+    return f"postgres://{user}:{secret}@127.0.0.1:{port}/{name}"

@@ -1,21 +1,26 @@
 """The production topology on loopback: nginx, two gunicorns, PgBouncer, PostgreSQL.
 
 ``python -m deploy.stack`` (``make stack``) starts, each on a free 127.0.0.1
-port, and in this order: the embedded PostgreSQL (``--pg-data``, the
-development cluster by default), PgBouncer in transaction pooling mode
-(``deploy/pgbouncer.ini``), the stub upstream, Redis (the aggregation cache
-they share, ``REDIS_URL``), two gunicorn instances
-(``gunicorn.conf.py``, standing in for two hosts) and nginx
+port, and in this order: the stub upstream, the embedded PostgreSQL
+(``--pg-data``, the development cluster by default) with a role of the
+service's own, PgBouncer in transaction pooling mode (``deploy/pgbouncer.ini``),
+Redis (the aggregation cache they share, ``REDIS_URL``), two gunicorn
+instances (``gunicorn.conf.py``, standing in for two hosts) and nginx
 (``deploy/nginx.conf``) in front of them. It prints the URL and runs in the
 foreground until SIGINT (Ctrl-C) or SIGTERM, then stops exactly what it
 started, by the handles it started them with (PostgreSQL only if it was not
 already running).
 
+As an operator would deploy it: production settings, every password and
+token generated at start, and least privilege (``deploy/privileges.py``):
+under root every service runs as an unprivileged system user, and the run
+dir is closed to everyone else.
+
 Everything it started is listed in ``RUN_DIR/state.json`` (pids, ports,
-paths). SIGHUP asks for a rolling restart of the instances
-(``deploy/rolling-restart`` sends it and waits for the outcome in the state
-file): the stack itself replaces each instance, so it keeps owning the new
-processes and Ctrl-C still stops them.
+paths, and the secrets: 0600). SIGHUP asks for a rolling restart of the
+instances (``deploy/rolling-restart`` sends it and waits for the outcome in
+the state file): the stack itself replaces each instance, so it keeps owning
+the new processes and Ctrl-C still stops them.
 """
 
 import argparse
@@ -30,8 +35,17 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from deploy import pgbouncer
+from deploy import database, pgbouncer
+from deploy.privileges import (
+    Account,
+    closed_directory,
+    private_log,
+    service_account,
+    unusable_interpreter,
+    write_private,
+)
 from deploy.templates import render
 from loadtests.harness.processes import (
     Processes,
@@ -39,6 +53,7 @@ from loadtests.harness.processes import (
     free_port,
     wait_for_http,
     wait_for_port,
+    wait_until_refused,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -55,8 +70,11 @@ PGBOUNCER_SERVER_CONNECTIONS = 10
 PGBOUNCER_MAX_CLIENT_CONN = 500
 # Above REQUEST_DEADLINE_MAX_MS (60 s): the app answers its own 504 first.
 PROXY_READ_TIMEOUT = "65s"
-# How long a reloaded nginx's old workers get to finish what they proxy.
-NGINX_DRAIN_TIMEOUT = 15.0
+# nginx takes an instance out for this long after a request it could not
+# deliver there (and sends that request to the other one).
+FAIL_TIMEOUT_S = 2
+# What nginx passes on as Host (its clients' own): the instances accept these.
+ALLOWED_HOSTS = "127.0.0.1,localhost"
 
 
 class StackError(RuntimeError):
@@ -110,15 +128,6 @@ def raise_nofile_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def children(pid: int) -> set[int]:
-    """The pids of a process's children (from /proc; empty once it is gone)."""
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return set()
-    return {int(child) for child in text.split()}
-
-
 class Stack:
     """The processes of one stack and how to start, restart and stop them."""
 
@@ -130,15 +139,21 @@ class Stack:
         pg_data: Path | None = None,
         database: str = "app",
         workers: int = 1,
+        demo: bool = False,
         env: dict[str, str] | None = None,
     ) -> None:
         self.run_dir = run_dir.resolve()
+        # The runner's own files (configurations, state, the services' output)
+        # are in run_dir and logs/; what the services write is in var/.
         self.log_dir = self.run_dir / "logs"
+        self.var_dir = self.run_dir / "var"
         self.port = port or free_port()
         self.pg_data = pg_data.resolve() if pg_data else None
         self.database = database
         self.workers = workers
+        self.demo = demo
         self.env = env or {}
+        self.account = Account("", -1, -1)  # the services' user, known at start
         self.processes = Processes(self.log_dir)
         self.binaries: dict[str, str] = {}
         self.pg_started_here = False
@@ -148,6 +163,10 @@ class Stack:
         self.redis_url = ""
         # The bearer token of the aggregation API (deploy/aggregations.toml).
         self.aggregation_token = secrets.token_urlsafe(24)
+        self.metrics_token = secrets.token_urlsafe(24)
+        self.secret_key = secrets.token_urlsafe(48)  # 64 characters
+        self.redis_password = secrets.token_urlsafe(24)
+        self.db_password = secrets.token_urlsafe(24)
         self.instance_ports = [free_port() for _ in range(INSTANCES)]
         self.instances: list[subprocess.Popen | None] = [None] * INSTANCES
         self.nginx: subprocess.Popen | None = None
@@ -167,40 +186,99 @@ class Stack:
 
     def start(self) -> None:
         """Start every part, in dependency order; write the state file."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log_dir.mkdir(exist_ok=True)
+        self.account = service_account()
+        problem = unusable_interpreter(self.account, BASE_DIR)
+        if problem:
+            raise StackError(
+                f"the services run as {self.account.name}, who cannot run this "
+                f"project: {problem}. Give that user read access, or build the "
+                "virtualenv from a Python it can run (make install PYTHON=...)"
+            )
+        self._make_run_dir()
         raise_nofile_limit()
         self.binaries = ensure_binaries()
+        private_log(self.log_dir / "upstream.log")
+        self.upstream_url = self.processes.start_upstream(**self._as_service())
+        self.upstream = self.processes.started[-1]
         self._start_postgres()
         self._start_pgbouncer()
-        self.upstream_url = self.processes.start_upstream(process_group=0)
-        self.upstream = self.processes.started[-1]
         self._start_redis()
         for index in range(INSTANCES):
             self.start_instance(index)
         self._start_nginx()
         self.write_state("running")
 
+    def _as_service(self) -> dict[str, Any]:
+        """``Popen`` arguments of a service: its user, its own process group
+        (Ctrl-C reaches the runner alone, which stops each in order)."""
+        return {**self.account.popen_kwargs(), "process_group": 0}
+
+    def _make_run_dir(self) -> None:
+        """The run dir: the runner's (0700), entered by the services' group
+        under root (0710); var/ for what the services write (theirs, 0700)."""
+        if self.run_dir == DEFAULT_RUN_DIR:
+            data = DEFAULT_RUN_DIR.parent
+            data.mkdir(mode=0o711, exist_ok=True)
+            if data.stat().st_uid == os.geteuid():
+                # Others pass through to the run dir (closed to them), and
+                # list nothing: the clusters' password files are here too.
+                data.chmod(0o711)
+        closed = closed_directory(self.account, self.run_dir.parent)
+        if closed is not None:
+            raise StackError(
+                f"{closed} is closed to {self.account.name}, whose services must "
+                f"reach the run dir {self.run_dir}: choose another --run-dir"
+            )
+        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chown(self.run_dir, -1, self.account.gid)
+        self.run_dir.chmod(0o700 if self.account.is_us else 0o710)
+        self.log_dir.mkdir(mode=0o700, exist_ok=True)
+        self.log_dir.chmod(0o700)
+        self.var_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chown(self.var_dir, self.account.uid, self.account.gid)
+        self.var_dir.chmod(0o700)
+
+    def _write_config(self, name: str, text: str) -> Path:
+        """A configuration file in the run dir, readable by the services (0640)."""
+        path = self.run_dir / name
+        write_private(path, text, mode=0o640, group=self.account.gid)
+        return path
+
     def _start_postgres(self) -> None:
         from project import embedded_pg
 
         data = self.pg_data or embedded_pg.DEV_DATA_DIR
         self.pg_started_here = not embedded_pg.is_running(data)
-        direct_url = embedded_pg.ensure_running(data, self.database)
-        # Migrations straight to PostgreSQL, not through transaction pooling.
+        embedded_pg.ensure_running(data, self.database)
+        # PgBouncer and the migrations, as the services' user, log in there.
+        embedded_pg.share_socket(data, self.account.gid)
+        try:
+            role = database.ensure_role(
+                embedded_pg.connect_kwargs(data), self.database, self.db_password
+            )
+        except ValueError as exc:
+            raise StackError(f"--database: {exc}") from None
+        self._db = {
+            "NAME": self.database,
+            "HOST": str(embedded_pg.socket_dir(data)),
+            "PORT": embedded_pg.PORT,
+            "USER": role,
+            "PASSWORD": self.db_password,
+        }
+        host = quote(self._db["HOST"], safe="")
+        direct_url = (
+            f"postgres://{role}:{self.db_password}@{host}:{embedded_pg.PORT}"
+            f"/{self.database}"
+        )
+        # Migrations straight to PostgreSQL, not through transaction pooling,
+        # and as the service's role: it owns what they create.
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
             cwd=BASE_DIR,
             env={**self._base_env(), "DATABASE_URL": direct_url},
             check=True,
+            **self.account.popen_kwargs(),
         )
-        self._db = {
-            "NAME": self.database,
-            "HOST": str(embedded_pg.socket_dir(data)),
-            "PORT": embedded_pg.PORT,
-            "USER": embedded_pg.SUPERUSER,
-            "PASSWORD": embedded_pg.password(data),
-        }
 
     def _start_pgbouncer(self) -> None:
         self.pgbouncer_port = free_port()
@@ -210,12 +288,12 @@ class Stack:
             db=self._db,
             pool_size=PGBOUNCER_SERVER_CONNECTIONS,
             max_client_conn=PGBOUNCER_MAX_CLIENT_CONN,
+            group=self.account.gid,
         )
+        log = self.log_dir / "pgbouncer.log"
+        private_log(log)
         process = pgbouncer.start(
-            self.binaries["pgbouncer"],
-            config,
-            self.log_dir / "pgbouncer.log",
-            process_group=0,
+            self.binaries["pgbouncer"], config, log, **self._as_service()
         )
         self.processes.started.append(process)
         self.pgbouncer = process
@@ -224,29 +302,48 @@ class Stack:
     def _start_redis(self) -> None:
         """Redis (deploy/redis.conf) for the aggregation cache the instances share."""
         port = free_port()
-        config = self.run_dir / "redis.conf"
-        config.write_text(
+        config = self._write_config(
+            "redis.conf",
             render(
                 (DEPLOY_DIR / "redis.conf").read_text(),
                 port=str(port),
-                run_dir=str(self.run_dir),
+                password=self.redis_password,
+                var_dir=str(self.var_dir),
                 maxmemory=REDIS_MAXMEMORY,
-            )
+            ),
         )
+        private_log(self.log_dir / "redis.log")
         process = self.processes.popen(
-            [self.binaries["redis-server"], str(config)], "redis", process_group=0
+            [self.binaries["redis-server"], str(config)], "redis", **self._as_service()
         )
         self.redis = process
-        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        self.redis_url = f"redis://:{self.redis_password}@127.0.0.1:{port}/0"
         wait_for_port(port, process)
 
     def _base_env(self) -> dict[str, str]:
+        """Production settings, as settings/production.py requires them."""
         environment = {
             key: value
             for key, value in os.environ.items()
             if key not in ("DJANGO_SETTINGS_MODULE", "ENVIRONMENT")
         }
-        environment.update(ENVIRONMENT="development", DEBUG="false")
+        environment.update(
+            ENVIRONMENT="production",
+            DEBUG="false",
+            SECRET_KEY=self.secret_key,
+            ALLOWED_HOSTS=ALLOWED_HOSTS,
+            AGGREGATIONS_FILE=str(AGGREGATIONS_FILE),
+            AGGREGATION_API_TOKENS=self.aggregation_token,
+            DEMO_UPSTREAM_URL=self.upstream_url,
+            # Scrapers send the token to the instances; nginx serves no /metrics.
+            METRICS_TOKENS=self.metrics_token,
+            DEMO_ENDPOINTS="true" if self.demo else "false",
+            # nginx here speaks plain HTTP on loopback: there is no HTTPS to
+            # redirect to. In front of users it terminates TLS, sets
+            # X-Forwarded-Proto, and this stays on (production's default).
+            SECURE_SSL_REDIRECT="false",
+            HOME=str(self.var_dir),
+        )
         return environment
 
     def instance_env(self, index: int) -> dict[str, str]:
@@ -256,19 +353,18 @@ class Stack:
             DATABASE_URL=self.database_url,
             DB_DISABLE_SERVER_SIDE_CURSORS="true",
             DB_POOL_SIZE=str(DB_POOL_SIZE),
-            DEMO_UPSTREAM_URL=self.upstream_url,
             BIND=f"127.0.0.1:{self.instance_ports[index]}",
             WEB_CONCURRENCY=str(self.workers),
             GUNICORN_ACCESS_LOG="-",
+            GUNICORN_CONTROL_SOCKET=str(self.var_dir / f"app{index + 1}.ctl"),
             REDIS_URL=self.redis_url,
-            AGGREGATIONS_FILE=str(AGGREGATIONS_FILE),
-            AGGREGATION_API_TOKENS=self.aggregation_token,
         )
         environment.update(self.env)
         return environment
 
     def start_instance(self, index: int) -> None:
         """Start gunicorn instance ``index`` on its port; return when /readyz is 200."""
+        private_log(self.log_dir / f"app{index + 1}.log")
         process = self.processes.popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
             # nginx on 127.0.0.1 may set X-Forwarded-Proto/-For (gunicorn's
@@ -276,79 +372,50 @@ class Stack:
             + ["--forwarded-allow-ips", "127.0.0.1"],
             f"app{index + 1}",
             env=self.instance_env(index),
-            process_group=0,
+            **self._as_service(),
         )
         self.instances[index] = process
         wait_for_http(f"http://127.0.0.1:{self.instance_ports[index]}/readyz", process)
 
     def _start_nginx(self) -> None:
-        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (self.run_dir / "tmp" / name).mkdir(parents=True, exist_ok=True)
-        self.write_nginx_config()
+        """nginx, master and workers, as the services' user: it needs no root
+        (an unprivileged port, files in the run dir)."""
+        config = self._write_config("nginx.conf", self.nginx_config())
+        var = str(self.var_dir)
+        private_log(self.log_dir / "nginx.log")
         self.nginx = self.processes.popen(
-            [self.binaries["nginx"], *self._nginx_paths(), "-g", "daemon off;"],
+            [self.binaries["nginx"], "-p", var, "-c", str(config)]
+            + ["-e", f"{var}/nginx-error.log", "-g", "daemon off;"],
             "nginx",
-            process_group=0,
+            **self._as_service(),
         )
         wait_for_http(self.url + "/healthz", self.nginx, timeout=10)
 
-    def _nginx_paths(self) -> list[str]:
-        run = str(self.run_dir)
-        return ["-p", run, "-c", f"{run}/nginx.conf", "-e", f"{run}/nginx-error.log"]
-
-    def write_nginx_config(self, down: frozenset[int] = frozenset()) -> None:
-        """Render deploy/nginx.conf into the run dir, ``down`` instances marked so."""
+    def nginx_config(self) -> str:
+        """deploy/nginx.conf for this stack's ports and run dir."""
         servers = "\n".join(
-            f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=2s"
-            + (" down" if index in down else "")
-            + ";"
-            for index, port in enumerate(self.instance_ports)
+            f"        server 127.0.0.1:{port} max_fails=1"
+            f" fail_timeout={FAIL_TIMEOUT_S}s;"
+            for port in self.instance_ports
         )
-        text = render(
+        return render(
             (DEPLOY_DIR / "nginx.conf").read_text(),
-            user_line="user root;" if os.geteuid() == 0 else "",
             worker_processes="2",
-            run_dir=str(self.run_dir),
+            var_dir=str(self.var_dir),
             servers=servers,
             port=str(self.port),
             read_timeout=PROXY_READ_TIMEOUT,
         )
-        (self.run_dir / "nginx.conf").write_text(text)
 
     # Rolling restart
 
-    def reload_nginx(self, down: frozenset[int] = frozenset()) -> None:
-        """Rewrite nginx.conf, check it, reload (SIGHUP); return once the old
-        workers, which finish what they were proxying, are gone."""
-        assert self.nginx is not None
-        self.write_nginx_config(down)
-        subprocess.run(
-            [self.binaries["nginx"], *self._nginx_paths(), "-t", "-q"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        old_workers = children(self.nginx.pid)
-        self.nginx.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + NGINX_DRAIN_TIMEOUT
-        while time.monotonic() < deadline:
-            current = children(self.nginx.pid)
-            if current and not current & old_workers:
-                return
-            time.sleep(0.05)
-
     def rolling_restart(self) -> None:
-        """Replace the instances one at a time, none failing a request: take it
-        out of nginx, stop it gracefully (SIGTERM: in-flight requests finish),
-        start it again, wait for its /readyz, put it back."""
+        """Replace the instances one at a time, none failing a request, and
+        nginx never reloaded (a reload closes its clients' idle keep-alive
+        connections, and a client sending on one just then sees it close)."""
         started = time.monotonic()
         for index in range(INSTANCES):
-            self.reload_nginx(down=frozenset({index}))
-            process = self.instances[index]
-            # One that died (kill -9) was reaped already: just start it again.
-            if process is not None and process in self.processes.started:
-                self.processes.stop(process)
-            self.start_instance(index)
-            self.reload_nginx()
+            self.replace_instance(index)
             self.write_state("restarting")
         self.restarts += 1
         self.last_restart = {
@@ -356,6 +423,30 @@ class Stack:
             "error": None,
             "seconds": round(time.monotonic() - started, 2),
         }
+
+    def replace_instance(self, index: int) -> None:
+        """Stop instance ``index`` gracefully and start it again on its port.
+
+        SIGTERM: gunicorn stops listening at once and finishes its requests,
+        answering each with ``Connection: close``. nginx sends what it cannot
+        deliver meanwhile (refused, or reset in the closing listener's queue)
+        to the other instance, and takes this one out for ``FAIL_TIMEOUT_S``.
+        Returns once the new instance answers /readyz, the old one has
+        finished, and nginx sends this one requests again, so the next
+        instance may stop.
+        """
+        old = self.instances[index]
+        # One that died (kill -9) was reaped already: just start it again.
+        if old is not None and old in self.processes.started:
+            old.send_signal(signal.SIGTERM)
+            wait_until_refused(self.instance_ports[index])
+            self.start_instance(index)
+            # gunicorn's graceful timeout (30 s), then it kills its workers.
+            old.wait(timeout=60)
+            self.processes.started.remove(old)
+        else:
+            self.start_instance(index)
+        time.sleep(FAIL_TIMEOUT_S + 0.5)
 
     def reap(self) -> list[str]:
         """Names of the processes that exited on their own since the last call
@@ -406,12 +497,13 @@ class Stack:
             "pid": os.getpid(),
             "url": self.url,
             "run_dir": str(self.run_dir),
+            "service_user": self.account.name,
             "nginx": {
                 "pid": pid(self.nginx),
                 "port": self.port,
                 "config": str(self.run_dir / "nginx.conf"),
-                "access_log": str(self.run_dir / "nginx-access.log"),
-                "error_log": str(self.run_dir / "nginx-error.log"),
+                "access_log": str(self.var_dir / "nginx-access.log"),
+                "error_log": str(self.var_dir / "nginx-error.log"),
             },
             "instances": [
                 {
@@ -433,6 +525,8 @@ class Stack:
             "upstream": {"pid": pid(self.upstream), "url": self.upstream_url},
             "redis": {"pid": pid(self.redis), "url": self.redis_url},
             "aggregation_token": self.aggregation_token,
+            # For scrapers, at each instance's /metrics (Authorization: Bearer).
+            "metrics_token": self.metrics_token,
             "postgres": {
                 "data_dir": str(self.pg_data)
                 if self.pg_data
@@ -445,10 +539,11 @@ class Stack:
         }
 
     def write_state(self, status: str) -> None:
-        """Write the state file atomically (readers never see half of it)."""
+        """Write the state file atomically (readers never see half of it),
+        0600: it holds every password and token of the stack."""
         path = self.run_dir / STATE_FILE
         partial = path.with_suffix(".tmp")
-        partial.write_text(json.dumps(self.state(status), indent=2) + "\n")
+        write_private(partial, json.dumps(self.state(status), indent=2) + "\n")
         partial.replace(path)
 
 
@@ -533,6 +628,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=1, help="gevent workers per instance"
     )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve the /demo/ and /example/ endpoints (off in production)",
+    )
     add_env_option(parser, "environment of the instances (repeatable)")
     args = parser.parse_args(argv)
     other = running_stack(args.run_dir)
@@ -547,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         pg_data=args.pg_data,
         database=args.database,
         workers=args.workers,
+        demo=args.demo,
         env=dict(args.env),
     )
     try:

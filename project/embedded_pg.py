@@ -193,6 +193,20 @@ def _prepare_for_root(data_dir: Path, sock: Path) -> None:
         path.chmod(0o700)
 
 
+def share_socket(data_dir: Path, group: int) -> None:
+    """Let members of ``group`` reach the cluster's socket (they still log in
+    with a password): under root, the socket directory becomes 0710 with
+    that group. Not under root, its owner is everyone who runs anything.
+
+    ``ensure_running`` closes it again (0700, the server's group).
+    """
+    if not _as_root():
+        return
+    sock = socket_dir(data_dir)
+    os.chown(sock, -1, group)
+    sock.chmod(0o710)
+
+
 def _hand_to_server(path: Path) -> None:
     """Make a file ours readable by the server (its user, under root)."""
     if os.geteuid() == 0:
@@ -372,6 +386,17 @@ def stop(data_dir: Path = DEV_DATA_DIR) -> bool:
     real = server_data_dir(data_dir)
     _pg([_bin("pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(real)], timeout=60)
     return True
+
+
+def restart(data_dir: Path = DEV_DATA_DIR) -> None:
+    """Restart the running cluster (fast shutdown, same options); return once
+    it accepts connections again."""
+    real = server_data_dir(data_dir)
+    _pg(
+        [_bin("pg_ctl"), "restart", "-w", "-t", "60", "-m", "fast", "-D", str(real)]
+        + ["-l", str(real / "server.log")],
+        timeout=90,
+    )
 
 
 def remove(data_dir: Path) -> None:

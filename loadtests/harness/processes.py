@@ -101,6 +101,21 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 10.0) -
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout} s")
 
 
+def wait_until_refused(port: int, timeout: float = 10.0) -> None:
+    """Poll until 127.0.0.1:``port`` refuses connections: its listener closed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                pass
+        except ConnectionRefusedError:
+            return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise TimeoutError(f"127.0.0.1:{port} still accepted after {timeout} s")
+
+
 def stop(process: subprocess.Popen, timeout: float = 30.0) -> None:
     """SIGTERM a process we started and wait for it; SIGKILL it if it lingers."""
     if process.poll() is None:

@@ -5,19 +5,22 @@ database of its own (``stack``) in the tests' throwaway cluster
 (``.data/postgres-test``), never the development data.
 """
 
+import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
-import requests
 
 from deploy.stack import STATE_FILE, find_binary
 from loadtests.harness.processes import stop
@@ -83,19 +86,25 @@ def wait_for_state(stack: RunningStack, timeout: float = 120.0) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory) -> Iterator[RunningStack]:
+def stack() -> Iterator[RunningStack]:
     """A running stack (nginx, two gunicorns, PgBouncer, PostgreSQL, stub upstream)."""
     for name in ("nginx", "pgbouncer", "redis-server"):
         if find_binary(name) is None:
             pytest.skip(f"{name} is not installed (apt-get install {name})")
     from project import embedded_pg
 
-    run_dir = tmp_path_factory.mktemp("stack")
-    output = run_dir / "stack.out"
+    # The stack sets its run dir's permissions itself: it gets a parent every
+    # user may enter, as .data/ is, and makes the run dir there.
+    parent = Path(tempfile.mkdtemp(prefix="stack-test-"))
+    parent.chmod(0o755)
+    run_dir = parent / "run"
+    output = parent / "stack.out"
+    output.touch(mode=0o600)
     with output.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "deploy.stack", "--run-dir", str(run_dir)]
-            + ["--pg-data", str(embedded_pg.TEST_DATA_DIR), "--database", "stack"],
+            + ["--pg-data", str(embedded_pg.TEST_DATA_DIR), "--database", "stack"]
+            + ["--demo"],
             cwd=BASE_DIR,
             env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
             stdout=out,
@@ -107,53 +116,66 @@ def stack(tmp_path_factory) -> Iterator[RunningStack]:
         yield running
     finally:
         stop(process, timeout=60)
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 class SteadyLoad:
-    """A few clients sending GETs through nginx back to back, counting failures.
+    """Clients sending GETs through nginx back to back, each on one kept-alive
+    connection, recording every request.
 
     Threads (greenlets: the tests run under gevent's patching), each with a
-    keep-alive session, as a browser or service client would. Like those
-    clients (RFC 9112, 9.3.1: Go's net/http, browsers), a GET whose kept-alive
-    connection was closed before any byte of an answer arrived is sent once
-    more on a new connection, and counted in ``retried``: a reloading nginx
-    closes its old workers' idle client connections, and one may close just as
-    a request is sent on it. Anything else is a failure: any status but 200,
-    a refused or reset connection, an abort on the retry.
+    plain ``http.client`` connection: it never retries anything. A request
+    sent on a connection the server is closing fails here, as it would for
+    any client that does not retry; only an answer that says
+    ``Connection: close`` makes the next request open a new connection.
+    Anything but a 200 is a failure: another status, a refused, reset or
+    closed connection.
     """
 
-    def __init__(self, url: str, clients: int = 4, pause: float = 0.01) -> None:
-        self.url = url
+    def __init__(
+        self,
+        url: str,
+        clients: int = 4,
+        pause: float = 0.01,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.target = parts.path + (f"?{parts.query}" if parts.query else "")
         self.clients = clients
         self.pause = pause
-        self.requests = 0
-        self.retried: list[str] = []
-        self.failures: list[str] = []
+        self.headers = headers or {}
+        # (started, ended, HTTP status or the exception's repr), monotonic time.
+        self.results: list[tuple[float, float, int | str]] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def _get(self, session: requests.Session) -> None:
-        try:
-            response = session.get(self.url, timeout=10)
-        except requests.ConnectionError as exc:
-            # urllib3's "Connection aborted.": closed (or reset) before an answer.
-            if "Connection aborted" not in str(exc):
-                raise
-            self.retried.append(repr(exc))
-            session.close()  # the retry opens a new connection
-            response = session.get(self.url, timeout=10)
-        if response.status_code != 200:
-            self.failures.append(f"{response.status_code} {response.text[:200]}")
+    @property
+    def requests(self) -> int:
+        """How many requests were sent."""
+        return len(self.results)
+
+    @property
+    def failures(self) -> list[str]:
+        """Every request that did not answer 200, as status or error."""
+        return [str(outcome) for _, _, outcome in self.results if outcome != 200]
 
     def _run(self) -> None:
-        session = requests.Session()
+        connection = http.client.HTTPConnection(*self.address, timeout=30)
         while not self._stop.is_set():
+            started = time.monotonic()
+            outcome: int | str
             try:
-                self._get(session)
-            except requests.RequestException as exc:
-                self.failures.append(repr(exc))
-            self.requests += 1
+                connection.request("GET", self.target, headers=self.headers)
+                response = connection.getresponse()
+                response.read()
+                outcome = response.status
+            except (OSError, http.client.HTTPException) as exc:
+                outcome = repr(exc)
+                connection.close()  # the next request opens a new one
+            self.results.append((started, time.monotonic(), outcome))
             time.sleep(self.pause)
+        connection.close()
 
     def __enter__(self) -> "SteadyLoad":
         for _ in range(self.clients):
@@ -165,7 +187,24 @@ class SteadyLoad:
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=15)
+            thread.join(timeout=35)
+
+
+def as_nobody(code: str) -> subprocess.CompletedProcess[str]:
+    """Run Python ``code`` as ``nobody``: the attacker, a local unprivileged user.
+
+    The project's interpreter, so the attacker has the same client libraries
+    (psycopg2, redis) at hand; from ``/``, with nothing of ours in the environment.
+    """
+    return subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+        + [sys.executable, "-c", code],
+        cwd="/",
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def kill_tree(pid: int) -> list[int]:
