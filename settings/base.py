@@ -272,7 +272,9 @@ for _name, _value, _low, _high in (
         )
 
 # Per-worker in-memory cache: aggregation sources with cache_ttl_s keep their
-# last good value here (fresh hits, and stale-if-error fallbacks).
+# last good value here (fresh hits, and stale-if-error fallbacks). Every cache
+# here stores JSON, never pickles (project/core/cache_codec.py): whoever can
+# write to a cache must not get code run by the service.
 CACHES = {
     "default": {
         # Bounded in bytes too: LocMemCache alone counts only entries.
@@ -340,7 +342,7 @@ def shared_cache(
         "LOCATION": name,
         "OPTIONS": {
             "PRIMARY": {
-                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "BACKEND": "project.core.redis_cache.JsonRedisCache",
                 "LOCATION": url,
                 "OPTIONS": {
                     "socket_connect_timeout": timeout_s,

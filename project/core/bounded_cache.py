@@ -1,9 +1,12 @@
-"""Django's local-memory cache, bounded in bytes as well as in entries.
+"""Django's local-memory cache, storing JSON, bounded in bytes as well as in entries.
 
-``LocMemCache`` limits the number of entries only: 60 cached 8 MB answers grew
-a worker from 54 MB to 471 MB. This backend keeps the pickled size of every
-entry, refuses (and logs) a value larger than ``MAX_ENTRY_BYTES``, and evicts
-least recently used entries to stay under ``MAX_BYTES`` per process.
+``LocMemCache`` pickles its values, and unpickling runs code: this backend
+stores JSON bytes instead (``cache_codec``); a value that is not JSON is a
+miss, counted and logged once. ``LocMemCache`` also limits the number of
+entries only: 60 cached 8 MB answers grew a worker from 54 MB to 471 MB. This
+backend keeps the size of every entry's JSON, refuses (and logs) a value
+larger than ``MAX_ENTRY_BYTES``, and evicts least recently used entries to stay
+under ``MAX_BYTES`` per process.
 """
 
 import logging
@@ -12,7 +15,10 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.locmem import LocMemCache
+
+from .cache_codec import JsonSerializer, Undecodable, undecodable
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +36,7 @@ class ByteBoundedLocMemCache(LocMemCache):
 
     def __init__(self, name: str, params: dict[str, Any]) -> None:
         super().__init__(name, params)
+        self.location = name
         options = params.get("OPTIONS", {})
         self.max_bytes = int(options.get("MAX_BYTES", 64 * 1024 * 1024))
         self.max_entry_bytes = int(options.get("MAX_ENTRY_BYTES", 1024 * 1024))
@@ -38,8 +45,55 @@ class ByteBoundedLocMemCache(LocMemCache):
 
     @property
     def size_bytes(self) -> int:
-        """Pickled bytes held now."""
+        """JSON bytes held now."""
         return self._bytes[0]
+
+    # LocMemCache's add, get and set with JSON in place of pickle; its other
+    # methods never look inside a value.
+
+    def add(
+        self,
+        key: Any,
+        value: Any,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        version: int | None = None,
+    ) -> bool:
+        """Store ``value`` unless ``key`` holds one; True if stored."""
+        key = self.make_and_validate_key(key, version=version)
+        data = JsonSerializer.dumps(value)
+        with self._lock:
+            if self._has_expired(key):  # type: ignore[attr-defined]
+                self._set(key, data, timeout)
+                return True
+            return False
+
+    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        """The value of ``key``; ``default`` when absent, expired or not JSON."""
+        key = self.make_and_validate_key(key, version=version)
+        with self._lock:
+            if self._has_expired(key):  # type: ignore[attr-defined]
+                self._delete(key)
+                return default
+            data = self._cache[key]
+            self._cache.move_to_end(key, last=False)
+        try:
+            return JsonSerializer.loads(data)
+        except Undecodable as error:
+            undecodable("memory", self.location, key, str(error))
+            return default
+
+    def set(
+        self,
+        key: Any,
+        value: Any,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        version: int | None = None,
+    ) -> None:
+        """Store ``value`` as JSON (TypeError/ValueError if it is not JSON)."""
+        key = self.make_and_validate_key(key, version=version)
+        data = JsonSerializer.dumps(value)
+        with self._lock:
+            self._set(key, data, timeout)
 
     def _set(self, key: str, value: bytes, timeout: Any = None) -> None:
         size = len(value)

@@ -165,12 +165,19 @@ AGGREGATION_SINGLEFLIGHT_JOINS = Counter(
     ["aggregation", "source"],
 )
 
-# --- Shared cache (project/core/fallback_cache.py) ---------------------------
+# --- Caches (project/core/fallback_cache.py, cache_codec.py) ------------------
 CACHE_FALLBACK = Counter(
     "gd_cache_fallback_total",
     "Cache calls served from this worker's memory instead of the shared cache "
     "(Redis): it failed or timed out, or is skipped for a cool-off after that.",
     ["cache", "operation"],
+)
+CACHE_UNDECODABLE = Counter(
+    "gd_cache_undecodable_total",
+    "Cached values served as a miss because they were not what the service "
+    "writes, by reader: redis or memory (not JSON: a pickle, garbage), "
+    "aggregation (JSON, but not a source-cache entry).",
+    ["reader"],
 )
 
 # --- The event loop and the worker ------------------------------------------

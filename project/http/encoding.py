@@ -1,5 +1,6 @@
 """JSON encoding of our answers."""
 
+import json
 import math
 from typing import Any
 
@@ -23,6 +24,16 @@ class FiniteJSONEncoder(DjangoJSONEncoder):
             return super().encode(o)
         except ValueError:
             return super().encode(_finite(o))
+
+
+def json_form(value: Any) -> Any:
+    """``value`` as our answers write it, read back: plain JSON types only.
+
+    A Decimal or a datetime becomes the string an answer shows, a tuple a
+    list, a non-finite float ``None``; a value stored in this form is served
+    from a cache exactly as it was served live.
+    """
+    return json.loads(FiniteJSONEncoder().encode(value))
 
 
 def _finite(value: Any) -> Any:
