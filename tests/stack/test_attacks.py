@@ -111,11 +111,6 @@ def test_nobody_cannot_write_to_the_cache(stack: RunningStack):
         marker.unlink(missing_ok=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the aggregation cache still unpickles; JSON values land in another "
-    "branch of issue 24 (remove this mark then)",
-)
 def test_a_pickle_in_the_cache_is_never_run(stack: RunningStack):
     """Whoever has the password: a pickle written to the key the next request
     reads is not executed, and that request answers from a miss."""
