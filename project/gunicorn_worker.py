@@ -58,7 +58,7 @@ from project.core.admission.refusal_budget import RETRY_AT_ONCE_S
 from project.core.admission.routes import Priority, RoutePriorities, traffic_class
 from project.core.caller import caller_scope
 from project.core.deadline import mark_arrival
-from project.core.disconnect import client_has_left
+from project.core.disconnect import client_gone_at_once
 
 DEFAULT_ACCEPT_BATCH = 16
 
@@ -371,7 +371,9 @@ class GeventWorker(ggevent.GeventWorker):
                 raise StopIteration()
             setattr(connection, REFUSED_AT, time.monotonic())
             return True
-        if decision.waited_s and client_has_left(sock):
+        if decision.waited_s and client_gone_at_once(
+            sock, interim_allowed=req.version == (1, 1)
+        ):
             # The client gave up while it waited: do not start the work.
             gate.gate.client_gone(priority, client)
             raise StopIteration()

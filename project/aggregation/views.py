@@ -39,7 +39,10 @@ def aggregate(request: HttpRequest, name: str) -> JsonResponse:
             client=token_client(token),
             traffic_class=caller_or_anonymous().traffic_class,
         ),
-        client_disconnect(request.META.get("gunicorn.socket")) as gone,
+        client_disconnect(
+            request.META.get("gunicorn.socket"),
+            interim_allowed=request.META.get("SERVER_PROTOCOL") == "HTTP/1.1",
+        ) as gone,
     ):
         result = aggregator.run(aggregation, values, deadline, cancel=gone)
     # For the access log: what became of each source, in one field.

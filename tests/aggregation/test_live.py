@@ -42,6 +42,10 @@ deadline_ms = 2000
 params = { mode = { type = "str", required = true }, n = { type = "int", default = 0 } }
 sources.s = { upstream = "hostile", path = "/hostile", query = { mode = "{mode}", n = "{n}" } }
 
+[aggregations.halfclose]
+deadline_ms = 3000
+sources.http = { upstream = "stub", path = "/delay", query = { ms = "300" } }
+
 [aggregations.long]
 deadline_ms = 5000
 sources.http = { upstream = "stub", path = "/delay", query = { ms = "5000" } }
@@ -139,6 +143,25 @@ def test_client_going_away_cancels_the_sources(server):
     gevent.sleep(0.1)
     assert "aggregate long status=499" in server.log.read_text()
     assert app_backends(state="active") == 0
+
+
+def test_a_client_that_half_closes_still_gets_its_answer(server):
+    """A client that shuts down only its sending side once the request is out
+    is not gone: it reads an interim 103, then its 200."""
+    parts = urlsplit(server.url)
+    client = socket.create_connection((parts.hostname, parts.port), timeout=5)
+    client.sendall(
+        b"GET /api/aggregate/halfclose/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode()
+    )
+    client.shutdown(socket.SHUT_WR)
+    answer = b""
+    while chunk := client.recv(65536):
+        answer += chunk
+    client.close()
+    assert answer.startswith(b"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 ")
+    assert b'"status": "ok"' in answer or b'"status":"ok"' in answer
+    assert "aggregate halfclose status=200" in server.log.read_text()
 
 
 def _peak_rss_mb(pid: int) -> float:
