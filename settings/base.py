@@ -102,7 +102,10 @@ def database_settings(embedded_data_dir: Path) -> tuple[dict, str | None]:
     if not url:
         embedded = str(embedded_data_dir)
         url = embedded_pg.url(embedded_data_dir)
-    db = env.db_url_config(url)
+    try:
+        db = env.db_url_config(url)
+    except ValueError as exc:  # a port that is not a number from 0 to 65535
+        raise ImproperlyConfigured(f"DATABASE_URL: {exc}") from None
     db["HOST"] = unquote(db.get("HOST", ""))  # unix socket paths arrive %-encoded
     # Unset: sized from the database's budget when the first connection opens.
     pool_size = env.int("DB_POOL_SIZE", default=-1)

@@ -2,6 +2,7 @@
 
 from django.core.exceptions import ImproperlyConfigured
 
+from . import production_checks as checks
 from .base import *  # noqa: F403
 from .base import allow_ips, env
 
@@ -15,17 +16,23 @@ def _required(key: str) -> str:
     return value
 
 
+# Debug pages show settings and code to whoever triggers an error.
+if env.bool("DEBUG", default=False):
+    raise ImproperlyConfigured(
+        "DEBUG is true: production never shows debug pages; unset DEBUG"
+    )
 DEBUG = False
-SECRET_KEY = _required("SECRET_KEY")
+SECRET_KEY = checks.secret_key(_required("SECRET_KEY"))
 # Never the embedded development cluster, never the example registry.
-_required("DATABASE_URL")
+checks.database_url(_required("DATABASE_URL"))
 AGGREGATIONS_FILE = _required("AGGREGATIONS_FILE")
-ALLOWED_HOSTS = [
-    host.strip() for host in _required("ALLOWED_HOSTS").split(",") if host.strip()
-]
+ALLOWED_HOSTS = checks.allowed_hosts(_required("ALLOWED_HOSTS"))
 DEMO_ENDPOINTS = env.bool("DEMO_ENDPOINTS", default=False)
-# /metrics is served only to the scrapers configured (METRICS_TOKENS or these).
-METRICS_ALLOW_IPS = allow_ips(env.str("METRICS_ALLOW_IPS", default=""))
+# /metrics is served only to the scrapers configured (METRICS_TOKENS or these),
+# and by address only to loopback and private networks.
+METRICS_ALLOW_IPS = checks.metrics_networks(
+    allow_ips(env.str("METRICS_ALLOW_IPS", default=""))
+)
 
 # Security: the proxy in front terminates TLS and sets X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

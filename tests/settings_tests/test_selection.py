@@ -28,6 +28,7 @@ UNREACHABLE_DB = "postgres://nobody@127.0.0.1:1/none"
 CONTROLLED = re.compile(
     r"DJANGO_SETTINGS_MODULE|ENVIRONMENT|DATABASE_URL|SECRET_KEY|ALLOWED_HOSTS"
     r"|DEBUG|LOG_LEVEL|GEVENT_PATCH|DEMO_\w+|SECURE_\w+|AGGREGATION\w+|REDIS_\w+"
+    r"|METRICS_\w+"
 )
 PRINT_MODULE = "from django.conf import settings; print(settings.SETTINGS_MODULE)"
 
