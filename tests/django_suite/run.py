@@ -126,9 +126,29 @@ def django_tests_dir(version: str, cache: Path = CACHE) -> Path:
     # passes for a complete one.
     with tempfile.TemporaryDirectory(dir=cache) as scratch:
         with tarfile.open(sdist) as archive:
-            archive.extractall(scratch, filter="data")
+            _extract_data(archive, Path(scratch))
         (Path(scratch) / f"django-{version}").rename(source)
     return source / "tests"
+
+
+def _extract_data(archive: tarfile.TarFile, target: Path) -> None:
+    """Extract regular files and directories under ``target`` only.
+
+    Python 3.11.4+ does this with ``filter="data"``; Debian 12's 3.11.2 has no
+    such argument (CI may build the virtualenv from it), so the same rules
+    are checked here: no absolute or escaping path, no link, no device.
+    """
+    if hasattr(tarfile, "data_filter"):
+        archive.extractall(target, filter="data")
+        return
+    root = target.resolve()
+    for member in archive.getmembers():
+        destination = (root / member.name).resolve()
+        if not (member.isfile() or member.isdir()) or not destination.is_relative_to(
+            root
+        ):
+            raise RuntimeError(f"refusing to extract {member.name!r} from the sdist")
+    archive.extractall(target)
 
 
 def _write_stub_extensions(base: Path) -> None:
