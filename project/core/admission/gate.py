@@ -36,9 +36,8 @@ The queue timeout follows CoDel as Facebook's servers use it (Wangle's
 "adaptive LIFO + CoDel"): while the worker is not overloaded a burst may wait
 up to ``queue_timeout_s``; once it is (a wait ran out), waits are capped at
 ``queue_target_s``, sheddable requests do not wait at all and the newest
-waiter is served first, until an interval passes without a refusal for want
-of a slot: a growing line cannot form and admitted requests keep their
-latency.
+waiter is served first, until the line has emptied: a growing line cannot
+form and admitted requests keep their latency.
 
 The limit itself (``limit.py``) moves once per ``interval_s`` on two
 congestion signals measured inside the worker, not inferred from latency: the
@@ -154,7 +153,7 @@ class Gate:
     _peak: int
     _contended: bool
     _timeouts_now: bool
-    _shed_now: bool
+    _emptied: bool
     _refused_count: int
     _retries_now: int
     _completions: int
@@ -219,6 +218,8 @@ class Gate:
         self._arrivals += 1
         if self.in_flight < self.limit.value and not self._ahead(priority):
             self._take_slot(client)
+            if not self.queued:
+                self._emptied = True
             return ADMITTED
         self._contended = True
         if self._under_share(client):
@@ -364,16 +365,13 @@ class Gate:
             cap=self._cpu_cap(need) if cpu_congested and need and piling else None,
         )
         # CoDel's drop state: entered when a wait ran out (the line grew past
-        # what the timeout allows), left after an interval in which no request
-        # had to be refused for want of a slot. Not on the shortest wait, as
-        # CoDel's own rule, nor once the line has emptied: served newest first
-        # (adaptive LIFO) with waits capped at the target, someone always gets
-        # in at once and the line empties within milliseconds, so either rule
-        # let the mode flap off and on, each time letting waits run to the
-        # full timeout (W2 at 3x: the refusals' p99 100 ms). A line that
-        # stands but is served in time is not overload: it never enters the
-        # mode.
-        self.overloaded = self._timeouts_now or (self.overloaded and self._shed_now)
+        # what the timeout allows), left once the line has emptied. Not on the
+        # shortest wait, as CoDel's own rule: served newest first (adaptive
+        # LIFO), someone always gets in at once, and the mode flapped off and
+        # on, each time letting waits run to the full timeout (W2 at 3x: the
+        # refusals' p99 100 ms). A line that stands but is served in time is
+        # not overload: it never enters the mode.
+        self.overloaded = self._timeouts_now or (self.overloaded and not self._emptied)
         # How fast slots free is measured while slots are in use: an idle
         # interval would decay the rate towards 0, and the first burst after
         # it would be refused on an expected wait of seconds.
@@ -421,7 +419,7 @@ class Gate:
         self._peak = self.in_flight
         self._contended = False
         self._timeouts_now = False
-        self._shed_now = False
+        self._emptied = not self.queued
         self._refused_count = 0
         self._retries_now = 0
         self._completions = 0
@@ -469,13 +467,13 @@ class Gate:
         self._last_refusal = now
         self._refused_count += 1
         self._contended = True
-        if reason in (LIMIT, QUEUE):
-            self._shed_now = True
         return Decision(reason)
 
     def _unqueue(self, waiter: _Waiter) -> None:
         if self._lines[waiter.priority].remove(waiter):
             self.queued -= 1
+            if not self.queued:
+                self._emptied = True
 
     def _grant_free_slots(self) -> None:
         while self.in_flight < self.limit.value:
@@ -485,6 +483,8 @@ class Gate:
             waiter.granted = True
             waiter.event.set()
             self.queued -= 1
+            if not self.queued:
+                self._emptied = True
             self._take_slot(waiter.client)
 
     def _next_waiter(self) -> _Waiter | None:

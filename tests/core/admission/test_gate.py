@@ -195,23 +195,21 @@ def test_a_standing_line_served_in_time_is_not_overload():
     assert not gate.refused
 
 
-def test_overload_holds_while_requests_are_refused_though_the_line_empties():
-    """CoDel mode holds through an interval in which the line emptied but a
-    request was still refused for want of a slot (served newest first, the
-    line empties within milliseconds), and ends after one with no refusal."""
+def test_a_wait_that_runs_out_under_a_standing_line_stays_overload():
+    """CoDel mode holds while the line never empties in an interval (served
+    newest first, someone always gets in at once), and ends when it does."""
     gate = small_gate(limit=1, queue_timeout_s=0.02, queue_target_s=0.005)
     gate.enter(Priority.NORMAL, FAR)
     assert gate.enter(Priority.NORMAL, FAR).reason == "queue"
-    gate.tick()
-    assert gate.overloaded
     waiting = gevent.spawn(gate.enter, Priority.CRITICAL, FAR)
     gevent.sleep(0)
-    gate.leave()  # the waiter gets the slot: the line is empty
-    assert waiting.get(timeout=1).reason is None
-    assert gate.enter(Priority.SHEDDABLE, FAR).reason == "limit"  # no wait ran out
     gate.tick()
     assert gate.overloaded
-    gate.tick()  # nothing refused this interval
+    gate.tick()  # the line stood the whole interval: still overloaded
+    assert gate.overloaded
+    gate.leave()  # the waiter gets the slot: the line is empty
+    waiting.get(timeout=1)
+    gate.tick()
     assert not gate.overloaded
 
 
