@@ -36,8 +36,9 @@ The queue timeout follows CoDel as Facebook's servers use it (Wangle's
 "adaptive LIFO + CoDel"): while the worker is not overloaded a burst may wait
 up to ``queue_timeout_s``; once it is (a wait ran out), waits are capped at
 ``queue_target_s``, sheddable requests do not wait at all and the newest
-waiter is served first, until the line has emptied: a growing line cannot
-form and admitted requests keep their latency.
+waiter is served first, until the line has emptied and new requests (not
+retries at once) no longer arrive faster than requests complete: a growing
+line cannot form and admitted requests keep their latency.
 
 The limit itself (``limit.py``) moves once per ``interval_s`` on two
 congestion signals measured inside the worker, not inferred from latency: the
@@ -80,6 +81,9 @@ POOL_GROWTH = 1.2
 # second) mean work piling up, the only case the CPU cap is for.
 PILING_UP = 1.2
 FLOW_WINDOW = 5
+# Fewer new requests than this over FLOW_WINDOW do not hold CoDel mode, however
+# few complete: a handful is no open model outpacing the worker.
+MIN_NEW_WORK = 10
 # Fewer refusals than this in an interval are no storm, whatever follows them.
 STORM_MIN_REFUSALS = 10
 # Fair-share borrowing stops at this multiple of the limit in flight.
@@ -203,8 +207,9 @@ class Gate:
         self._pool_growing_before = False
         self._pool_wait_before = 0.0
         self._storm_before = False
-        # (arrivals, completions) of the last intervals: is work piling up?
-        self._flow: deque[tuple[int, int]] = deque(maxlen=FLOW_WINDOW)
+        # (arrivals, retries at once, completions) of the last intervals: is
+        # work piling up?
+        self._flow: deque[tuple[int, int, int]] = deque(maxlen=FLOW_WINDOW)
         self._greenlet: gevent.Greenlet | None = None
         self._reset_interval()
 
@@ -347,9 +352,10 @@ class Gate:
         # refused 11 % of an open model at 0.8x one worker's W1 capacity; only
         # arrivals outpacing completions (3x the load, a retry storm) call
         # for the cap. A closed loop never piles up: arrivals follow answers.
-        self._flow.append((self._arrivals, self._completions))
-        arrived = sum(a for a, _ in self._flow)
-        served = sum(c for _, c in self._flow)
+        self._flow.append((self._arrivals, self._retries_now, self._completions))
+        arrived = sum(a for a, _, _ in self._flow)
+        retried = sum(r for _, r, _ in self._flow)
+        served = sum(c for _, _, c in self._flow)
         piling = arrived > PILING_UP * max(served, 1)
         floor = 0
         if pool_line and self._pool_size:
@@ -365,13 +371,26 @@ class Gate:
             cap=self._cpu_cap(need) if cpu_congested and need and piling else None,
         )
         # CoDel's drop state: entered when a wait ran out (the line grew past
-        # what the timeout allows), left once the line has emptied. Not on the
+        # what the timeout allows), left once the line has emptied, unless new
+        # requests still arrive faster than requests complete. Not on the
         # shortest wait, as CoDel's own rule: served newest first (adaptive
-        # LIFO), someone always gets in at once, and the mode flapped off and
-        # on, each time letting waits run to the full timeout (W2 at 3x: the
-        # refusals' p99 100 ms). A line that stands but is served in time is
-        # not overload: it never enters the mode.
-        self.overloaded = self._timeouts_now or (self.overloaded and not self._emptied)
+        # LIFO), someone always gets in at once. Not the line alone: with
+        # waits cut to the target it empties within milliseconds under an
+        # open model at 3x, the mode flapped, and each time off let waits run
+        # to the full timeout (W2: the refusals' p99 100 ms). Not refusals
+        # alone either: a closed loop's refusals come back as retries and
+        # held the mode themselves (W2 2x100 under wrk: 132-656 refusals,
+        # 0.75x the 2xx/s of admission off). Retries at once are not new
+        # work; a closed loop's new requests follow its answers, an open
+        # model's do not. A line that stands but is served in time is not
+        # overload: it never enters the mode.
+        new_work = arrived - retried
+        new_work_piling = new_work >= MIN_NEW_WORK and new_work > PILING_UP * max(
+            served, 1
+        )
+        self.overloaded = self._timeouts_now or (
+            self.overloaded and (not self._emptied or new_work_piling)
+        )
         # How fast slots free is measured while slots are in use: an idle
         # interval would decay the rate towards 0, and the first burst after
         # it would be refused on an expected wait of seconds.

@@ -213,6 +213,31 @@ def test_a_wait_that_runs_out_under_a_standing_line_stays_overload():
     assert not gate.overloaded
 
 
+def test_overload_holds_while_new_requests_outpace_completions():
+    """An open model at three times capacity: the line empties within
+    milliseconds (waits are cut to the target), but new requests keep
+    arriving faster than requests complete, so CoDel mode holds; retries at
+    once are not new work, and with only those the mode ends."""
+    gate = small_gate(limit=1, queue_timeout_s=0.02, queue_target_s=0.005)
+    gate.enter(Priority.NORMAL, FAR)
+    assert gate.enter(Priority.NORMAL, FAR).reason == "queue"
+    gate.tick()
+    assert gate.overloaded
+    for _ in range(30):  # new requests, refused at once (sheddable)
+        gate.enter(Priority.SHEDDABLE, FAR)
+    gate.tick()
+    assert gate.overloaded
+    retries = small_gate(limit=1, queue_timeout_s=0.02, queue_target_s=0.005)
+    retries.enter(Priority.NORMAL, FAR)
+    assert retries.enter(Priority.NORMAL, FAR).reason == "queue"
+    retries.tick()
+    for _ in range(30):  # the same load, every request a retry at once
+        retries.retried_at_once()
+        retries.enter(Priority.SHEDDABLE, FAR)
+    retries.tick()
+    assert not retries.overloaded
+
+
 def served(gate: Gate, route: str, count: int, seconds: float) -> None:
     """``count`` requests of ``route`` admitted and completed in ``seconds`` each."""
     for _ in range(count):
