@@ -59,13 +59,7 @@ def client_disconnect(
         # Again and again: a client that half-closed may close for good later,
         # and only another write would show it (any number of 1xx answers may
         # precede the final one).
-        while True:
-            try:
-                sock.sendall(INTERIM)
-            except OSError:
-                break
-            if _reset_within(sock, RESET_CHECKS_S):
-                break
+        while not _answers_interim_with_reset(sock, RESET_CHECKS_S):
             gevent.sleep(RESET_CHECK_EVERY_S)
         gone.set()
 
@@ -110,17 +104,16 @@ def client_gone_at_once(sock: socket.socket, *, interim_allowed: bool) -> bool:
         return False
     except OSError:
         return True
-    if not interim_allowed:
-        return False
+    return interim_allowed and _answers_interim_with_reset(sock, RESET_CHECKS_S[:1])
+
+
+def _answers_interim_with_reset(sock: socket.socket, pauses: tuple[float, ...]) -> bool:
+    """Send the interim answer; whether the write fails or ``sock`` is reset
+    by the end of ``pauses`` (looked at after each)."""
     try:
         sock.sendall(INTERIM)
     except OSError:
         return True
-    return _reset_within(sock, RESET_CHECKS_S[:1])
-
-
-def _reset_within(sock: socket.socket, pauses: tuple[float, ...]) -> bool:
-    """Whether ``sock`` is reset by the end of ``pauses`` (looked at after each)."""
     for pause in pauses:
         gevent.sleep(pause)
         if client_has_left(sock):

@@ -12,7 +12,7 @@ from django.db import DatabaseError
 from gevent.event import Event
 from gevent.lock import BoundedSemaphore
 
-from .caller import Caller, activate_caller, caller_or_anonymous, current_caller
+from .caller import ANONYMOUS, Caller, activate_caller, current_caller
 from .deadline import Deadline, activate
 from .fair_share import ClassSlots
 from .pg_pool.pool import PoolTimeout
@@ -120,7 +120,7 @@ def fan_out(
     started = time.monotonic()
     request_id = current_request_id()
     caller = current_caller()
-    holder = caller_or_anonymous()
+    holder = caller or ANONYMOUS  # whose share the legs' slots come from
 
     def run(index: int, leg: Leg) -> None:
         global _legs_in_flight

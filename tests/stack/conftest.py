@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 from deploy.stack import STATE_FILE, find_binary
 from loadtests.harness.processes import stop
@@ -45,6 +46,17 @@ class RunningStack:
     def url(self) -> str:
         """nginx's base URL."""
         return self.state["url"]
+
+    def cached_item(self, item: int, base_url: str | None = None) -> dict[str, Any]:
+        """The cached aggregation (deploy/aggregations.toml) of ``item``'s
+        source, through nginx or ``base_url`` (an instance)."""
+        response = requests.get(
+            f"{base_url or self.url}/api/aggregate/cached/?id={item}",
+            headers={"Authorization": f"Bearer {self.state['aggregation_token']}"},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["sources"]["item"]
 
     def instance_ports(self) -> set[str]:
         """The instances' loopback addresses as nginx logs them (host:port)."""

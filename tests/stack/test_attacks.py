@@ -51,17 +51,6 @@ def test_no_service_runs_as_root(stack: RunningStack):
     assert 65534 not in uids.values(), uids  # nobody is the attacker
 
 
-def aggregate_item(stack: RunningStack, item: int) -> dict:
-    """The cached aggregation of ``item`` through nginx."""
-    response = requests.get(
-        f"{stack.url}/api/aggregate/cached/?id={item}",
-        headers={"Authorization": f"Bearer {stack.state['aggregation_token']}"},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["sources"]["item"]
-
-
 def cached_keys(client: redis.Redis) -> set[bytes]:
     """The aggregation cache's keys in Redis."""
     return set(client.scan_iter(match="*agg:*"))
@@ -77,13 +66,13 @@ class RunsShell:
         return (os.system, (self.command,))
 
 
-def cached_item(stack: RunningStack) -> tuple[int, bytes, Path]:
+def cached_entry(stack: RunningStack) -> tuple[int, bytes, Path]:
     """Cache an item: (the item, its Redis key, a marker file for a pickle to
     write, in /tmp so that any user could)."""
     item = uuid.uuid4().int % 10**9 + 1
     client = redis.Redis.from_url(stack.state["redis"]["url"])
     before = cached_keys(client)
-    assert aggregate_item(stack, item)["status"] == "ok"
+    assert stack.cached_item(item)["status"] == "ok"
     (key,) = cached_keys(client) - before
     client.close()
     return item, key, Path("/tmp") / f"stack-pickle-{uuid.uuid4().hex}"
@@ -92,7 +81,7 @@ def cached_item(stack: RunningStack) -> tuple[int, bytes, Path]:
 def test_nobody_cannot_write_to_the_cache(stack: RunningStack):
     """Redis needs the password: nobody cannot plant a value, and the request
     that reads the key runs nothing."""
-    item, key, marker = cached_item(stack)
+    item, key, marker = cached_entry(stack)
     redis_url = urlsplit(stack.state["redis"]["url"])
     payload = pickle.dumps(RunsShell(f"id > {marker}"))
     attack = as_nobody(
@@ -102,7 +91,7 @@ def test_nobody_cannot_write_to_the_cache(stack: RunningStack):
         "print('written')\n"
     )
     try:
-        assert aggregate_item(stack, item)["status"] == "ok"
+        assert stack.cached_item(item)["status"] == "ok"
         executed = marker.read_text() if marker.exists() else None
         assert executed is None, f"the pickle ran: {executed}"
         assert "written" not in attack.stdout
@@ -114,12 +103,12 @@ def test_nobody_cannot_write_to_the_cache(stack: RunningStack):
 def test_a_pickle_in_the_cache_is_never_run(stack: RunningStack):
     """Whoever has the password: a pickle written to the key the next request
     reads is not executed, and that request answers from a miss."""
-    item, key, marker = cached_item(stack)
+    item, key, marker = cached_entry(stack)
     client = redis.Redis.from_url(stack.state["redis"]["url"])
     client.set(key, pickle.dumps(RunsShell(f"id > {marker}")), ex=300)
     client.close()
     try:
-        source = aggregate_item(stack, item)
+        source = stack.cached_item(item)
         executed = marker.read_text() if marker.exists() else None
         assert executed is None, f"the pickle ran: {executed}"
         assert source["status"] == "ok" and "cache" not in source, source

@@ -115,17 +115,6 @@ def test_database_path_goes_through_pgbouncer(stack: RunningStack):
     assert transactions() - before >= 20
 
 
-def aggregate(stack: RunningStack, base_url: str, item: int) -> dict:
-    """The stack's cached aggregation (deploy/aggregations.toml) of ``item``."""
-    response = requests.get(
-        f"{base_url}/api/aggregate/cached/?id={item}",
-        headers={"Authorization": f"Bearer {stack.state['aggregation_token']}"},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["sources"]["item"]
-
-
 def fallbacks(stack: RunningStack, instance_url: str) -> float:
     """gd_cache_fallback_total of one instance, over its workers and labels."""
     text = requests.get(
@@ -144,8 +133,8 @@ def test_a_source_fetched_on_one_instance_is_a_hit_on_the_other(stack: RunningSt
     """The aggregation cache is Redis: instance B answers from A's call."""
     first, second = (i["url"] for i in stack.state["instances"])
     item = uuid.uuid4().int % 10**9 + 1
-    missed = aggregate(stack, first, item)
-    hit = aggregate(stack, second, item)
+    missed = stack.cached_item(item, first)
+    hit = stack.cached_item(item, second)
     assert missed["status"] == hit["status"] == "ok"
     assert "cache" not in missed and hit["cache"] == "hit"
     # deploy/redis.conf: a full cache evicts instead of refusing writes.
@@ -162,14 +151,14 @@ def test_aggregations_answer_with_redis_stopped(stack: RunningStack):
     """
     instances = [i["url"] for i in stack.state["instances"]]
     item = uuid.uuid4().int % 10**9 + 1
-    assert aggregate(stack, stack.url, item)["status"] == "ok"
+    assert stack.cached_item(item)["status"] == "ok"
     before = sum(fallbacks(stack, url) for url in instances)
     redis = stack.state["redis"]["pid"]
     kill_tree(redis)
     assert eventually(lambda: not alive(redis))
     for url in instances * 3:
         # Fetched live where the instance has no copy; from memory where it has.
-        assert aggregate(stack, url, item)["status"] == "ok"
+        assert stack.cached_item(item, url)["status"] == "ok"
     assert sum(fallbacks(stack, url) for url in instances) > before
 
 
