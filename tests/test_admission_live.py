@@ -122,8 +122,11 @@ def test_cpu_overload_is_refused_fast_and_the_admitted_keep_their_latency(
     ]
     assert len(served) + len(refused) == len(answers)
     assert served and refused
-    # Wide margins: a refusal costs a parse and a write, a fan-out ten calls.
-    assert median(refused) < median(served) / 3
+    # A refusal costs a parse and a write, a fan-out ten calls; both wait for
+    # the loop's turn and the client shares the two cores. Measured here: the
+    # refusals' median 26-36 ms, the served 89-128 ms (6 runs); the margin is
+    # wide so the machine's noise cannot fail it (at /3 it did, 1 run in 6).
+    assert median(refused) < median(served) / 2
     assert sorted(settled)[int(len(settled) * 0.95)] < 0.5
     assert median([seconds for seconds, *_ in health_answers]) < 0.2
 
