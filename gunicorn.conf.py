@@ -14,8 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import settings as _settings  # noqa: E402  (stdlib-only package; reads .env)
-from project import gunicorn_worker as _worker  # noqa: E402  (gevent, no Django)
 from project.core import metrics_dir  # noqa: E402  (stdlib only)
+from project.server import worker as _worker  # noqa: E402  (gevent, no Django)
 
 _settings.load_env_file()
 
@@ -47,8 +47,8 @@ backlog = _int("BACKLOG", 2048)
 # One gevent worker per core: each holds worker_connections concurrent requests.
 workers = _int("WEB_CONCURRENCY", _settings.cores())
 # gunicorn's gevent worker, accepting up to GUNICORN_ACCEPT_BATCH connections
-# per wake-up instead of 1 (see project/gunicorn_worker.py for why).
-worker_class = "project.gunicorn_worker.GeventWorker"
+# per wake-up instead of 1 (see project/server/worker.py for why).
+worker_class = "project.server.worker.GeventWorker"
 _worker.accept_batch()  # a bad GUNICORN_ACCEPT_BATCH stops the master, not each worker
 worker_connections = _int("WORKER_CONNECTIONS", 1000)
 # For gevent workers timeout is only a heartbeat; requests have their own deadline.
@@ -78,7 +78,7 @@ loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 capture_output = True
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 # LOG_FORMAT=json: gunicorn's lines as JSON too; no access lines for /metrics.
-logger_class = "project.gunicorn_logging.RequestLogger"
+logger_class = "project.server.access_log.RequestLogger"
 proc_name = "gevent-django"
 
 # Server hooks
@@ -122,8 +122,8 @@ def post_worker_init(worker) -> None:
     monitor and admission control; freeze what is loaded out of the collector."""
     from project import green
     from project.core import fd_budget
-    from project.core.admission import runtime as admission
     from project.observability import workers
+    from project.server.admission import runtime as admission
 
     fd_budget.check(upstreams=1)
     workers.worker_started(worker)

@@ -38,7 +38,7 @@ PARTS = {
         "requests/",
         "urllib3/",
         "geventhttpclient/",
-        "project/core/http_",  # http_client, http_pool, http_dns, http_response, ...
+        "project/core/outbound/",
     ),
     "  requests": ("requests/",),
     "  urllib3": ("urllib3/",),

@@ -10,9 +10,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from project import embedded_pg
 from project.core import fd_budget
-from project.core.admission import limit as shed_limit
-from project.core.admission import routes as shed_routes
-from project.log_format import log_format
+from project.core import route_priority as shed_routes
+from project.server.admission import limit as shed_limit
+from project.server.log_format import log_format
 from settings import cores, load_env_file
 
 
@@ -170,7 +170,7 @@ DATABASES = {"default": _default_db}
 # Logging: everything to stderr, where gunicorn's capture_output collects it.
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 # plain: one line of text per record; json: one JSON object per line (gunicorn's
-# own and access lines too, project/gunicorn_logging.py). Both name the request.
+# own and access lines too, project/server/access_log.py). Both name the request.
 try:
     LOG_FORMAT = log_format({"LOG_FORMAT": env.str("LOG_FORMAT", default="plain")})
 except ValueError as exc:
@@ -183,7 +183,7 @@ LOGGING = {
             "format": "%(asctime)s %(levelname)s [%(process)d] %(name)s"
             " rid=%(request_id)s: %(message)s"
         },
-        "json": {"()": "project.log_format.JsonFormatter"},
+        "json": {"()": "project.server.log_format.JsonFormatter"},
     },
     # The request-id filter sits on the handler so records of every logger get it.
     "handlers": {
@@ -199,12 +199,12 @@ LOGGING = {
     "loggers": {
         "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
         # A bad Host is the client's error: one rate-limited WARNING line, no
-        # traceback (project/log_filters.py).
+        # traceback (project/server/log_filters.py).
         "django.security.DisallowedHost": {"filters": ["client_error"]},
     },
     "filters": {
-        "client_error": {"()": "project.log_filters.ClientErrorFilter"},
-        "request_id": {"()": "project.log_filters.RequestIdFilter"},
+        "client_error": {"()": "project.server.log_filters.ClientErrorFilter"},
+        "request_id": {"()": "project.server.log_filters.RequestIdFilter"},
     },
 }
 

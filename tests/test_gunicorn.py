@@ -28,7 +28,7 @@ def timed_get(server, path: str, **kwargs) -> tuple[requests.Response, float]:
 def test_worker_is_gevent_and_patched(gunicorn_server):
     """The gevent worker logs that sockets and psycopg2 are patched."""
     log = gunicorn_server.log.read_text()
-    assert "Using worker: project.gunicorn_worker.GeventWorker" in log
+    assert "Using worker: project.server.worker.GeventWorker" in log
     assert "patched=True" in log
     assert "MonkeyPatchWarning" not in log
     # What the worker loaded is frozen out of the collector's full passes.

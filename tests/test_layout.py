@@ -1,12 +1,16 @@
-"""The layout's one-way dependencies: the toolkit never imports what is built on it."""
+"""The layout's one-way dependencies: the toolkit never imports what is built on
+it, the server edge sits above the toolkit, and no modules import each other in
+a loop (not even through an import inside a function)."""
 
 import ast
 from pathlib import Path
 
 from conftest import BASE_DIR
 
-CORE = BASE_DIR / "project" / "core"
-# Everything under project/ that is built on core/: its apps and view helpers.
+PROJECT = BASE_DIR / "project"
+CORE = PROJECT / "core"
+# Everything under project/ that is built on core/: its apps, view helpers and
+# the server edge.
 ABOVE_CORE = (
     "project.aggregation",
     "project.demo",
@@ -14,17 +18,99 @@ ABOVE_CORE = (
     "project.health",
     "project.http",
     "project.observability",
+    "project.server",
 )
 
 
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(BASE_DIR).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, anywhere in it, relative imports resolved;
+    ``from package import name`` counts ``package.name`` too (it may be a
+    module), and every import counts the packages above what it imports."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module)
-    return names
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            names.add(source)
+            names.update(f"{source}.{alias.name}" for alias in node.names)
+    # Importing a.b.c runs a/__init__.py and a/b/__init__.py first.
+    return names | {
+        name.rsplit(".", depth)[0]
+        for name in names
+        for depth in range(1, name.count(".") + 1)
+    }
+
+
+def _project_graph() -> dict[str, set[str]]:
+    modules = {_module_name(path): path for path in PROJECT.rglob("*.py")}
+    # A module's own packages are imported before it, never because of it.
+    return {
+        name: {
+            imported
+            for imported in _imports(path)
+            if imported in modules and not (name + ".").startswith(imported + ".")
+        }
+        for name, path in modules.items()
+    }
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_modules_of_the_project_import_each_other_in_a_loop():
+    assert _cycles(_project_graph()) == []
+
+
+def test_the_loop_finder_finds_a_loop():
+    """The check above can fail: a loop of three is found."""
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [
+        ["a", "b", "c"]
+    ]
 
 
 def test_core_imports_nothing_built_on_it():

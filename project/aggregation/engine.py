@@ -26,7 +26,7 @@ from gevent.event import Event
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, LegResult, describe_error, fan_out
 from project.core.metrics import enabled
-from project.core.resilience import SharedCallAbandoned, SingleFlight
+from project.core.singleflight import SharedCallAbandoned, SingleFlight
 from project.core.status import Status
 
 from .cache import SourceCache

@@ -10,12 +10,11 @@ from urllib.parse import quote, urlencode
 import gevent
 
 from project.core.deadline import Deadline
-from project.core.http_client import Response
+from project.core.outbound import Response, call_upstream
 from project.core.resilience import (
     Bulkhead,
     RetryBudget,
     UpstreamBreaker,
-    call_upstream,
 )
 from project.core.sql import run_query, with_own_connection
 from project.core.status import Status

@@ -6,7 +6,7 @@ from django.http import HttpRequest, JsonResponse
 from project.core.caller import caller_or_anonymous, caller_scope, token_client
 from project.core.deadline import DEADLINE_HEADER, Deadline, arrival
 from project.core.disconnect import client_disconnect
-from project.gunicorn_logging import SOURCES_KEY
+from project.core.request_context import SOURCES_KEY
 from project.http.deadline import deadline_from_header
 from project.http.decorators import json_get
 from project.http.encoding import FiniteJSONEncoder

@@ -17,6 +17,7 @@ or anything else a client sends. Gauges of one worker's state are ``livesum``
 
 import functools
 import os
+from collections.abc import Callable
 
 from prometheus_client import REGISTRY as _PROCESS_REGISTRY
 from prometheus_client import (
@@ -267,11 +268,19 @@ def multiprocess_dir() -> str | None:
     return path if path and os.path.isdir(path) else None
 
 
+# Called before each exposition: modules that batch their samples write them.
+_before_exposition: list[Callable[[], None]] = []
+
+
+def before_exposition(flush: Callable[[], None]) -> None:
+    """Have ``flush`` write its batched samples before every exposition."""
+    _before_exposition.append(flush)
+
+
 def exposition() -> bytes:
     """Every worker's samples, merged, in Prometheus text format."""
-    from .upstream_metrics import flush_pending  # it imports this module
-
-    flush_pending()  # this worker's latest attempts; the others' within 1 s
+    for flush in _before_exposition:
+        flush()  # this worker's latest samples; the others' within their period
     path = multiprocess_dir()
     if path is None:
         return generate_latest(_PROCESS_REGISTRY)

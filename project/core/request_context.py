@@ -15,6 +15,12 @@ from typing import TypeGuard
 # The header clients may send and every answer and upstream call carries.
 REQUEST_ID_HEADER = "X-Request-ID"
 
+# What the Django side leaves in the WSGI environ for the server's access log
+# and log filters (project/server/): the request's id, its route, its sources.
+REQUEST_ID_KEY = "gevent_django.request_id"
+ROUTE_KEY = "gevent_django.route"
+SOURCES_KEY = "gevent_django.sources"
+
 # What an id may look like: short, printable, and unable to close a SQL comment,
 # break a log line or a header.
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")

@@ -16,6 +16,7 @@ see an attempt up to a second late.
 
 import bisect
 
+from . import metrics
 from .metrics import (
     BREAKER_STATE,
     BREAKER_TRANSITIONS,
@@ -118,6 +119,9 @@ def flush_pending() -> None:
     """Write every meter's pending attempts (the timer, an exposition, tests)."""
     for meter in _meters.values():
         meter.flush()
+
+
+metrics.before_exposition(flush_pending)
 
 
 def origin_label(host: str, port: int | None, scheme: str) -> str:

@@ -7,7 +7,7 @@ from django.conf import settings
 
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, LegResult, fan_out
-from project.core.http_client import http_get
+from project.core.outbound.client import http_get
 from project.core.sql import run_query, with_own_connection
 from project.http.errors import ApiError
 

@@ -6,12 +6,12 @@ from django.conf import settings
 
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, LegResult, fan_out
+from project.core.outbound import call_upstream
 from project.core.per_process import PerProcess
 from project.core.resilience import (
     BreakerConfig,
     BulkheadConfig,
     RetryConfig,
-    call_upstream,
     make_guards,
 )
 from project.core.sql import run_query, with_own_connection

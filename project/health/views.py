@@ -2,8 +2,8 @@
 
 from django.http import HttpRequest, JsonResponse
 
-from project.core.admission import runtime as admission
 from project.http.decorators import json_get
+from project.server.admission import runtime as admission
 
 from .services import check_database
 

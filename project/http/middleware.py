@@ -9,19 +9,19 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 
-from project.core.admission.routes import RoutePriorities
-from project.core.admission.routes import traffic_class as route_traffic_class
 from project.core.caller import caller_scope, current_caller
 from project.core.deadline import Deadline, arrival, deadline_scope
 from project.core.pg_pool.pool import PoolTimeout
 from project.core.request_context import (
     REQUEST_ID_HEADER,
+    REQUEST_ID_KEY,
+    ROUTE_KEY,
     is_valid_request_id,
     new_request_id,
     request_id_scope,
 )
-from project.gunicorn_logging import ROUTE_KEY
-from project.log_filters import REQUEST_ID_KEY
+from project.core.route_priority import RoutePriorities
+from project.core.route_priority import traffic_class as route_traffic_class
 
 from .errors import ApiError, error_response
 

@@ -14,8 +14,8 @@ import gevent
 import zope.event
 from django.conf import settings
 
-from project import gunicorn_worker
 from project.core import fanout, metrics
+from project.server import worker as gunicorn_worker
 
 from .blocking import BlockedLoopLog
 

@@ -12,7 +12,7 @@ from conftest import stop_process
 from project.aggregation.engine import Aggregator
 from project.aggregation.registry import parse_registry
 from project.core.deadline import Deadline
-from project.core.resilience import call_upstream
+from project.core.outbound import call_upstream
 
 # SQL sources run in spawned greenlets on their own connections.
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from project.core import http_pool
+from project.core.outbound import pool as http_pool
 from project.core.per_process import PerProcess
 
 

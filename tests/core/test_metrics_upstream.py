@@ -10,13 +10,13 @@ from django.test import override_settings
 from project.core import metrics
 from project.core.caller import caller_scope
 from project.core.deadline import Deadline
-from project.core.http_client import http_get
-from project.core.http_pool import count_sockets, get_pool
+from project.core.outbound import call_upstream
+from project.core.outbound.client import http_get
+from project.core.outbound.pool import count_sockets, get_pool
 from project.core.resilience import (
     BreakerConfig,
     BulkheadConfig,
     RetryConfig,
-    call_upstream,
     make_guards,
 )
 from project.core.status import Status

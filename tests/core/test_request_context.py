@@ -7,7 +7,7 @@ import requests
 
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
-from project.core.http_client import http_get
+from project.core.outbound.client import http_get
 from project.core.request_context import (
     current_request_id,
     is_valid_request_id,
@@ -17,7 +17,7 @@ from project.core.request_context import (
     with_sql_comment,
 )
 from project.core.sql import run_query, with_own_connection
-from project.log_filters import RequestIdFilter
+from project.server.log_filters import RequestIdFilter
 
 
 @pytest.mark.parametrize(

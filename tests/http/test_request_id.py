@@ -9,9 +9,8 @@ from django.test import Client, override_settings
 from django.urls import path
 
 import project.urls
-from project.core.request_context import current_request_id
-from project.gunicorn_logging import ROUTE_KEY
-from project.log_filters import RequestIdFilter
+from project.core.request_context import ROUTE_KEY, current_request_id
+from project.server.log_filters import RequestIdFilter
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ STACKS = """\
 process 1:"gunicorn";process 2:"gunicorn";handle (gunicorn/workers/ggevent.py:120);\
 __call__ (django/core/handlers/wsgi.py:124);dumps (json/__init__.py:231) 3
 process 1:"gunicorn";process 2:"gunicorn";_run_leg (project/core/fanout.py:124);\
-http_get (project/core/http_client.py:168);request (geventhttpclient/client.py:537);\
+http_get (project/core/outbound/client.py:168);\
+request (geventhttpclient/client.py:537);\
 recv (gevent/_socketcommon.py:651) 5
 process 1:"gunicorn";process 2:"gunicorn" 2
 """

@@ -1,9 +1,9 @@
-"""Per-upstream, per-worker resilience: bulkhead, breaker, retries, single-flight.
+"""Per-upstream, per-worker resilience: bulkhead, breaker, retries.
 
 Each piece keeps its state in plain attributes updated between yields to the
 gevent hub, so none needs a lock (and none holds one across IO).
-``guarded_call`` (any call) and ``call_upstream`` (an HTTP GET) put a call
-through an upstream's bulkhead, breaker and retry budget.
+``guarded_call`` puts any call through an upstream's bulkhead, breaker and
+retry budget (``project.core.outbound.call_upstream`` is an HTTP GET through it).
 """
 
 from .breaker import BreakerConfig, CircuitBreaker, UpstreamBreaker
@@ -13,13 +13,10 @@ from .guard import (
     Guards,
     Outcome,
     Refused,
-    UpstreamResult,
-    call_upstream,
     guarded_call,
     make_guards,
 )
 from .retry import RetryBudget, RetryConfig, full_jitter
-from .singleflight import SharedCallAbandoned, SingleFlight
 
 __all__ = [
     "BreakerConfig",
@@ -32,11 +29,7 @@ __all__ = [
     "Refused",
     "RetryBudget",
     "RetryConfig",
-    "SharedCallAbandoned",
-    "SingleFlight",
     "UpstreamBreaker",
-    "UpstreamResult",
-    "call_upstream",
     "full_jitter",
     "guarded_call",
     "make_guards",

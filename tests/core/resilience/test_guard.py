@@ -6,6 +6,7 @@ import gevent
 import pytest
 
 from project.core.deadline import Deadline
+from project.core.outbound import call_upstream
 from project.core.resilience import (
     BreakerConfig,
     Bulkhead,
@@ -16,7 +17,6 @@ from project.core.resilience import (
     RetryBudget,
     RetryConfig,
     UpstreamBreaker,
-    call_upstream,
     guarded_call,
 )
 from project.core.status import Status

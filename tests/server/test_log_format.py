@@ -9,13 +9,13 @@ from types import SimpleNamespace
 import pytest
 
 from project.core.request_context import request_id_scope
-from project.gunicorn_logging import (
+from project.server.access_log import (
     ROUTE_KEY,
     SOURCES_KEY,
     access_fields,
     client_address,
 )
-from project.log_format import JsonFormatter, log_format
+from project.server.log_format import JsonFormatter, log_format
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,11 @@ import logging
 import pytest
 from django.test import override_settings
 
-from project.core.admission import runtime
-from project.core.admission.gate import Gate, GateConfig
-from project.core.admission.limit import LimitConfig
-from project.core.admission.refusal import Refusals
-from project.core.admission.routes import DEFAULT_ROUTES, Priority, RoutePriorities
+from project.core.route_priority import DEFAULT_ROUTES, Priority, RoutePriorities
+from project.server.admission import runtime
+from project.server.admission.gate import Gate, GateConfig
+from project.server.admission.limit import LimitConfig
+from project.server.admission.refusal import Refusals
 from tests.metrics_samples import sample
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from project.core.admission.refusal import Refusals
+from project.server.admission.refusal import Refusals
 
 
 @pytest.mark.parametrize("reason", ["limit", "queue", "deadline"])

@@ -10,11 +10,11 @@ import requests
 from django.test import override_settings
 from geventhttpclient.connectionpool import ConnectionPool
 
-from project.core import http_pool
 from project.core.caller import caller_scope
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
-from project.core.http_client import http_get
+from project.core.outbound import pool as http_pool
+from project.core.outbound.client import http_get
 
 
 def _stats(upstream: str) -> dict:

@@ -4,10 +4,7 @@ request id on every record."""
 import logging
 import time
 
-from project.core.request_context import current_request_id
-
-# Where the request-id middleware leaves the id in the WSGI environ.
-REQUEST_ID_KEY = "gevent_django.request_id"
+from project.core.request_context import REQUEST_ID_KEY, current_request_id
 
 
 class ClientErrorFilter(logging.Filter):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from project.core.admission.routes import DEFAULT_ROUTES, Priority, RoutePriorities
+from project.core.route_priority import DEFAULT_ROUTES, Priority, RoutePriorities
 
 
 def test_default_rules():

@@ -5,7 +5,7 @@ import time
 import gevent
 import pytest
 
-from project.gunicorn_worker import OneWriteResponse, WaitingConnections, accept_batch
+from project.server.worker import OneWriteResponse, WaitingConnections, accept_batch
 
 
 def _waiter(registry: WaitingConnections, seconds: float, log: list) -> None:

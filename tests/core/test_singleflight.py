@@ -3,7 +3,7 @@
 import gevent
 import pytest
 
-from project.core.resilience.singleflight import SharedCallAbandoned, SingleFlight
+from project.core.singleflight import SharedCallAbandoned, SingleFlight
 
 
 def test_concurrent_identical_calls_run_once():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from project.core.admission.limit import AdaptiveLimit, LimitConfig
+from project.server.admission.limit import AdaptiveLimit, LimitConfig
 
 
 def test_starts_at_the_maximum():

@@ -13,7 +13,7 @@ from typing import Any
 
 from geventhttpclient.connectionpool import ConnectionPool
 
-from .resilience.singleflight import SharedCallAbandoned, SingleFlight
+from ..singleflight import SharedCallAbandoned, SingleFlight
 
 # What getaddrinfo returns: (family, type, proto, canonname, sockaddr) tuples.
 Addresses = list[tuple[Any, Any, int, str, tuple[str, int] | tuple[str, int, int, int]]]

@@ -27,29 +27,17 @@ import gevent
 from django.conf import settings
 from geventhttpclient.response import HTTPParseError
 
-from .http_pool import Client, get_pool, open_sockets
-from .http_response import MAX_JSON_DEPTH, Response, UpstreamInvalidJSON, parse_json
-from .http_wire import (
+from ..request_context import with_request_id_header
+from ..status import Status
+from ..upstream_metrics import upstream_meter
+from .pool import Client, get_pool
+from .response import Response
+from .wire import (
     HeaderLimits,
     LimitedResponse,
     NoAnswer,
     UpstreamProtocolError,
 )
-from .request_context import with_request_id_header
-from .status import Status
-from .upstream_metrics import upstream_meter
-
-# Importers of this module find here what it held before the split.
-__all__ = [
-    "MAX_JSON_DEPTH",
-    "LocalSocketsExhausted",
-    "Response",
-    "UpstreamInvalidJSON",
-    "get_pool",
-    "http_get",
-    "open_sockets",
-    "parse_json",
-]
 
 
 class LocalSocketsExhausted(ConnectionError):

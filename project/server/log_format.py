@@ -1,7 +1,7 @@
 """``LOG_FORMAT``: log lines as plain text or as one JSON object each.
 
 Stdlib only: Django's ``LOGGING`` and the gunicorn master
-(``project/gunicorn_logging.py``) both use it.
+(``project/server/access_log.py``) both use it.
 """
 
 import json

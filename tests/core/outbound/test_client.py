@@ -11,8 +11,8 @@ from django.test import override_settings
 from conftest import socket_count
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
-from project.core.http_client import http_get
-from project.core.http_wire import UpstreamBodyTooLarge
+from project.core.outbound.client import http_get
+from project.core.outbound.wire import UpstreamBodyTooLarge
 
 
 def _stats(upstream: str) -> dict:

@@ -53,12 +53,12 @@ from gunicorn import util
 from gunicorn.http import wsgi
 from gunicorn.workers import ggevent
 
-from project.core.admission import runtime as admission
-from project.core.admission.refusal_budget import RETRY_AT_ONCE_S
-from project.core.admission.routes import Priority, RoutePriorities, traffic_class
 from project.core.caller import caller_scope
 from project.core.deadline import mark_arrival
 from project.core.disconnect import client_gone_at_once
+from project.core.route_priority import Priority, RoutePriorities, traffic_class
+from project.server.admission import runtime as admission
+from project.server.admission.refusal_budget import RETRY_AT_ONCE_S
 
 DEFAULT_ACCEPT_BATCH = 16
 

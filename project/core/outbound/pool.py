@@ -24,17 +24,17 @@ from geventhttpclient import HTTPClient
 from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
 from geventhttpclient.header import Headers
 
-from . import fd_budget
-from .caller import Caller, caller_or_anonymous
-from .fair_share import ClassSlots
-from .http_dns import SharedLookup
-from .per_process import PerProcess
-from .upstream_metrics import (
+from .. import fd_budget
+from ..caller import Caller, caller_or_anonymous
+from ..fair_share import ClassSlots
+from ..per_process import PerProcess
+from ..upstream_metrics import (
     UpstreamMeter,
     flush_pending,
     origin_label,
     upstream_meter,
 )
+from .dns import SharedLookup
 
 # Per-read limit inside a call; the call's own gevent.Timeout is what bounds it.
 _READ_TIMEOUT_S = 3600.0

@@ -60,11 +60,12 @@ from typing import NamedTuple
 import gevent
 from gevent.event import Event
 
+from project.core.route_priority import Priority
+
 from .fair_line import FairLine
 from .limit import AdaptiveLimit, LimitConfig
 from .needed import HEADROOM, NeededConcurrency
 from .refusal_budget import REFUSAL_COST_S, RefusalBudget
-from .routes import Priority
 
 LIMIT = "limit"
 QUEUE = "queue"

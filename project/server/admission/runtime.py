@@ -1,7 +1,7 @@
 """The admission gate of this worker: built from settings, metered, logged.
 
 gunicorn's ``post_worker_init`` calls ``install()`` once Django is loaded; the
-worker (``project/gunicorn_worker.py``) asks ``current()`` for every request.
+worker (``project/server/worker.py``) asks ``current()`` for every request.
 Nothing imports Django or prometheus_client at module level: gunicorn's
 master imports this module with the worker class, before it forks.
 """
@@ -11,11 +11,12 @@ import time
 from collections import Counter
 from typing import Any
 
+from project.core.route_priority import RoutePriorities
+
 from .gate import Gate, GateConfig
 from .limit import LimitConfig
 from .loop_busy import LoopBusy
 from .refusal import Refusals
-from .routes import RoutePriorities
 
 logger = logging.getLogger("project.admission")
 

@@ -7,7 +7,7 @@ matches is ``normal``.
 
 from enum import IntEnum
 
-from ..caller import TrafficClass
+from .caller import TrafficClass
 
 
 class Priority(IntEnum):

@@ -9,9 +9,10 @@ import pytest
 from django.test import override_settings
 
 from conftest import socket_count
-from project.core import http_client
-from project.core.http_client import UpstreamInvalidJSON, http_get, open_sockets
-from project.core.http_wire import UpstreamHeadersTooLarge, UpstreamProtocolError
+from project.core.outbound import LocalSocketsExhausted, UpstreamInvalidJSON, http_get
+from project.core.outbound.pool import open_sockets
+from project.core.outbound.response import parse_json
+from project.core.outbound.wire import UpstreamHeadersTooLarge, UpstreamProtocolError
 
 pytestmark = pytest.mark.usefixtures("fresh_pools")
 
@@ -129,10 +130,10 @@ def test_json_is_parsed_strictly(upstream, mode, message):
 
 def test_nesting_deeper_than_the_limit_is_refused():
     """65 levels fail; 64 pass; many shallow brackets are fine."""
-    assert http_client.parse_json(b"[" * 64 + b"]" * 64)
+    assert parse_json(b"[" * 64 + b"]" * 64)
     with pytest.raises(UpstreamInvalidJSON, match="nested deeper than 64"):
-        http_client.parse_json(b"[" * 65 + b"]" * 65)
-    assert len(http_client.parse_json(b"[" + b"[1]," * 500 + b"[]]")) == 501
+        parse_json(b"[" * 65 + b"]" * 65)
+    assert len(parse_json(b"[" + b"[1]," * 500 + b"[]]")) == 501
 
 
 def test_stray_bytes_never_reach_a_later_call(upstream):
@@ -187,5 +188,5 @@ def test_out_of_file_descriptors_is_its_own_error(upstream):
         for fd in filler:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    assert isinstance(result, http_client.LocalSocketsExhausted), result
+    assert isinstance(result, LocalSocketsExhausted), result
     assert http_get(f"{upstream}/delay", timeout=2).status_code == 200

@@ -2,7 +2,7 @@
 
 Django-free (the master imports it). With ``LOG_FORMAT=json`` gunicorn's own
 lines and the access log are one JSON object per line, like the app's
-(``project/log_format.py``). In both formats an access line names the request
+(``project/server/log_format.py``). In both formats an access line names the request
 id (from the answer's ``X-Request-ID``) and requests for the metrics endpoint
 are not logged: scraped every few seconds, they would drown the requests.
 """
@@ -16,13 +16,11 @@ from typing import Any
 
 from gunicorn import glogging
 
-from project.log_format import JsonFormatter, iso_time, json_line, log_format
+from project.core.request_context import ROUTE_KEY, SOURCES_KEY
+from project.server.log_format import JsonFormatter, iso_time, json_line, log_format
 
 # Paths whose requests the access log leaves out.
 UNLOGGED_PATHS = frozenset({"/metrics", "/metrics/"})
-# What the Django side leaves in the environ (project/http/middleware.py).
-ROUTE_KEY = "gevent_django.route"
-SOURCES_KEY = "gevent_django.sources"
 
 
 def _response_header(resp: Any, name: str) -> str | None:

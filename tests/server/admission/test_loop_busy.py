@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import gevent
 
-from project.core.admission.loop_busy import LoopBusy
+from project.server.admission.loop_busy import LoopBusy
 
 
 def spin(seconds: float) -> None:

@@ -5,9 +5,9 @@ import time
 import gevent
 import pytest
 
-from project.core.admission.gate import Gate, GateConfig
-from project.core.admission.limit import LimitConfig
-from project.core.admission.routes import Priority
+from project.core.route_priority import Priority
+from project.server.admission.gate import Gate, GateConfig
+from project.server.admission.limit import LimitConfig
 
 FAR = 1e9  # a deadline that never matters
 

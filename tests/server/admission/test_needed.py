@@ -2,7 +2,7 @@
 
 import pytest
 
-from project.core.admission.needed import MAX_ROUTES, NeededConcurrency
+from project.server.admission.needed import MAX_ROUTES, NeededConcurrency
 
 
 def interval(needed: NeededConcurrency, **routes: tuple[int, float]) -> float:
