@@ -5,7 +5,7 @@ a loop (not even through an import inside a function)."""
 import ast
 from pathlib import Path
 
-from conftest import BASE_DIR
+from tests.helpers import BASE_DIR
 
 PROJECT = BASE_DIR / "project"
 CORE = PROJECT / "core"
