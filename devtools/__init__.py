@@ -5,6 +5,6 @@ processes on loopback and stop exactly those), ``gunicorn`` (the one way any of
 them starts the service), ``cli`` (``--env KEY=VALUE``) and ``upstream`` (the
 stub upstream the service fans out to, ``python -m devtools.upstream``).
 
-It may import ``project`` (never the other way round), and never ``tests``,
-``loadtests`` or ``deploy``: they are built on it.
+It never imports ``tests``, ``loadtests`` or ``deploy``: they are built on it;
+and ``project``, the service, imports none of them.
 """
