@@ -94,7 +94,7 @@ bench-fanout: install-loadtest
 bench-aggregate: install-loadtest
 	$(PY) -m loadtests.bench --workload AGG $(BENCH_ARGS)
 
-## ruff (lint and format check) and mypy (project/ and settings/ type-check).
+## ruff (lint and format check) and mypy (type-checks what mypy.ini lists).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -1,25 +1,17 @@
-"""Fixtures shared by the whole test suite."""
+"""Fixtures shared by the whole test suite, and its collection hook."""
 
-import os
-import resource
-import secrets
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-import requests
 
-from loadtests.harness.processes import Processes, free_port, wait_for_http
-from loadtests.harness.processes import stop as stop_process
+import devtools.gunicorn
+from devtools.gunicorn import Server
+from devtools.processes import Processes
+from tests.helpers import LIVE_APPLICATION_NAME, POOL_SIZE, STACK_TESTS
 from tests.redis_server import redis_server  # noqa: F401  (a fixture)
-
-BASE_DIR = Path(__file__).resolve().parent
-# Run by `make stack-test` (a whole stack of their own, about half a minute),
-# not by `make test`: collected only when named on the command line.
-STACK_TESTS = BASE_DIR / "tests" / "stack"
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -65,104 +57,41 @@ def test_database_url(django_db_setup, django_db_blocker) -> str:
 
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[str]:
-    """Base URL of a real stub upstream (``loadtests.upstream``) on loopback."""
+    """Base URL of a real stub upstream (``devtools.upstream``) on loopback."""
     with Processes() as processes:
         yield processes.start_upstream()
-
-
-class Server:
-    """A gunicorn started by the tests: its base URL, process and log file."""
-
-    def __init__(self, url: str, process: subprocess.Popen, log: Path) -> None:
-        self.url = url
-        self.process = process
-        self.log = log
-
-    def get(self, path: str, **kwargs) -> requests.Response:
-        """GET ``path`` on this server (10 s timeout unless given)."""
-        kwargs.setdefault("timeout", 10)
-        return requests.get(self.url + path, **kwargs)
 
 
 @pytest.fixture(scope="session")
 def start_gunicorn(
     tmp_path_factory, django_db_setup
 ) -> Iterator[Callable[..., Server]]:
-    """Factory: start a real gunicorn with our gunicorn.conf.py; stopped at the end.
+    """Factory: start a real gunicorn in test settings; all stopped at the end.
 
     Depends on the test database so the servers (and their pooled connections)
     are gone before it is dropped.
     """
-    started: list[Server] = []
+    with Processes(tmp_path_factory.mktemp("gunicorn")) as processes:
 
-    def start(
-        database_url: str,
-        workers: int = 1,
-        nofile: int | None = None,
-        python: str = sys.executable,
-        **env: str,
-    ) -> Server:
-        port = free_port()
-        log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-        environment = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in ("DJANGO_SETTINGS_MODULE", "DEMO_UPSTREAM_URL")
-        }
-        environment.update(
-            ENVIRONMENT="test",
-            DATABASE_URL=database_url,
-            BIND=f"127.0.0.1:{port}",
-            WEB_CONCURRENCY=str(workers),
-            GUNICORN_ACCESS_LOG="",
-        )
-        environment.update(env)
-        with log.open("w") as out:
-            process = subprocess.Popen(
-                [python, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-                cwd=BASE_DIR,
-                env=environment,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                # ``nofile``: soft and hard RLIMIT_NOFILE, as under ``ulimit -n``.
-                preexec_fn=(
-                    None
-                    if nofile is None
-                    else lambda: resource.setrlimit(
-                        resource.RLIMIT_NOFILE, (nofile, nofile)
-                    )
-                ),
+        def start(
+            database_url: str,
+            workers: int = 1,
+            nofile: int | None = None,
+            python: str = sys.executable,
+            **env: str,
+        ) -> Server:
+            return devtools.gunicorn.start_gunicorn(
+                processes,
+                environment="test",
+                database_url=database_url,
+                workers=workers,
+                env=env,
+                name=f"gunicorn-{len(processes.started) + 1}",
+                python=python,
+                nofile=nofile,
             )
-        server = Server(f"http://127.0.0.1:{port}", process, log)
-        started.append(server)
-        try:
-            wait_for_http(server.url + "/healthz", process=process)
-        except Exception as exc:
-            raise RuntimeError(
-                f"{exc}\n--- gunicorn log ---\n{log.read_text()}"
-            ) from exc
-        return server
 
-    yield start
-    for server in started:
-        stop_process(server.process)
-
-
-def production_env(upstream: str, token: str) -> dict[str, str]:
-    """The environment of a production-mode server on loopback: every demo and
-    aggregation endpoint on, the example registry's upstreams at ``upstream``."""
-    return {
-        "ENVIRONMENT": "production",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "SECURE_SSL_REDIRECT": "false",
-        "DEMO_ENDPOINTS": "true",
-        "DEMO_UPSTREAM_URL": upstream,
-        "AGGREGATIONS_FILE": str(BASE_DIR / "examples" / "aggregations.toml"),
-        "AGGREGATION_API_TOKENS": token,
-        "CATALOG_URL": upstream,
-        "REVIEWS_URL": upstream,
-    }
+        yield start
 
 
 @pytest.fixture(scope="module")
@@ -175,54 +104,3 @@ def gunicorn_server(start_gunicorn, test_database_url, upstream) -> Server:
         DB_APPLICATION_NAME=LIVE_APPLICATION_NAME,
         DB_POOL_SIZE=str(POOL_SIZE),
     )
-
-
-def is_shed(status: int, headers) -> bool:
-    """Whether an answer is admission control's refusal (a 503 naming its reason)."""
-    return status == 503 and "X-Shed-Reason" in headers
-
-
-LIVE_APPLICATION_NAME = "gevent-django-live"
-POOL_SIZE = 20
-
-
-def pool_in_use() -> int:
-    """Connections this process has checked out of its pools right now."""
-    from project.core.pg_pool.base import all_pools
-
-    return sum(pool.stats.in_use for pool in all_pools().values())
-
-
-def app_backends(
-    application_name: str = LIVE_APPLICATION_NAME, state: str = "%"
-) -> int:
-    """Count PostgreSQL backends opened by the service (by application_name).
-
-    ``state`` filters on ``pg_stat_activity.state`` (a LIKE pattern).
-    """
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        # pg_stat_activity is cached for the rest of a transaction otherwise.
-        cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE application_name = %s AND pid <> pg_backend_pid()"
-            " AND coalesce(state, '') LIKE %s",
-            [application_name, state],
-        )
-        return cursor.fetchone()[0]
-
-
-def socket_count(pid: int | str = "self") -> int:
-    """Open sockets of a process (this one by default), from /proc."""
-    fds = Path(f"/proc/{pid}/fd")
-    return sum(
-        os.readlink(fd).startswith("socket:") for fd in fds.iterdir() if fd.exists()
-    )
-
-
-def worker_pid(server: Server) -> int:
-    """The pid of the (first) worker of a gunicorn started by the tests."""
-    pid = server.process.pid
-    return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])

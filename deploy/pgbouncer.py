@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from deploy.privileges import write_private
 from deploy.templates import render
-from loadtests.harness.processes import wait_for_port
+from devtools.ports import wait_for_port
 
 TEMPLATE = Path(__file__).resolve().parent / "pgbouncer.ini"
 # PgBouncer refuses to run as root; the embedded server's system user can reach

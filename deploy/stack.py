@@ -47,14 +47,10 @@ from deploy.privileges import (
     write_private,
 )
 from deploy.templates import render
-from loadtests.harness.processes import (
-    Processes,
-    add_env_option,
-    free_port,
-    wait_for_http,
-    wait_for_port,
-    wait_until_refused,
-)
+from devtools.cli import add_env_option
+from devtools.gunicorn import start_gunicorn
+from devtools.ports import free_port, wait_for_http, wait_for_port, wait_until_refused
+from devtools.processes import Processes
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEPLOY_DIR = BASE_DIR / "deploy"
@@ -270,12 +266,20 @@ class Stack:
             f"postgres://{role}:{self.db_password}@{host}:{embedded_pg.PORT}"
             f"/{self.database}"
         )
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if key != "DJANGO_SETTINGS_MODULE"
+        }
+        environment.update(
+            self._settings_env(), ENVIRONMENT="production", DATABASE_URL=direct_url
+        )
         # Migrations straight to PostgreSQL, not through transaction pooling,
         # and as the service's role: it owns what they create.
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
             cwd=BASE_DIR,
-            env={**self._base_env(), "DATABASE_URL": direct_url},
+            env=environment,
             check=True,
             **self.account.popen_kwargs(),
         )
@@ -320,15 +324,10 @@ class Stack:
         self.redis_url = f"redis://:{self.redis_password}@127.0.0.1:{port}/0"
         wait_for_port(port, process)
 
-    def _base_env(self) -> dict[str, str]:
-        """Production settings, as settings/production.py requires them."""
-        environment = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in ("DJANGO_SETTINGS_MODULE", "ENVIRONMENT")
-        }
-        environment.update(
-            ENVIRONMENT="production",
+    def _settings_env(self) -> dict[str, str]:
+        """Production settings, as settings/production.py requires them, all but
+        ENVIRONMENT and DATABASE_URL (the migrations' and the instances' differ)."""
+        return dict(
             DEBUG="false",
             SECRET_KEY=self.secret_key,
             ALLOWED_HOSTS=ALLOWED_HOSTS,
@@ -344,38 +343,38 @@ class Stack:
             SECURE_SSL_REDIRECT="false",
             HOME=str(self.var_dir),
         )
-        return environment
 
     def instance_env(self, index: int) -> dict[str, str]:
-        """The environment of instance ``index``: the database through PgBouncer."""
-        environment = self._base_env()
-        environment.update(
-            DATABASE_URL=self.database_url,
-            DB_DISABLE_SERVER_SIDE_CURSORS="true",
-            DB_POOL_SIZE=str(DB_POOL_SIZE),
-            BIND=f"127.0.0.1:{self.instance_ports[index]}",
-            WEB_CONCURRENCY=str(self.workers),
-            GUNICORN_ACCESS_LOG="-",
-            GUNICORN_CONTROL_SOCKET=str(self.var_dir / f"app{index + 1}.ctl"),
-            REDIS_URL=self.redis_url,
-        )
-        environment.update(self.env)
-        return environment
+        """What instance ``index`` sets on top of the production settings: the
+        database through PgBouncer, its access log, control socket and Redis."""
+        return {
+            **self._settings_env(),
+            "DB_DISABLE_SERVER_SIDE_CURSORS": "true",
+            "DB_POOL_SIZE": str(DB_POOL_SIZE),
+            "GUNICORN_ACCESS_LOG": "-",
+            "GUNICORN_CONTROL_SOCKET": str(self.var_dir / f"app{index + 1}.ctl"),
+            "REDIS_URL": self.redis_url,
+            **self.env,
+        }
 
     def start_instance(self, index: int) -> None:
         """Start gunicorn instance ``index`` on its port; return when /readyz is 200."""
-        private_log(self.log_dir / f"app{index + 1}.log")
-        process = self.processes.popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
+        name = f"app{index + 1}"
+        private_log(self.log_dir / f"{name}.log")
+        self.instances[index] = start_gunicorn(
+            self.processes,
+            environment="production",
+            database_url=self.database_url,
+            workers=self.workers,
+            port=self.instance_ports[index],
+            env=self.instance_env(index),
             # nginx on 127.0.0.1 may set X-Forwarded-Proto/-For (gunicorn's
             # default too, stated): the access log then names the client.
-            + ["--forwarded-allow-ips", "127.0.0.1"],
-            f"app{index + 1}",
-            env=self.instance_env(index),
+            args=["--forwarded-allow-ips", "127.0.0.1"],
+            name=name,
+            ready="/readyz",
             **self._as_service(),
-        )
-        self.instances[index] = process
-        wait_for_http(f"http://127.0.0.1:{self.instance_ports[index]}/readyz", process)
+        ).process
 
     def _start_nginx(self) -> None:
         """nginx, master and workers, as the services' user: it needs no root

@@ -1,1 +1,1 @@
-"""Load-test tooling: the stub upstream server and Locust scenarios."""
+"""Load-test tooling: Locust scenarios, the commands that run them, their harness."""

@@ -27,6 +27,7 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
+from devtools.processes import Processes
 from loadtests.harness.bench_report import (
     Results,
     print_medians,
@@ -34,7 +35,12 @@ from loadtests.harness.bench_report import (
     progress_line,
 )
 from loadtests.harness.checkout import checkout
-from loadtests.harness.processes import SERVER_MODES, Processes, database_url
+from loadtests.harness.servers import (
+    SERVER_MODES,
+    database_url,
+    start_asyncio_baseline,
+    start_server,
+)
 from loadtests.harness.workloads import WORKLOADS
 from loadtests.harness.workloads.base import (
     ASYNCIO,
@@ -94,7 +100,7 @@ def start(
 ) -> str:
     """Start ``server`` for ``workload``; return its base URL."""
     if server.mode == ASYNCIO:
-        return processes.start_asyncio_baseline(upstream=upstream, workers=WORKERS)
+        return start_asyncio_baseline(processes, upstream=upstream, workers=WORKERS)
     # The worker model's own settings win over the workload's (gthread keeps
     # Django's backend), the server's own over both.
     env = {
@@ -102,7 +108,8 @@ def start(
         **SERVER_MODES[server.mode]["env"],
         **server.env,
     }
-    return processes.start_gunicorn(
+    return start_server(
+        processes,
         database_url=url,
         mode=server.mode,
         workers=WORKERS,

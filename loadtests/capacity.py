@@ -47,6 +47,8 @@ import sys
 import time
 from pathlib import Path
 
+from devtools.cli import add_env_option
+from devtools.processes import Processes
 from loadtests.harness import (
     guards,
     observe,
@@ -66,7 +68,7 @@ from loadtests.harness.capacity_report import (
 from loadtests.harness.checks import GOODPUT_SUFFIX, SHED_SUFFIX
 from loadtests.harness.locust_run import run_locust
 from loadtests.harness.paths import REPORTS, STEP_SHAPE
-from loadtests.harness.processes import Processes, add_env_option, database_url
+from loadtests.harness.servers import database_url, start_server
 from loadtests.harness.window import ADMITTED
 
 
@@ -195,7 +197,8 @@ def serve(
         return args.target, None
     env = {**observe.METRICS_ENV, **spec.get("server_env", {}), **dict(args.env)}
     upstream = processes.start_upstream()
-    host = processes.start_gunicorn(
+    host = start_server(
+        processes,
         database_url=database_url(),
         mode=spec.get("server", "gevent"),
         workers=args.workers,

@@ -37,9 +37,10 @@ from pathlib import Path  # noqa: E402
 
 import gevent  # noqa: E402
 
+from devtools.processes import Processes  # noqa: E402
 from loadtests import storm  # noqa: E402
 from loadtests.harness.guards import GUARD_FAILED  # noqa: E402
-from loadtests.harness.processes import Processes, database_url  # noqa: E402
+from loadtests.harness.servers import database_url, start_server  # noqa: E402
 
 VICTIM_TOKEN = "victim-token-0123456789"
 HOG_TOKEN = "hog-token-0123456789abc"
@@ -189,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         database = database_url()
         for name in options.storms.split(","):
             for admission, env in (("on", {}), ("off", {"SHED_ENABLED": "false"})):
-                server = processes.start_gunicorn(
+                server = start_server(
+                    processes,
                     database_url=database,
                     workers=1,
                     env={

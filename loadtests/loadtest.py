@@ -44,11 +44,13 @@ import sys
 import time
 from pathlib import Path
 
+from devtools.cli import add_env_option
+from devtools.processes import Processes
 from loadtests.harness import capacity_probe, guards, observe, target
 from loadtests.harness.checks import GOODPUT_SUFFIX, RETRY_POLICIES, SHED_SUFFIX
 from loadtests.harness.locust_run import LocustRun, run_locust
 from loadtests.harness.paths import BASE_DIR, REPORTS
-from loadtests.harness.processes import Processes, add_env_option, database_url
+from loadtests.harness.servers import database_url, start_server
 from loadtests.harness.window import stats_from_json
 
 RUN_FAILED = 1
@@ -394,7 +396,8 @@ def own_server(
         for old_key, url in list(servers.items()):
             processes.stop(processes.servers.pop(url))
             del servers[old_key]
-        servers[key] = processes.start_gunicorn(
+        servers[key] = start_server(
+            processes,
             database_url=database_url(),
             mode=mode,
             workers=spec["workers"],

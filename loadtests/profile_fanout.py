@@ -25,10 +25,11 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from devtools.processes import Processes
 from loadtests.harness.checkout import checkout
 from loadtests.harness.locust_run import locust_args
 from loadtests.harness.paths import BASE_DIR
-from loadtests.harness.processes import Processes, database_url
+from loadtests.harness.servers import database_url, start_server
 
 # Inclusive categories: a sample counts when any of its frames comes from a
 # file whose path (as py-spy prints it, relative to sys.path) starts with one
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         tree = stack.enter_context(checkout(args.rev, workdir)) if args.rev else None
         processes = stack.enter_context(Processes())
         upstream = processes.start_upstream()
-        base = processes.start_gunicorn(
+        base = start_server(
+            processes,
             database_url=database_url(),
             env={"DEMO_UPSTREAM_URL": upstream},
             tree=tree or BASE_DIR,

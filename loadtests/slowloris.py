@@ -28,9 +28,10 @@ monkey.patch_all()
 
 import gevent  # noqa: E402
 
+from devtools.processes import Processes  # noqa: E402
 from loadtests.harness.checkout import checkout  # noqa: E402
 from loadtests.harness.paths import BASE_DIR  # noqa: E402
-from loadtests.harness.processes import Processes, database_url  # noqa: E402
+from loadtests.harness.servers import database_url, start_server  # noqa: E402
 
 
 def _slow_client(port: int, trickle: bool, until: float, closed: list[int]) -> None:
@@ -107,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, tree in trees:
             for idle in levels:
                 with Processes() as processes:
-                    base = processes.start_gunicorn(
-                        database_url=url, workers=1, tree=tree
+                    base = start_server(
+                        processes, database_url=url, workers=1, tree=tree
                     )
                     port = int(base.rsplit(":", 1)[1])
                     result = measure(port, idle, args.hold)

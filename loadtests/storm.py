@@ -43,9 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from devtools.cli import add_env_option
+from devtools.processes import Processes
 from loadtests.harness.guards import GUARD_FAILED
 from loadtests.harness.paths import REPORTS
-from loadtests.harness.processes import Processes, add_env_option, database_url
+from loadtests.harness.servers import database_url, start_server
 
 SLO_MS = 250.0
 MIN_RATIO = 0.9
@@ -406,8 +408,8 @@ def measure(
         **dict(args.env),
         **ADMISSION[label],
     }
-    url = processes.start_gunicorn(
-        database_url=database_url(), workers=case.workers, env=env
+    url = start_server(
+        processes, database_url=database_url(), workers=case.workers, env=env
     )
     drive = CLIENTS[args.client]
     try:

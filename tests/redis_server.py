@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from loadtests.harness.processes import free_port
-from loadtests.harness.processes import stop as stop_process
+from devtools.ports import free_port
+from devtools.processes import stop as stop_process
 
 # Debian puts it in /usr/bin; look there too when PATH lacks it.
 REDIS_SERVER = shutil.which("redis-server") or next(

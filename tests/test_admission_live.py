@@ -10,7 +10,7 @@ import gevent
 import pytest
 from gevent.pool import Pool
 
-from conftest import is_shed
+from tests.helpers import is_shed
 from tests.metrics_samples import merged, total
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,7 +9,7 @@ import time
 import gevent
 import pytest
 
-from conftest import stop_process
+from devtools.processes import stop as stop_process
 from loadtests import storm
 from loadtests.fairness import every, percentile, timed_get
 

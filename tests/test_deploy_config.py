@@ -2,7 +2,7 @@
 
 import re
 
-from conftest import BASE_DIR
+from tests.helpers import BASE_DIR
 
 
 def directive(name: str) -> list[str]:

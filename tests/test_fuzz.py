@@ -9,8 +9,8 @@ from urllib.parse import quote, urlsplit
 import pytest
 from gevent.pool import Pool
 
-from conftest import production_env
-from loadtests.harness.processes import stop as stop_process
+from devtools.processes import stop as stop_process
+from tests.helpers import production_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

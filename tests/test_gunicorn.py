@@ -13,8 +13,8 @@ import pytest
 import requests
 from gevent.pool import Pool
 
-from conftest import POOL_SIZE, app_backends, is_shed, socket_count, worker_pid
-from loadtests.harness.processes import stop as stop_process
+from devtools.processes import stop as stop_process
+from tests.helpers import POOL_SIZE, app_backends, is_shed, socket_count, worker_pid
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,11 +1,16 @@
 """The layout's one-way dependencies: the toolkit never imports what is built on
-it, the server edge sits above the toolkit, and no modules import each other in
-a loop (not even through an import inside a function)."""
+it, the server edge sits above the toolkit, the service imports none of the
+tooling around it (``devtools``, ``loadtests``, ``deploy``, ``tests``), the
+deployment none of the load tests, tests take helpers from modules and never
+from a conftest, and no modules import each other in a loop (not even through
+an import inside a function)."""
 
 import ast
 from pathlib import Path
 
-from conftest import BASE_DIR
+import pytest
+
+from tests.helpers import BASE_DIR
 
 PROJECT = BASE_DIR / "project"
 CORE = PROJECT / "core"
@@ -54,8 +59,9 @@ def _imports(path: Path) -> set[str]:
     }
 
 
-def _project_graph() -> dict[str, set[str]]:
-    modules = {_module_name(path): path for path in PROJECT.rglob("*.py")}
+def _graph(root: Path) -> dict[str, set[str]]:
+    """Which modules under ``root`` each module under ``root`` imports."""
+    modules = {_module_name(path): path for path in root.rglob("*.py")}
     # A module's own packages are imported before it, never because of it.
     return {
         name: {
@@ -102,8 +108,9 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_no_modules_of_the_project_import_each_other_in_a_loop():
-    assert _cycles(_project_graph()) == []
+@pytest.mark.parametrize("package", ["project", "devtools", "loadtests", "deploy"])
+def test_no_modules_of_a_package_import_each_other_in_a_loop(package):
+    assert _cycles(_graph(BASE_DIR / package)) == []
 
 
 def test_the_loop_finder_finds_a_loop():
@@ -129,5 +136,40 @@ def test_core_reads_no_settings_module_directly():
         for path in CORE.rglob("*.py")
         for name in _imports(path)
         if name == "settings" or name.startswith("settings.")
+    }
+    assert offenders == set()
+
+
+def _importers(root: Path, forbidden: tuple[str, ...]) -> set[str]:
+    """``path: module`` for every import under ``root`` of a module in (or
+    below) one of the ``forbidden`` packages."""
+    return {
+        f"{path.relative_to(BASE_DIR)}: {name}"
+        for path in root.rglob("*.py")
+        for name in _imports(path)
+        if name in forbidden or name.startswith(tuple(f"{f}." for f in forbidden))
+    }
+
+
+def test_the_service_imports_none_of_the_tooling_around_it():
+    assert _importers(PROJECT, ("devtools", "loadtests", "deploy", "tests")) == set()
+
+
+def test_the_shared_tooling_imports_nothing_built_on_it():
+    assert _importers(BASE_DIR / "devtools", ("loadtests", "deploy", "tests")) == set()
+
+
+def test_the_deployment_imports_no_load_test():
+    assert _importers(BASE_DIR / "deploy", ("loadtests",)) == set()
+
+
+def test_no_test_imports_a_conftest():
+    """Helpers live in plain modules (tests/helpers.py); a conftest holds the
+    fixtures and hooks pytest finds by itself."""
+    offenders = {
+        f"{path.relative_to(BASE_DIR)}: {name}"
+        for path in [*BASE_DIR.glob("*.py"), *(BASE_DIR / "tests").rglob("*.py")]
+        for name in _imports(path)
+        if "conftest" in name.split(".")
     }
     assert offenders == set()

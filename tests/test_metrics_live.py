@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 from gevent.pool import Pool
 
-from conftest import BASE_DIR
+from tests.helpers import BASE_DIR
 from tests.metrics_samples import merged, total
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -4,8 +4,9 @@ import time
 
 import pytest
 
-from conftest import free_port, stop_process
 from deploy import pgbouncer as pgbouncer_runner
+from devtools.ports import free_port
+from devtools.processes import stop as stop_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 import requests
 
-from conftest import BASE_DIR, production_env
+from tests.helpers import BASE_DIR, production_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,7 @@ import pytest
 import requests
 from django.db import connection
 
-from conftest import Server
+from devtools.gunicorn import Server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

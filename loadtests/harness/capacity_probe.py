@@ -16,9 +16,9 @@ Pure Python but for ``measure``, which runs Locust as its own process.
 from dataclasses import dataclass
 from pathlib import Path
 
+from devtools.processes import Processes
 from loadtests.harness.locust_run import run_locust
 from loadtests.harness.paths import STEP_SHAPE
-from loadtests.harness.processes import Processes
 
 # The server environment the capacity is measured on, over the scenario's own.
 ADMISSION_OFF = {"SHED_ENABLED": "false"}

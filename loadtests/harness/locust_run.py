@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NotRequired, TypedDict, Unpack
 
+from devtools.ports import free_port
+from devtools.processes import Processes
 from loadtests.harness.checks import SHED_SUFFIX
 from loadtests.harness.paths import LOCUST_CONF, LOCUSTFILES
-from loadtests.harness.processes import Processes, free_port
 
 
 @dataclass

@@ -8,7 +8,7 @@ refusals of the server's admission control (``NAME shed``) count towards the
 failure ratio, since a server that refuses work is past its capacity.
 """
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from locust.env import Environment
 
@@ -16,18 +16,30 @@ from loadtests.harness.checks import SHED_SUFFIX
 from loadtests.harness.window import (
     ADMITTED,
     EndpointStats,
+    Snapshot,
     stats_to_json,
     window_stats,
 )
 
-if TYPE_CHECKING:
-    from loadtests.harness.recorder import Recorder
+
+class RunClock(Protocol):
+    """What a step load needs of the run's recorder (``recorder.Recorder``,
+    which owns the step load): the run's clock and its stats snapshots."""
+
+    environment: Environment | None
+    snapshots: list[Snapshot]
+
+    def begin(self, environment: Environment) -> None: ...
+
+    def now(self) -> float: ...
+
+    def snapshot(self) -> Snapshot: ...
 
 
 class StepLoad:
     """The steps so far (users, start, end, stats) and whether to stop adding."""
 
-    def __init__(self, recorder: "Recorder") -> None:
+    def __init__(self, recorder: RunClock) -> None:
         self.recorder = recorder
         self.steps: list[dict] = []
         self.stop_steps = False

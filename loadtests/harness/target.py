@@ -18,7 +18,8 @@ import argparse
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from loadtests.harness.processes import Processes, wait_for_http
+from devtools.ports import wait_for_http
+from devtools.processes import Processes
 
 # Seconds a target (or its stub) gets to answer before the run is called off.
 REACH_TIMEOUT_S = 10.0

@@ -1,7 +1,7 @@
 """W1 fan-out HTTP: ``/demo/fan-out/?http=10&ms=50`` (floor 50 ms); host from ``-H``.
 
 The server's ``DEMO_UPSTREAM_URL`` must point at the stub upstream
-(``python -m loadtests.upstream``); ``W1_LEGS`` and ``W1_MS`` change the shape.
+(``python -m devtools.upstream``); ``W1_LEGS`` and ``W1_MS`` change the shape.
 ``make loadtest`` runs it with ``upstream_baseline.py``, which times the stub
 directly in the same run, for the ratio guard.
 """

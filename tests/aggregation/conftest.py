@@ -6,7 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import BASE_DIR, free_port, stop_process, wait_for_http
+from devtools.ports import free_port, wait_for_http
+from devtools.processes import stop as stop_process
+from tests.helpers import BASE_DIR
 
 
 @pytest.fixture
@@ -14,7 +16,7 @@ def own_upstream() -> Iterator[tuple[str, subprocess.Popen]]:
     """A stub upstream of this test's own, on a known port, that the test can stop."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.upstream", "--port", str(port)],
+        [sys.executable, "-m", "devtools.upstream", "--port", str(port)],
         cwd=BASE_DIR,
         stdout=subprocess.DEVNULL,
     )

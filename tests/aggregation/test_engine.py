@@ -8,7 +8,7 @@ import pytest
 import requests
 from django.core.cache.backends.locmem import LocMemCache
 
-from conftest import stop_process
+from devtools.processes import stop as stop_process
 from project.aggregation.engine import Aggregator
 from project.aggregation.registry import parse_registry
 from project.core.deadline import Deadline

@@ -10,7 +10,7 @@ import pytest
 import requests
 from gevent.pool import Pool
 
-from conftest import LIVE_APPLICATION_NAME, app_backends, worker_pid
+from tests.helpers import LIVE_APPLICATION_NAME, app_backends, worker_pid
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

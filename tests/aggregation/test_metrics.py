@@ -3,7 +3,7 @@
 import gevent
 import pytest
 
-from conftest import stop_process
+from devtools.processes import stop as stop_process
 from tests.aggregation.test_engine import aggregator, run
 from tests.metrics_samples import sample
 

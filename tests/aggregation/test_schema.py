@@ -2,8 +2,8 @@
 
 import re
 
-from conftest import BASE_DIR
 from project.aggregation.schema import SECTIONS, markdown_table
+from tests.helpers import BASE_DIR
 
 README_TABLE = re.compile(
     r"<!-- registry-keys: begin -->\n(.*?)<!-- registry-keys: end -->", re.DOTALL

@@ -13,7 +13,7 @@ import gevent
 import pytest
 from prometheus_client import REGISTRY
 
-from conftest import stop_process
+from devtools.processes import stop as stop_process
 from project.aggregation.engine import Aggregator
 from project.aggregation.registry import parse_registry
 from project.core import fallback_cache

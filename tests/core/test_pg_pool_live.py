@@ -7,8 +7,8 @@ import gevent
 import pytest
 from gevent.pool import Pool
 
-from conftest import LIVE_APPLICATION_NAME, POOL_SIZE, app_backends, is_shed
-from loadtests.harness.processes import stop as stop_process
+from devtools.processes import stop as stop_process
+from tests.helpers import LIVE_APPLICATION_NAME, POOL_SIZE, app_backends, is_shed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

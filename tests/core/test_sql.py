@@ -4,11 +4,11 @@ import gevent
 import pytest
 from django.db import connection
 
-from conftest import app_backends, pool_in_use
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
 from project.core.pg_pool.base import all_pools
 from project.core.sql import run_query, with_own_connection
+from tests.helpers import app_backends, pool_in_use
 
 # Spawned greenlets use their own connections, which cannot see a test's
 # uncommitted transaction: these tests run outside one.

@@ -143,7 +143,7 @@ def test_fan_out_reports_each_leg(client, upstream, settings):
 
 def test_fan_out_reports_upstream_errors_per_leg(client, settings):
     """An unreachable upstream marks the HTTP legs as errors, not the request."""
-    from conftest import free_port
+    from devtools.ports import free_port
 
     settings.DEMO_UPSTREAM_URL = f"http://127.0.0.1:{free_port()}"
     response = client.get("/demo/fan-out/?http=2&sql=1&ms=10")

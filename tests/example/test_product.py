@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from conftest import BASE_DIR
-from loadtests.harness.processes import free_port
+from devtools.ports import free_port
 from project.example import services
+from tests.helpers import BASE_DIR
 from tests.metrics_samples import sample
 
 pytestmark = pytest.mark.django_db(transaction=True)

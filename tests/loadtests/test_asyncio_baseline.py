@@ -5,7 +5,8 @@ import time
 import pytest
 import requests
 
-from loadtests.harness.processes import Processes
+from devtools.processes import Processes
+from loadtests.harness.servers import start_asyncio_baseline
 from loadtests.harness.workloads.fanout import workers_cpu_seconds
 
 
@@ -15,7 +16,7 @@ def baseline():
     and its supervisor process."""
     with Processes() as processes:
         upstream = processes.start_upstream()
-        base = processes.start_asyncio_baseline(upstream=upstream, workers=2)
+        base = start_asyncio_baseline(processes, upstream=upstream, workers=2)
         yield base, processes.servers[base]
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_DIR
 from loadtests.loadtest import parse_args, scenario_specs
+from tests.helpers import BASE_DIR
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

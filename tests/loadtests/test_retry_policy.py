@@ -7,8 +7,8 @@ does when full: 503, ``X-Shed-Reason`` and ``Retry-After: 1``.
 
 import json
 
+from devtools.processes import Processes
 from loadtests.harness.locust_run import run_locust
-from loadtests.harness.processes import Processes
 
 SECONDS = 3
 

@@ -21,8 +21,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import BASE_DIR, Server
-from loadtests.harness.processes import free_port, stop, wait_for_http
+from devtools.gunicorn import Server
+from devtools.ports import free_port, wait_for_http
+from devtools.processes import stop
+from tests.helpers import BASE_DIR
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -159,7 +161,7 @@ def assert_started_only_locust(started: set[str], reports: Path) -> None:
     """Locust ran; no gunicorn, stub upstream or server log of the command's own."""
     assert any("locust" in line for line in started), started
     assert not [line for line in started if "gunicorn" in line], started
-    assert not [line for line in started if "loadtests.upstream" in line], started
+    assert not [line for line in started if "devtools.upstream" in line], started
     assert not list(reports.glob("**/gunicorn*.log"))
 
 

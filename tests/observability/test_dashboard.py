@@ -6,8 +6,8 @@ import re
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
-from conftest import BASE_DIR
 from project.core import metrics
+from tests.helpers import BASE_DIR
 
 DASHBOARD = BASE_DIR / "deploy" / "grafana" / "gevent-django.json"
 SUFFIXES = {

@@ -11,8 +11,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from conftest import BASE_DIR
 from settings.base import allow_ips, api_tokens
+from tests.helpers import BASE_DIR
 
 TOKEN = "metrics-token-0123456789"
 LOOPBACK = [ip_network("127.0.0.1/32"), ip_network("::1/128")]

@@ -10,8 +10,8 @@ import gevent
 import pytest
 import requests
 
-from loadtests.harness.processes import free_port, wait_for_http
-from loadtests.harness.processes import stop as stop_process
+from devtools.ports import free_port, wait_for_http
+from devtools.processes import stop as stop_process
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 pytestmark = pytest.mark.skipif(

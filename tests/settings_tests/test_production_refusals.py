@@ -5,17 +5,17 @@ at import) on a copy of the project without a ``.env``; two runs start a real
 gunicorn: refused, it exits before answering; with good settings, it serves.
 """
 
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import free_port, stop_process, wait_for_http
+from devtools.gunicorn import Server, start_gunicorn
+from devtools.processes import Processes
 
 from .test_selection import (
-    BASE_DIR,
+    UNREACHABLE_DB,
     copy_project,
     environment,
     last_line,
@@ -87,41 +87,36 @@ def test_production_accepts_good_settings(clean_project):
     assert output == f"{expected} False"
 
 
-def start_gunicorn(log: Path, **overrides: str) -> tuple[subprocess.Popen, str]:
-    """gunicorn in production on a free port (no database needed for /healthz)."""
-    port = free_port()
-    env = production_env(ALLOWED_HOSTS="127.0.0.1", SECURE_SSL_REDIRECT="false")
-    env.update(BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="1", GUNICORN_ACCESS_LOG="")
-    env.update(overrides)
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-            cwd=BASE_DIR,
-            env=environment(**env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return process, f"http://127.0.0.1:{port}"
+def start(processes: Processes, **overrides: str) -> Server:
+    """gunicorn in production (no database needed for /healthz), in the
+    controlled environment; its output in ``processes``' log dir."""
+    return start_gunicorn(
+        processes,
+        environment="production",
+        database_url=UNREACHABLE_DB,
+        inherit=environment(),
+        env=production_env(
+            **{
+                "ALLOWED_HOSTS": "127.0.0.1",
+                "SECURE_SSL_REDIRECT": "false",
+                **overrides,
+            }
+        ),
+    )
 
 
 def test_gunicorn_stops_before_serving_on_a_refused_setting(tmp_path):
-    log = tmp_path / "gunicorn.log"
-    process, url = start_gunicorn(log, METRICS_ALLOW_IPS="0.0.0.0/0")
-    try:
-        process.wait(timeout=60)
-    finally:
-        stop_process(process)
-    assert process.returncode != 0
-    assert "METRICS_ALLOW_IPS: 0.0.0.0/0 is wider" in log.read_text()
+    with Processes(tmp_path) as processes:
+        with pytest.raises(RuntimeError, match=r"exited with [1-9]") as refused:
+            start(processes, METRICS_ALLOW_IPS="0.0.0.0/0")
+    assert "METRICS_ALLOW_IPS: 0.0.0.0/0 is wider" in refused.value.args[0]
+    url = re.search(r"before (http://[\d.:]+)/healthz", refused.value.args[0])
+    assert url is not None
     with pytest.raises(requests.ConnectionError):
-        requests.get(url + "/healthz", timeout=2)
+        requests.get(url[1] + "/healthz", timeout=2)
 
 
 def test_gunicorn_serves_with_good_production_settings(tmp_path):
-    log = tmp_path / "gunicorn.log"
-    process, url = start_gunicorn(log, **{**GOOD, "ALLOWED_HOSTS": "127.0.0.1"})
-    try:
-        wait_for_http(url + "/healthz", process=process)
-        assert requests.get(url + "/healthz", timeout=5).json() == {"status": "ok"}
-    finally:
-        stop_process(process)
+    with Processes(tmp_path) as processes:
+        server = start(processes, **{**GOOD, "ALLOWED_HOSTS": "127.0.0.1"})
+        assert server.get("/healthz", timeout=5).json() == {"status": "ok"}

@@ -18,7 +18,7 @@ import pytest
 import redis
 import requests
 
-from tests.stack.conftest import RunningStack, as_nobody
+from tests.stack.helpers import RunningStack, as_nobody
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="acting as another user (nobody) needs root"

@@ -2,7 +2,7 @@
 
 import time
 
-from tests.stack.conftest import RunningStack, SteadyLoad
+from tests.stack.helpers import RunningStack, SteadyLoad
 
 # What the clients allow each request (X-Request-Timeout-Ms): well above a
 # query's few milliseconds, well below the 15 s PgBouncer once waited.

@@ -23,8 +23,8 @@ import pytest
 import redis
 import requests
 
-from tests.stack.conftest import (
-    BASE_DIR,
+from tests.helpers import BASE_DIR
+from tests.stack.helpers import (
     RunningStack,
     SteadyLoad,
     alive,

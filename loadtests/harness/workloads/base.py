@@ -10,9 +10,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devtools.processes import Processes
 from loadtests.harness.locust_run import LocustRun, run_locust
 from loadtests.harness.paths import BASE_DIR
-from loadtests.harness.processes import Processes
 
 # Gunicorn (or uvicorn) workers of every server a bench starts.
 WORKERS = 2
@@ -42,7 +42,7 @@ def env_override(item: str) -> dict[str, str] | None:
 class Server:
     """One server of a round: its label, worker model, settings and checkout.
 
-    ``mode`` is a gunicorn worker model (``processes.SERVER_MODES``) or
+    ``mode`` is a gunicorn worker model (``servers.SERVER_MODES``) or
     ``asyncio`` for the asyncio baseline; ``env`` and ``args`` come last.
     """
 

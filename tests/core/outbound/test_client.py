@@ -8,11 +8,11 @@ import pytest
 import requests
 from django.test import override_settings
 
-from conftest import socket_count
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
 from project.core.outbound.client import http_get
 from project.core.outbound.wire import UpstreamBodyTooLarge
+from tests.helpers import socket_count
 
 
 def _stats(upstream: str) -> dict:
@@ -119,7 +119,7 @@ def test_read_timeout_becomes_timeout_error(upstream):
 
 def test_connection_refused_is_an_error_not_a_hang():
     """A closed port fails at once, without naming the upstream's address."""
-    from conftest import free_port
+    from devtools.ports import free_port
 
     port = free_port()
     with pytest.raises(ConnectionError) as caught:

@@ -8,11 +8,11 @@ import gevent
 import pytest
 from django.test import override_settings
 
-from conftest import socket_count
 from project.core.outbound import LocalSocketsExhausted, UpstreamInvalidJSON, http_get
 from project.core.outbound.pool import open_sockets
 from project.core.outbound.response import parse_json
 from project.core.outbound.wire import UpstreamHeadersTooLarge, UpstreamProtocolError
+from tests.helpers import socket_count
 
 pytestmark = pytest.mark.usefixtures("fresh_pools")
 

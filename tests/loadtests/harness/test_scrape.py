@@ -16,8 +16,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from devtools.processes import Processes
 from loadtests.harness import resources, scrape
-from loadtests.harness.processes import Processes
 from loadtests.harness.scrape import Sample
 from project.core.metrics import WAIT_BUCKETS
 

@@ -15,9 +15,9 @@ import gevent
 import gevent.event
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from loadtests.upstream.app import make_app
-from loadtests.upstream.hostile import HOSTILE_MAX_BYTES
-from loadtests.upstream.responses import AbortConnection, RawReply
+from devtools.upstream.app import make_app
+from devtools.upstream.hostile import HOSTILE_MAX_BYTES
+from devtools.upstream.responses import AbortConnection, RawReply
 
 
 class _StubHandler(WSGIHandler):
@@ -107,7 +107,7 @@ def serve(
 def main(argv: list[str] | None = None) -> int:
     """Parse command-line arguments, run the server, and return the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m loadtests.upstream", description=__doc__.splitlines()[0]
+        prog="python -m devtools.upstream", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--port", type=int, required=True, help="0 picks a free port")
     parser.add_argument("--host", default="127.0.0.1", help="loopback address only")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import gevent
 
-from loadtests.upstream.responses import (
+from devtools.upstream.responses import (
     MAX_MS,
     BadParam,
     Environ,

@@ -1,6 +1,6 @@
 """Stub upstream: a tiny gevent WSGI server the service fans out to in load tests.
 
-Run it as ``python -m loadtests.upstream --port P [--host 127.0.0.1] [--backlog N]``
+Run it as ``python -m devtools.upstream --port P [--host 127.0.0.1] [--backlog N]``
 (``__main__`` patches gevent first, then runs ``server.main``).
 It is deliberately not Django and logs nothing per request by default, so it is
 never the bottleneck of a benchmark.

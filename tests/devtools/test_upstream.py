@@ -24,7 +24,7 @@ def _start(*args: str) -> tuple[subprocess.Popen[str], str]:
     # --port 0 lets the kernel pick the port, so there is no free-port race;
     # the server prints the port it got.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.upstream", "--port", "0", *args],
+        [sys.executable, "-m", "devtools.upstream", "--port", "0", *args],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -234,7 +234,7 @@ def test_refuses_non_loopback_host() -> None:
         [
             sys.executable,
             "-m",
-            "loadtests.upstream",
+            "devtools.upstream",
             "--port",
             "0",
             "--host",

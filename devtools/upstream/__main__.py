@@ -1,4 +1,4 @@
-"""``python -m loadtests.upstream``: patch gevent, then serve the stub upstream."""
+"""``python -m devtools.upstream``: patch gevent, then serve the stub upstream."""
 
 from gevent import monkey
 
@@ -9,6 +9,6 @@ if not monkey.is_module_patched("socket"):
 
 import sys  # noqa: E402
 
-from loadtests.upstream.server import main  # noqa: E402
+from devtools.upstream.server import main  # noqa: E402
 
 sys.exit(main())

@@ -8,8 +8,8 @@ from urllib.parse import parse_qs
 
 import gevent
 
-from loadtests.upstream.hostile import hostile
-from loadtests.upstream.responses import (
+from devtools.upstream.hostile import hostile
+from devtools.upstream.responses import (
     MAX_MS,
     AbortConnection,
     BadParam,
@@ -104,7 +104,7 @@ class Stats:
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        self.clients: set[tuple[str, str]] = set()
+        self.clients: set[tuple[str | None, str | None]] = set()
         self.request_ids: deque[str] = deque(maxlen=SEEN_REQUEST_IDS)
         # A no-op under gevent; keeps counts right if the app runs in a threaded server.
         self.lock = threading.Lock()

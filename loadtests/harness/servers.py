@@ -1,0 +1,104 @@
+"""The servers a load run measures, each started through a ``devtools``
+``Processes`` so it is stopped with the run: gunicorn in a worker model
+(``devtools.gunicorn``, the starter the tests and the stack use too) and the
+asyncio baseline; and the database they serve from."""
+
+import os
+import sys
+from pathlib import Path
+
+from devtools.gunicorn import start_gunicorn
+from devtools.ports import free_port, wait_for_http
+from devtools.processes import BASE_DIR, Processes
+
+# Extra gunicorn arguments and environment per worker model. gthread is the
+# threaded baseline: Django's own backend, one connection per thread kept open.
+SERVER_MODES: dict[str, dict] = {
+    "gevent": {"args": [], "env": {}},
+    "gthread": {
+        "args": ["--worker-class", "gthread", "--threads", "32"],
+        "env": {"GEVENT_PATCH": "0", "DB_POOL_SIZE": "0", "DB_CONN_MAX_AGE": "60"},
+    },
+}
+
+
+def database_url() -> str:
+    """DATABASE_URL, or the (started) embedded development cluster."""
+    url = os.environ.get("DATABASE_URL", "")
+    if url:
+        return url
+    from project import embedded_pg
+
+    return embedded_pg.ensure_running()
+
+
+def start_server(
+    processes: Processes,
+    *,
+    database_url: str,
+    mode: str = "gevent",
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    tree: Path = BASE_DIR,
+) -> str:
+    """Start gunicorn in ``mode`` (development settings, DEBUG off); return its
+    base URL.
+
+    ``env`` overrides the environment last, so a run can break or tune the
+    service on purpose (``HTTP_POOL_MAXSIZE=1``); ``args`` come after the
+    mode's own (``--threads 64`` wins). ``tree`` serves another checkout of
+    the project (a before/after comparison).
+    """
+    return start_gunicorn(
+        processes,
+        environment="development",
+        database_url=database_url,
+        workers=workers,
+        env={"DEBUG": "false", **SERVER_MODES[mode]["env"], **(env or {})},
+        args=[*SERVER_MODES[mode]["args"], *(args or [])],
+        name=f"gunicorn-{mode}",
+        tree=tree,
+    ).url
+
+
+def start_asyncio_baseline(
+    processes: Processes, *, upstream: str, workers: int = 2
+) -> str:
+    """Start the asyncio baseline (uvicorn, uvloop, httptools); return its URL.
+
+    ``upstream`` is the stub its fan-out calls. Like gunicorn's master, the
+    uvicorn supervisor's children are its workers (``processes.servers``).
+    """
+    port = free_port()
+    process = processes.popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "loadtests.asyncio_baseline.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--backlog",
+            "4096",
+        ],
+        "uvicorn-asyncio",
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "loadtests.asyncio_baseline.settings",
+            "DEMO_UPSTREAM_URL": upstream,
+        },
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for_http(base + "/demo/fan-out/?http=1&ms=0", process)
+    processes.servers[base] = process
+    return base
