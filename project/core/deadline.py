@@ -60,11 +60,6 @@ class Deadline:
         left = max(0.0, self.expires - time.monotonic() - margin_s)
         return left if cap_s is None else min(cap_s, left)
 
-    @property
-    def expired(self) -> bool:
-        """True once no time is left."""
-        return self.remaining() <= 0.0
-
     def elapsed_ms(self) -> float:
         """Return milliseconds since the deadline was set."""
         return (time.monotonic() - self.started) * 1000.0

@@ -15,7 +15,7 @@ from gevent.lock import BoundedSemaphore
 from .caller import ANONYMOUS, Caller, activate_caller, current_caller
 from .deadline import Deadline, activate
 from .fair_share import ClassSlots
-from .pg_pool.pool import PoolTimeout
+from .pg_pool.errors import PoolTimeout
 from .request_context import activate_request_id, current_request_id
 from .status import Status
 

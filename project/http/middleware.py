@@ -16,7 +16,7 @@ from project.core.deadline import (
     deadline_scope,
     request_deadline,
 )
-from project.core.pg_pool.pool import PoolTimeout
+from project.core.pg_pool.errors import PoolTimeout
 from project.core.request_context import (
     DEADLINE_KEY,
     REQUEST_ID_HEADER,
