@@ -1,10 +1,9 @@
 """``GET /api/aggregate/<name>/``: authenticate, validate, run, serialise."""
 
-from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
 from project.core.caller import caller_or_anonymous, caller_scope, token_client
-from project.core.deadline import DEADLINE_HEADER, Deadline, arrival
+from project.core.deadline import DEADLINE_HEADER, MAX_DEADLINE_MS, Deadline, arrival
 from project.core.disconnect import client_disconnect
 from project.core.request_context import SOURCES_KEY
 from project.http.deadline import deadline_from_header
@@ -28,7 +27,7 @@ def aggregate(request: HttpRequest, name: str) -> JsonResponse:
     deadline = deadline_from_header(
         request.headers.get(DEADLINE_HEADER),
         default_ms=aggregation.deadline_ms,
-        max_ms=settings.REQUEST_DEADLINE_MAX_MS,
+        max_ms=MAX_DEADLINE_MS,
     )
     if deadline.budget * 1000 > aggregation.max_deadline_ms:
         deadline = Deadline.from_ms(aggregation.max_deadline_ms, started=arrival())

@@ -7,6 +7,9 @@ from contextvars import ContextVar
 
 # Carries a deadline in milliseconds: clients send it to us, we send it upstream.
 DEADLINE_HEADER = "X-Request-Timeout-Ms"
+# The longest deadline a client may ask for; nginx's proxy timeouts in deploy/
+# sit above it, so the app answers its own 504 first.
+MAX_DEADLINE_MS = 60000
 
 
 class Deadline:

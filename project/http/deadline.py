@@ -3,7 +3,13 @@
 from django.conf import settings
 from django.http import HttpRequest
 
-from project.core.deadline import DEADLINE_HEADER, Deadline, activate, arrival
+from project.core.deadline import (
+    DEADLINE_HEADER,
+    MAX_DEADLINE_MS,
+    Deadline,
+    activate,
+    arrival,
+)
 
 from .errors import ApiError
 from .params import strict_int
@@ -36,7 +42,7 @@ def request_deadline(request: HttpRequest) -> Deadline:
     deadline = deadline_from_header(
         request.headers.get(DEADLINE_HEADER),
         default_ms=settings.REQUEST_DEADLINE_MS,
-        max_ms=settings.REQUEST_DEADLINE_MAX_MS,
+        max_ms=MAX_DEADLINE_MS,
     )
     activate(deadline)
     return deadline

@@ -5,11 +5,12 @@ import logging
 import pytest
 from django.test import override_settings
 
-from project.core.route_priority import DEFAULT_ROUTES, Priority, RoutePriorities
+from project.core.route_priority import Priority, RoutePriorities
 from project.server.admission import runtime
 from project.server.admission.gate import Gate, GateConfig
 from project.server.admission.limit import LimitConfig
 from project.server.admission.refusal import Refusals
+from settings.knobs.admission import DEFAULT_ROUTES
 from tests.metrics_samples import sample
 
 
