@@ -12,7 +12,12 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from loadtests.harness.processes import Processes, free_port, wait_for_http
+from loadtests.harness.processes import (
+    Processes,
+    free_port,
+    wait_for_http,
+    with_query,
+)
 from loadtests.harness.processes import stop as stop_process
 from tests.redis_server import redis_server  # noqa: F401  (a fixture)
 
@@ -100,6 +105,7 @@ def start_gunicorn(
         workers: int = 1,
         nofile: int | None = None,
         python: str = sys.executable,
+        application_name: str | None = None,
         **env: str,
     ) -> Server:
         port = free_port()
@@ -111,7 +117,11 @@ def start_gunicorn(
         }
         environment.update(
             ENVIRONMENT="test",
-            DATABASE_URL=database_url,
+            # A name on the server's connections lets a test count them.
+            DATABASE_URL=with_query(
+                database_url,
+                {"application_name": application_name} if application_name else {},
+            ),
             BIND=f"127.0.0.1:{port}",
             WEB_CONCURRENCY=str(workers),
             GUNICORN_ACCESS_LOG="",
@@ -172,7 +182,7 @@ def gunicorn_server(start_gunicorn, test_database_url, upstream) -> Server:
         test_database_url,
         workers=1,
         DEMO_UPSTREAM_URL=upstream,
-        DB_APPLICATION_NAME=LIVE_APPLICATION_NAME,
+        application_name=LIVE_APPLICATION_NAME,
         DB_POOL_SIZE=str(POOL_SIZE),
     )
 

@@ -103,7 +103,7 @@ def start(
         **server.env,
     }
     return processes.start_gunicorn(
-        database_url=url,
+        database_url=workload.server_database_url(url),
         mode=server.mode,
         workers=WORKERS,
         env=env,

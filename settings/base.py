@@ -103,18 +103,16 @@ DB_SERVER_OPTIONS = {
 }
 
 
-def _pool_share() -> int:
-    """Processes sharing the database's connection budget: this host's workers."""
-    return KNOBS["WEB_CONCURRENCY"] or cores()
-
-
 def _url_flag(value: Any) -> bool:
     """A boolean from a URL's query (django-environ leaves it a string)."""
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
-def database_settings(embedded_data_dir: Path) -> tuple[dict, str | None]:
-    """Return ``(DATABASES["default"], embedded data dir or None)``.
+def database_settings(
+    embedded_data_dir: Path, values: dict[str, Any] | None = None
+) -> tuple[dict, str | None]:
+    """Return ``(DATABASES["default"], embedded data dir or None)`` from the
+    table's ``values`` (default: this module's ``KNOBS``).
 
     ``DATABASE_URL`` unset or empty selects the embedded cluster in
     ``embedded_data_dir``. Connections come from a bounded pool per worker
@@ -122,7 +120,8 @@ def database_settings(embedded_data_dir: Path) -> tuple[dict, str | None]:
     back to the pool when its request or leg ends, and requests are not wrapped
     in a transaction, which would hold a connection for the whole request.
     """
-    url = (KNOBS["DATABASE_URL"] or "").strip()
+    values = KNOBS if values is None else values
+    url = (values["DATABASE_URL"] or "").strip()
     embedded = None
     if not url:
         embedded = str(embedded_data_dir)
@@ -133,7 +132,7 @@ def database_settings(embedded_data_dir: Path) -> tuple[dict, str | None]:
         raise ImproperlyConfigured(f"DATABASE_URL: {exc}") from None
     db["HOST"] = unquote(db.get("HOST", ""))  # unix socket paths arrive %-encoded
     # Unset: sized from the database's budget when the first connection opens.
-    pool_size = KNOBS["DB_POOL_SIZE"]
+    pool_size = values["DB_POOL_SIZE"]
     if pool_size != 0:
         db["ENGINE"] = "project.core.pg_pool"
         db["CONN_MAX_AGE"] = 0
@@ -153,11 +152,12 @@ def database_settings(embedded_data_dir: Path) -> tuple[dict, str | None]:
         options.update(
             DB_POOL_OPTIONS,
             pool_size=pool_size,
-            pool_share=_pool_share(),
-            pool_max_waiting=DB_POOL_WAITING_PER_CONNECTION * WORKER_CONNECTIONS,
+            pool_share=values["WEB_CONCURRENCY"] or cores(),
+            pool_max_waiting=DB_POOL_WAITING_PER_CONNECTION
+            * values["WORKER_CONNECTIONS"],
         )
     server_options = {
-        "statement_timeout": KNOBS["DB_STATEMENT_TIMEOUT_MS"],
+        "statement_timeout": values["DB_STATEMENT_TIMEOUT_MS"],
         **DB_SERVER_OPTIONS,
     }
     options["options"] = " ".join(
@@ -209,6 +209,7 @@ LOGGING = {
 HTTP_POOL_MAXSIZE = KNOBS["HTTP_POOL_MAXSIZE"] or fd_budget.default_http_pool_size(
     WORKER_CONNECTIONS
 )
+HTTP_POOL_IDLE_S = KNOBS["HTTP_POOL_IDLE_S"]
 REQUEST_DEADLINE_MS = KNOBS["REQUEST_DEADLINE_MS"]
 
 # Admission control (project/server/admission).

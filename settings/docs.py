@@ -7,7 +7,6 @@ README is left as it is. A test regenerates both and compares.
 
 import sys
 import textwrap
-from pathlib import Path
 
 from settings import BASE_DIR, knobs
 

@@ -6,6 +6,7 @@ import pytest
 
 from conftest import free_port, stop_process
 from deploy import pgbouncer as pgbouncer_runner
+from loadtests.harness.processes import with_query
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,7 +38,9 @@ def pgbouncer(tmp_path_factory, django_db_setup, django_db_blocker):
 @pytest.fixture(scope="module")
 def bounced_server(start_gunicorn, pgbouncer):
     """One gevent worker whose database is reached through PgBouncer."""
-    return start_gunicorn(pgbouncer, DB_DISABLE_SERVER_SIDE_CURSORS="true")
+    return start_gunicorn(
+        with_query(pgbouncer, {"disable_server_side_cursors": "true"})
+    )
 
 
 def test_queries_run_through_pgbouncer(bounced_server):

@@ -14,7 +14,7 @@ from settings import docs, knobs
 BASE_DIR = Path(__file__).resolve().parent.parent
 SOURCES = ["settings", "project", "gunicorn.conf.py"]
 KEY_READ = re.compile(
-    r"""(?:KNOBS|_knob)\[\s*"([A-Z][A-Z0-9_]+)"\s*\]|os\.environ\.get\(\s*"([A-Z][A-Z0-9_]+)\""""
+    r"""(?:KNOBS|_knob|values)\[\s*"([A-Z][A-Z0-9_]+)"\s*\]|os\.environ\.get\(\s*"([A-Z][A-Z0-9_]+)\""""
 )
 # Set by Django, the OS session or prometheus_client, not by the project's users.
 NOT_OURS = {"DJANGO_SETTINGS_MODULE", "XDG_RUNTIME_DIR"}

@@ -15,20 +15,30 @@ import sys
 import time
 from pathlib import Path
 from typing import Self
+from urllib.parse import urlencode
 
 import requests
 
 from loadtests.harness.paths import BASE_DIR
 
-# Extra gunicorn arguments and environment per worker model. gthread is the
-# threaded baseline: Django's own backend, one connection per thread kept open.
+# Extra gunicorn arguments, environment and DATABASE_URL query per worker
+# model. gthread is the threaded baseline: Django's own backend, one connection
+# per thread kept open.
 SERVER_MODES: dict[str, dict] = {
-    "gevent": {"args": [], "env": {}},
+    "gevent": {"args": [], "env": {}, "query": {}},
     "gthread": {
         "args": ["--worker-class", "gthread", "--threads", "32"],
-        "env": {"GEVENT_PATCH": "0", "DB_POOL_SIZE": "0", "DB_CONN_MAX_AGE": "60"},
+        "env": {"GEVENT_PATCH": "0", "DB_POOL_SIZE": "0"},
+        "query": {"conn_max_age": "60"},
     },
 }
+
+
+def with_query(url: str, params: dict[str, str]) -> str:
+    """``url`` with ``params`` added to its query (a DATABASE_URL's options)."""
+    if not params:
+        return url
+    return url + ("&" if "?" in url else "?") + urlencode(params)
 
 
 def env_item(text: str) -> tuple[str, str]:
@@ -213,9 +223,9 @@ class Processes:
             if key not in ("DJANGO_SETTINGS_MODULE", "ENVIRONMENT")
         }
         environment.update(
-            ENVIRONMENT="development",
-            DEBUG="false",
-            DATABASE_URL=database_url,
+            # test: development's settings without its debug pages.
+            ENVIRONMENT="test",
+            DATABASE_URL=with_query(database_url, SERVER_MODES[mode]["query"]),
             BIND=f"127.0.0.1:{port}",
             WEB_CONCURRENCY=str(workers),
             GUNICORN_ACCESS_LOG="",

@@ -41,8 +41,7 @@ KNOBS = (
     Knob(
         "METRICS_TOKENS",
         Kind.LIST,
-        "Comma-separated bearer tokens (16+ characters each) that may read "
-        "`/metrics`.",
+        "Comma-separated bearer tokens (16+ characters each) that may read `/metrics`.",
         default=[],
         empty_items=False,
         check=checks.tokens,
@@ -50,8 +49,9 @@ KNOBS = (
     Knob(
         "METRICS_ALLOW_IPS",
         Kind.LIST,
-        "Comma-separated addresses or CIDR blocks that may read `/metrics`, matched against the "
-        "socket's peer (`REMOTE_ADDR`), never a forwarded header. In production "
+        "Comma-separated addresses or CIDR blocks that may read `/metrics`, "
+        "matched against the socket's peer (`REMOTE_ADDR`), never a forwarded "
+        "header. In production "
         "`/metrics` is a 404 until this or `METRICS_TOKENS` is set, and only "
         "loopback and private blocks are accepted.",
         default=["127.0.0.1", "::1"],

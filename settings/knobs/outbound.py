@@ -16,6 +16,15 @@ KNOBS = (
         low=1,
     ),
     Knob(
+        "HTTP_POOL_IDLE_S",
+        Kind.NUMBER,
+        "Pooled outbound connections idle this long are closed, so a burst does "
+        "not pin sockets (ours and the upstream's) for good; below an "
+        "upstream's own keep-alive timeout, we close first.",
+        default=30.0,
+        low=0.1,
+    ),
+    Knob(
         "REQUEST_DEADLINE_MS",
         Kind.INTEGER,
         "A request's deadline when the client sends no `X-Request-Timeout-Ms` "

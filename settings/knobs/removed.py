@@ -60,7 +60,6 @@ REMOVED: dict[str, str] = {
     "DB_POOL_MIN_IDLE": f"2, {_POOL}",
     "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS": f"60 s, {_SERVER}",
     "DB_LOCK_TIMEOUT_MS": f"10 s, {_SERVER}",
-    "HTTP_POOL_IDLE_S": "30 s, project.core.outbound.pool.POOL_IDLE_S",
     "HTTP_CONNECT_TIMEOUT_S": (
         "2 s, project.core.outbound.pool.CONNECT_TIMEOUT_S (a call's own timeout "
         "caps it too)"

@@ -6,7 +6,8 @@ KNOBS = (
     Knob(
         "ENVIRONMENT",
         Kind.STRING,
-        "`development`, `production` or `test`: picks `settings/<ENVIRONMENT>.py`; `DJANGO_SETTINGS_MODULE`, when set, "
+        "`development`, `production` or `test`: picks "
+        "`settings/<ENVIRONMENT>.py`; `DJANGO_SETTINGS_MODULE`, when set, "
         "wins. Debug pages are on in development only.",
         default="development",
         choices=("development", "production", "test"),
@@ -23,8 +24,8 @@ KNOBS = (
     Knob(
         "ALLOWED_HOSTS",
         Kind.LIST,
-        "Comma-separated host names the service answers to. Production needs at least one once "
-        'split (`" , "` is refused) and no wildcard (`*`).',
+        "Comma-separated host names the service answers to. Production needs "
+        'at least one once split (`" , "` is refused) and no wildcard (`*`).',
         default=["localhost", "127.0.0.1", "[::1]"],
         production=REQUIRED,
     ),

@@ -3,7 +3,7 @@
 geventhttpclient's ``HTTPClient`` and its socket pool, with four changes
 (geventhttpclient 2.6, pinned; ``tests/core/test_http_pool.py`` checks each):
 idle sockets are checked with ``poll`` (``PollLivenessCheck``), closed after
-``POOL_IDLE_S`` (``IdleLimit``), the upstream's address is looked up
+``HTTP_POOL_IDLE_S`` (``IdleLimit``), the upstream's address is looked up
 once per ``DNS_TTL_S`` for all of them (``http_dns.SharedLookup``), and
 the pool's connections are handed out by traffic class and client
 (``FairCheckout``), not first come first served.
@@ -41,9 +41,6 @@ CONNECT_TIMEOUT_S = 2.0
 # How long an upstream's resolved address is reused for new connections: a
 # worker looks each upstream up once per period, not once per connection.
 DNS_TTL_S = 30.0
-# Pooled connections idle this long are closed (an upstream closes its side
-# sooner or later anyway, and a burst must not pin sockets for good).
-POOL_IDLE_S = 30.0
 # Per-read limit inside a call; the call's own gevent.Timeout is what bounds it.
 _READ_TIMEOUT_S = 3600.0
 # How often the open/idle socket gauges are set from the pools' own state.
@@ -79,7 +76,7 @@ class IdleLimit(ConnectionPool):
     ``pick`` never hands one out.
     """
 
-    idle_s: float  # set by limit_idle() from POOL_IDLE_S
+    idle_s: float  # set by limit_idle() from HTTP_POOL_IDLE_S
     _returned: dict[Any, float]  # socket -> when it went idle
     _sweeper: Any = None  # the loop timer, started with the first idle socket
 
@@ -252,7 +249,7 @@ def get_pool(scheme: str, host: str, port: int | None) -> Client:
             connection_timeout=CONNECT_TIMEOUT_S,
             network_timeout=_READ_TIMEOUT_S,
             dns_ttl=DNS_TTL_S,
-            idle_s=POOL_IDLE_S,
+            idle_s=settings.HTTP_POOL_IDLE_S,
         )
         by_origin[key] = pool
         fd_budget.check(upstreams=len(by_origin))
