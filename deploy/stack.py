@@ -68,7 +68,8 @@ INSTANCES = 2
 DB_POOL_SIZE = 20
 PGBOUNCER_SERVER_CONNECTIONS = 10
 PGBOUNCER_MAX_CLIENT_CONN = 500
-# Above REQUEST_DEADLINE_MAX_MS (60 s): the app answers its own 504 first.
+# Above project.core.deadline.MAX_DEADLINE_MS (60 s): the app answers its
+# own 504 first.
 PROXY_READ_TIMEOUT = "65s"
 # nginx takes an instance out for this long after a request it could not
 # deliver there (and sends that request to the other one).
@@ -329,7 +330,6 @@ class Stack:
         }
         environment.update(
             ENVIRONMENT="production",
-            DEBUG="false",
             SECRET_KEY=self.secret_key,
             ALLOWED_HOSTS=ALLOWED_HOSTS,
             AGGREGATIONS_FILE=str(AGGREGATIONS_FILE),
@@ -350,13 +350,12 @@ class Stack:
         """The environment of instance ``index``: the database through PgBouncer."""
         environment = self._base_env()
         environment.update(
-            DATABASE_URL=self.database_url,
-            DB_DISABLE_SERVER_SIDE_CURSORS="true",
+            # PgBouncer in transaction mode: no cursor outlives its transaction.
+            DATABASE_URL=self.database_url + "?disable_server_side_cursors=true",
             DB_POOL_SIZE=str(DB_POOL_SIZE),
             BIND=f"127.0.0.1:{self.instance_ports[index]}",
             WEB_CONCURRENCY=str(self.workers),
             GUNICORN_ACCESS_LOG="-",
-            GUNICORN_CONTROL_SOCKET=str(self.var_dir / f"app{index + 1}.ctl"),
             REDIS_URL=self.redis_url,
         )
         environment.update(self.env)
