@@ -5,7 +5,7 @@ once, below); everything else here is fixed, with its reason.
 """
 
 import os
-from ipaddress import ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -304,9 +304,14 @@ METRICS_ENABLED = KNOBS["METRICS_ENABLED"]
 # a forwarded header). Development and tests: loopback; production: nobody
 # unless one of the two is set (settings/production.py).
 METRICS_TOKENS = KNOBS["METRICS_TOKENS"]
-METRICS_ALLOW_IPS = [
-    ip_network(item, strict=False) for item in KNOBS["METRICS_ALLOW_IPS"]
-]
+
+
+def networks(items: list[str]) -> list[IPv4Network | IPv6Network]:
+    """``METRICS_ALLOW_IPS``' addresses and blocks (the table checked they parse)."""
+    return [ip_network(item, strict=False) for item in items]
+
+
+METRICS_ALLOW_IPS = networks(KNOBS["METRICS_ALLOW_IPS"])
 
 # Reference endpoints (capacity probes)
 DEMO_ENDPOINTS = KNOBS["DEMO_ENDPOINTS"]

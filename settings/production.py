@@ -1,10 +1,8 @@
 """Production: no defaults for secrets or hosts; HTTPS terminated by a proxy."""
 
-from ipaddress import ip_network
-
 from . import production_checks as checks
 from .base import *  # noqa: F403
-from .base import read_knobs
+from .base import networks, read_knobs
 
 # Production's own defaults, and the keys it requires (settings/knobs/).
 KNOBS = read_knobs(production=True)
@@ -19,9 +17,7 @@ ALLOWED_HOSTS = checks.allowed_hosts(KNOBS["ALLOWED_HOSTS"])
 DEMO_ENDPOINTS = KNOBS["DEMO_ENDPOINTS"]
 # /metrics is served only to the scrapers configured (METRICS_TOKENS or these),
 # and by address only to loopback and private networks.
-METRICS_ALLOW_IPS = checks.metrics_networks(
-    [ip_network(item, strict=False) for item in KNOBS["METRICS_ALLOW_IPS"]]
-)
+METRICS_ALLOW_IPS = checks.metrics_networks(networks(KNOBS["METRICS_ALLOW_IPS"]))
 
 # Security: the proxy in front terminates TLS and sets X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
