@@ -1,6 +1,6 @@
 """The settings an operator may set, declared once per topic, read in one loop.
 
-Each topic module lists its :class:`Knob`\\ s; :func:`read` validates every one
+Each topic module lists its knobs (``Knob``); :func:`read` validates every one
 against the environment (``.env`` loaded into it, the OS environment winning)
 and returns the values; a wrong value stops the service with a
 :class:`KnobError` naming the key and the problem. ``settings/base.py``,
