@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 SETS := base run loadtest dev
 
 .PHONY: install install-run install-loadtest run test test-django-suite lint format lock \
-	db-start db-stop db-status clean bench-db bench-fanout bench-aggregate loadtest overload storm fairness \
+	db-start db-stop db-status clean settings-docs bench-db bench-fanout bench-aggregate loadtest overload storm fairness \
 	capacity observe stack stack-test
 
 # A stamp per set and pinned file: a changed requirements/<set>.txt reinstalls.
@@ -99,6 +99,10 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+## Rewrite .env.template and README's settings table from settings/knobs/.
+settings-docs:
+	$(PY) -m settings.docs
 
 format: install
 	$(VENV)/bin/ruff format .

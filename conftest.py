@@ -78,12 +78,14 @@ def start_gunicorn(
             workers: int = 1,
             nofile: int | None = None,
             python: str = sys.executable,
+            application_name: str | None = None,
             **env: str,
         ) -> Server:
             return devtools.gunicorn.start_gunicorn(
                 processes,
                 environment="test",
                 database_url=database_url,
+                application_name=application_name,
                 workers=workers,
                 env=env,
                 name=f"gunicorn-{len(processes.started) + 1}",
@@ -101,6 +103,6 @@ def gunicorn_server(start_gunicorn, test_database_url, upstream) -> Server:
         test_database_url,
         workers=1,
         DEMO_UPSTREAM_URL=upstream,
-        DB_APPLICATION_NAME=LIVE_APPLICATION_NAME,
+        application_name=LIVE_APPLICATION_NAME,
         DB_POOL_SIZE=str(POOL_SIZE),
     )

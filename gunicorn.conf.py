@@ -1,6 +1,8 @@
 """gunicorn configuration: gevent workers, one per core.
 
-Values come from the environment (and ``.env``). Nothing here imports Django:
+Values come from the settings table (``settings/knobs/``: the environment and
+``.env``); gunicorn's own flags on its command line or in ``GUNICORN_CMD_ARGS``
+override the rest. Nothing here imports Django:
 the master must stay unpatched and Django-free, and each worker imports the
 app only after gevent has patched it (``preload_app = False``).
 """
@@ -15,17 +17,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import settings as _settings  # noqa: E402  (stdlib-only package; reads .env)
 from project.core import metrics_dir  # noqa: E402  (stdlib only)
-from project.server import worker as _worker  # noqa: E402  (gevent, no Django)
+from settings import knobs as _knobs  # noqa: E402  (stdlib and django-environ)
 
 _settings.load_env_file()
-
-
-def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name) or default)
-
+try:
+    _knob = _knobs.read(os.environ)
+except _knobs.KnobError as _error:
+    sys.exit(f"gunicorn.conf.py: {_error}")
 
 # Server socket
-bind = os.environ.get("BIND") or "127.0.0.1:8000"
+bind = _knob["BIND"]
 
 
 def _control_socket(address: str) -> str:
@@ -40,41 +41,40 @@ def _control_socket(address: str) -> str:
     return os.path.join(folder, "gunicorn-" + re.sub(r"[^\w.-]", "_", address) + ".ctl")
 
 
-control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or _control_socket(bind)
-backlog = _int("BACKLOG", 2048)
+control_socket = _control_socket(bind)
+backlog = 2048
 
 # Worker processes
 # One gevent worker per core: each holds worker_connections concurrent requests.
-workers = _int("WEB_CONCURRENCY", _settings.cores())
-# gunicorn's gevent worker, accepting up to GUNICORN_ACCEPT_BATCH connections
-# per wake-up instead of 1 (see project/server/worker.py for why).
+workers = _knob["WEB_CONCURRENCY"] or _settings.cores()
+# gunicorn's gevent worker, accepting up to ACCEPT_BATCH connections per
+# wake-up instead of 1 (see project/server/worker.py for why).
 worker_class = "project.server.worker.GeventWorker"
-_worker.accept_batch()  # a bad GUNICORN_ACCEPT_BATCH stops the master, not each worker
-worker_connections = _int("WORKER_CONNECTIONS", 1000)
+worker_connections = _knob["WORKER_CONNECTIONS"]
 # For gevent workers timeout is only a heartbeat; requests have their own deadline.
-timeout = _int("GUNICORN_TIMEOUT", 30)
-graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+timeout = 30
+graceful_timeout = _knob["GUNICORN_GRACEFUL_TIMEOUT"]
 # Also bounds how long a request's headers may take to arrive (gevent worker):
 # an idle or slowloris connection is closed after this many seconds, and
 # earlier, oldest first, when the worker's connections run out.
-keepalive = _int("GUNICORN_KEEPALIVE", 5)
+keepalive = 5
 # Request size limits (gunicorn's defaults, stated): a longer line or header is
 # a 400 before any of our code runs. Bodies are refused by the app (413).
 limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
 # Recycle workers now and then to bound slow leaks; jitter avoids all at once.
-max_requests = _int("GUNICORN_MAX_REQUESTS", 100000)
-max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 10000)
+max_requests = 100000
+max_requests_jitter = 10000
 # Preloading would import Django in the unpatched master (MonkeyPatchWarning).
 preload_app = False
 wsgi_app = "wsgi:application"
 chdir = str(Path(__file__).resolve().parent)
 
 # Logging
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
+accesslog = _knob["GUNICORN_ACCESS_LOG"]
 errorlog = "-"
-loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+loglevel = "info"
 capture_output = True
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 # LOG_FORMAT=json: gunicorn's lines as JSON too; no access lines for /metrics.

@@ -48,7 +48,7 @@ from deploy.privileges import (
 )
 from deploy.templates import render
 from devtools.cli import add_env_option
-from devtools.gunicorn import start_gunicorn
+from devtools.gunicorn import start_gunicorn, with_query
 from devtools.ports import free_port, wait_for_http, wait_for_port, wait_until_refused
 from devtools.processes import Processes
 
@@ -64,7 +64,8 @@ INSTANCES = 2
 DB_POOL_SIZE = 20
 PGBOUNCER_SERVER_CONNECTIONS = 10
 PGBOUNCER_MAX_CLIENT_CONN = 500
-# Above REQUEST_DEADLINE_MAX_MS (60 s): the app answers its own 504 first.
+# Above project.core.deadline.MAX_DEADLINE_MS (60 s): the app answers its
+# own 504 first.
 PROXY_READ_TIMEOUT = "65s"
 # nginx takes an instance out for this long after a request it could not
 # deliver there (and sends that request to the other one).
@@ -328,7 +329,6 @@ class Stack:
         """Production settings, as settings/production.py requires them, all but
         ENVIRONMENT and DATABASE_URL (the migrations' and the instances' differ)."""
         return dict(
-            DEBUG="false",
             SECRET_KEY=self.secret_key,
             ALLOWED_HOSTS=ALLOWED_HOSTS,
             AGGREGATIONS_FILE=str(AGGREGATIONS_FILE),
@@ -344,15 +344,13 @@ class Stack:
             HOME=str(self.var_dir),
         )
 
-    def instance_env(self, index: int) -> dict[str, str]:
-        """What instance ``index`` sets on top of the production settings: the
-        database through PgBouncer, its access log, control socket and Redis."""
+    def instance_env(self) -> dict[str, str]:
+        """What an instance sets on top of the production settings: the
+        database's pool, its access log and Redis."""
         return {
             **self._settings_env(),
-            "DB_DISABLE_SERVER_SIDE_CURSORS": "true",
             "DB_POOL_SIZE": str(DB_POOL_SIZE),
             "GUNICORN_ACCESS_LOG": "-",
-            "GUNICORN_CONTROL_SOCKET": str(self.var_dir / f"app{index + 1}.ctl"),
             "REDIS_URL": self.redis_url,
             **self.env,
         }
@@ -364,10 +362,13 @@ class Stack:
         self.instances[index] = start_gunicorn(
             self.processes,
             environment="production",
-            database_url=self.database_url,
+            # PgBouncer in transaction mode: no cursor outlives its transaction.
+            database_url=with_query(
+                self.database_url, {"disable_server_side_cursors": "true"}
+            ),
             workers=self.workers,
             port=self.instance_ports[index],
-            env=self.instance_env(index),
+            env=self.instance_env(),
             # nginx on 127.0.0.1 may set X-Forwarded-Proto/-For (gunicorn's
             # default too, stated): the access log then names the client.
             args=["--forwarded-allow-ips", "127.0.0.1"],

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 
@@ -18,6 +19,13 @@ from devtools.processes import BASE_DIR, Processes
 # What selects the settings, and where the demo's HTTP legs go: a server gets
 # them from whoever starts it, never from the shell that ran the command.
 NOT_INHERITED = ("DJANGO_SETTINGS_MODULE", "ENVIRONMENT", "DEMO_UPSTREAM_URL")
+
+
+def with_query(url: str, params: Mapping[str, str]) -> str:
+    """``url`` with ``params`` added to its query (a DATABASE_URL's options)."""
+    if not params:
+        return url
+    return url + ("&" if "?" in url else "?") + urlencode(params)
 
 
 class Server:
@@ -39,6 +47,7 @@ def start_gunicorn(
     *,
     environment: str,
     database_url: str,
+    application_name: str | None = None,
     workers: int = 1,
     port: int = 0,
     env: Mapping[str, str] | None = None,
@@ -55,10 +64,12 @@ def start_gunicorn(
 
     The server runs settings ``environment`` on ``database_url`` with ``workers``
     workers on 127.0.0.1:``port`` (a free one unless given), without an access
-    log. Its environment is ``inherit`` (the OS environment unless given) less
-    ``NOT_INHERITED``, then those, then ``env``, so a caller can break or tune
-    the service on purpose (``HTTP_POOL_MAXSIZE=1``). ``args`` follow ``-c
-    gunicorn.conf.py``; its output goes to ``processes.log_path(name)``.
+    log; ``application_name`` goes on its connections (DATABASE_URL's query),
+    so a caller can count them in ``pg_stat_activity``. Its environment is
+    ``inherit`` (the OS environment unless given) less ``NOT_INHERITED``, then
+    those, then ``env``, so a caller can break or tune the service on purpose
+    (``HTTP_POOL_MAXSIZE=1``). ``args`` follow ``-c gunicorn.conf.py``; its
+    output goes to ``processes.log_path(name)``.
     ``python`` and ``tree`` run another interpreter or checkout of the project
     (a before/after comparison); ``nofile`` sets the soft and hard
     RLIMIT_NOFILE, as ``ulimit -n`` does; ``popen_kwargs`` go to
@@ -73,7 +84,10 @@ def start_gunicorn(
     }
     environ.update(
         ENVIRONMENT=environment,
-        DATABASE_URL=database_url,
+        DATABASE_URL=with_query(
+            database_url,
+            {"application_name": application_name} if application_name else {},
+        ),
         BIND=f"127.0.0.1:{port}",
         WEB_CONCURRENCY=str(workers),
         GUNICORN_ACCESS_LOG="",

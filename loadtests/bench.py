@@ -110,7 +110,7 @@ def start(
     }
     return start_server(
         processes,
-        database_url=url,
+        database_url=workload.server_database_url(url),
         mode=server.mode,
         workers=WORKERS,
         env=env,

@@ -1,7 +1,7 @@
 """Local development: debug on, obviously fake secret."""
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import KNOBS
 
-DEBUG = env.bool("DEBUG", default=True)
-SECRET_KEY = env.str("SECRET_KEY", default="!!!SET SECRET_KEY!!!-development-only")
+DEBUG = True
+SECRET_KEY = KNOBS["SECRET_KEY"] or "!!!SET SECRET_KEY!!!-development-only"

@@ -47,12 +47,11 @@ def secret_key(value: str) -> str:
     return value
 
 
-def allowed_hosts(raw: str) -> list[str]:
-    """The comma-separated host names of ``raw``: at least one, no wildcard."""
-    hosts = [host.strip() for host in raw.split(",") if host.strip()]
+def allowed_hosts(hosts: list[str]) -> list[str]:
+    """``hosts`` (``ALLOWED_HOSTS`` split on commas) if at least one, no wildcard."""
     if not hosts:
         raise ImproperlyConfigured(
-            f"ALLOWED_HOSTS names no host ({raw!r} is empty after splitting on commas)"
+            "ALLOWED_HOSTS names no host (it is empty after splitting on commas)"
         )
     wild = [host for host in hosts if "*" in host]
     if wild:

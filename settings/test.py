@@ -3,9 +3,9 @@
 from project import embedded_pg
 
 from .base import *  # noqa: F403
-from .base import database_settings, env
+from .base import KNOBS, database_settings
 
 DEBUG = False
-SECRET_KEY = env.str("SECRET_KEY", default="!!!SET SECRET_KEY!!!-test-only")
+SECRET_KEY = KNOBS["SECRET_KEY"] or "!!!SET SECRET_KEY!!!-test-only"
 _default_db, EMBEDDED_PG_DATA_DIR = database_settings(embedded_pg.TEST_DATA_DIR)
 DATABASES = {"default": _default_db}

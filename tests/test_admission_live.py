@@ -141,7 +141,6 @@ def test_a_request_whose_client_left_while_waiting_is_not_started(
     server = start_gunicorn(
         test_database_url,
         SHED_MAX_LIMIT="1",
-        SHED_MIN_LIMIT="1",
         SHED_QUEUE_TIMEOUT_MS="2000",
         PROMETHEUS_MULTIPROC_DIR=str(directory),
         GUNICORN_ACCESS_LOG="-",
@@ -164,7 +163,7 @@ def test_a_deadline_shorter_than_the_wait_is_refused_as_deadline(
 ):
     """Every slot busy: a request that may take 50 ms is refused 'deadline' in
     about that time instead of being started too late."""
-    server = start_gunicorn(test_database_url, SHED_MAX_LIMIT="1", SHED_MIN_LIMIT="1")
+    server = start_gunicorn(test_database_url, SHED_MAX_LIMIT="1")
     holder = gevent.spawn(timed_get, server.url, "/demo/delay/?ms=500")
     gevent.sleep(0.1)
     seconds, status, headers, body = timed_get(

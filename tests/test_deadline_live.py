@@ -16,9 +16,7 @@ def one_slot_server(start_gunicorn, test_database_url):
     return start_gunicorn(
         test_database_url,
         SHED_MAX_LIMIT="1",
-        SHED_MIN_LIMIT="1",
         SHED_QUEUE_TIMEOUT_MS="2000",
-        SHED_QUEUE_TARGET_MS="5",
     )
 
 

@@ -93,7 +93,7 @@ def test_hostile_input_on_every_endpoint(start_gunicorn, test_database_url, upst
     server = start_gunicorn(
         test_database_url,
         **production_env(upstream, TOKEN),
-        DB_APPLICATION_NAME="gevent-django-fuzz",
+        application_name="gevent-django-fuzz",
     )
     cases = hostile_requests()
     assert len(cases) >= 300

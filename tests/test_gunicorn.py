@@ -67,7 +67,7 @@ def test_new_connections_are_accepted_while_workers_are_saturated(
     stopped (here after 8 s).
     """
     name = "gevent-django-accept"
-    server = start_gunicorn(test_database_url, workers=2, DB_APPLICATION_NAME=name)
+    server = start_gunicorn(test_database_url, workers=2, application_name=name)
     until = time.monotonic() + 8
     results = Pool(400).map(lambda _: _keep_calling(server.url, until), range(400))
     firsts = sorted(first for first, _ in results)
@@ -131,7 +131,7 @@ def test_burst_under_ulimit_1024_recovers(start_gunicorn, test_database_url, ups
         nofile=1024,
         DEMO_UPSTREAM_URL=upstream,
         HTTP_POOL_IDLE_S="1",
-        DB_APPLICATION_NAME="gevent-django-nofile",
+        application_name="gevent-django-nofile",
     )
     # 1000 client connections + upstream sockets + the database do not fit.
     assert "a worker may need" in server.log.read_text()
@@ -311,7 +311,7 @@ def test_readyz_tells_a_full_pool_from_a_dead_database(
 ):
     """Every pooled connection busy: /readyz is 200 "busy" within ~1 s, not 503."""
     server = start_gunicorn(
-        test_database_url, DB_POOL_SIZE="2", DB_APPLICATION_NAME="gevent-django-busy"
+        test_database_url, DB_POOL_SIZE="2", application_name="gevent-django-busy"
     )
     busy = [
         gevent.spawn(server.get, "/demo/slow-sql/?x=1&ms=3000", timeout=10)
@@ -334,7 +334,7 @@ def test_recycled_workers_keep_the_embedded_database(start_gunicorn):
     from project import embedded_pg
 
     server = start_gunicorn(
-        "", GUNICORN_MAX_REQUESTS="5", GUNICORN_MAX_REQUESTS_JITTER="0"
+        "", GUNICORN_CMD_ARGS="--max-requests 5 --max-requests-jitter 0"
     )
     statuses = []
     deadline = time.monotonic() + 20

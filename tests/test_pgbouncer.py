@@ -5,6 +5,7 @@ import time
 import pytest
 
 from deploy import pgbouncer as pgbouncer_runner
+from devtools.gunicorn import with_query
 from devtools.ports import free_port
 from devtools.processes import stop as stop_process
 
@@ -38,7 +39,9 @@ def pgbouncer(tmp_path_factory, django_db_setup, django_db_blocker):
 @pytest.fixture(scope="module")
 def bounced_server(start_gunicorn, pgbouncer):
     """One gevent worker whose database is reached through PgBouncer."""
-    return start_gunicorn(pgbouncer, DB_DISABLE_SERVER_SIDE_CURSORS="true")
+    return start_gunicorn(
+        with_query(pgbouncer, {"disable_server_side_cursors": "true"})
+    )
 
 
 def test_queries_run_through_pgbouncer(bounced_server):

@@ -7,17 +7,19 @@ import os
 import sys
 from pathlib import Path
 
-from devtools.gunicorn import start_gunicorn
+from devtools.gunicorn import start_gunicorn, with_query
 from devtools.ports import free_port, wait_for_http
 from devtools.processes import BASE_DIR, Processes
 
-# Extra gunicorn arguments and environment per worker model. gthread is the
-# threaded baseline: Django's own backend, one connection per thread kept open.
+# Extra gunicorn arguments, environment and DATABASE_URL query per worker
+# model. gthread is the threaded baseline: Django's own backend, one connection
+# per thread kept open.
 SERVER_MODES: dict[str, dict] = {
-    "gevent": {"args": [], "env": {}},
+    "gevent": {"args": [], "env": {}, "query": {}},
     "gthread": {
         "args": ["--worker-class", "gthread", "--threads", "32"],
-        "env": {"GEVENT_PATCH": "0", "DB_POOL_SIZE": "0", "DB_CONN_MAX_AGE": "60"},
+        "env": {"GEVENT_PATCH": "0", "DB_POOL_SIZE": "0"},
+        "query": {"conn_max_age": "60"},
     },
 }
 
@@ -42,8 +44,8 @@ def start_server(
     args: list[str] | None = None,
     tree: Path = BASE_DIR,
 ) -> str:
-    """Start gunicorn in ``mode`` (development settings, DEBUG off); return its
-    base URL.
+    """Start gunicorn in ``mode`` (test settings: development's without its
+    debug pages); return its base URL.
 
     ``env`` overrides the environment last, so a run can break or tune the
     service on purpose (``HTTP_POOL_MAXSIZE=1``); ``args`` come after the
@@ -52,10 +54,10 @@ def start_server(
     """
     return start_gunicorn(
         processes,
-        environment="development",
-        database_url=database_url,
+        environment="test",
+        database_url=with_query(database_url, SERVER_MODES[mode]["query"]),
         workers=workers,
-        env={"DEBUG": "false", **SERVER_MODES[mode]["env"], **(env or {})},
+        env={**SERVER_MODES[mode]["env"], **(env or {})},
         args=[*SERVER_MODES[mode]["args"], *(args or [])],
         name=f"gunicorn-{mode}",
         tree=tree,

@@ -8,6 +8,9 @@ from project.core.per_process import PerProcess
 from .engine import Aggregator
 from .registry import load_registry
 
+# Sources stop this long before the request's deadline, leaving time for stale
+# fallbacks and the response.
+DEADLINE_MARGIN_MS = 10
 # Breakers, bulkheads and budgets are per worker: a forked child builds its own.
 _current: PerProcess[dict[str, tuple]] = PerProcess(dict)
 
@@ -25,7 +28,7 @@ def get_aggregator() -> Aggregator:
         aggregator = Aggregator(
             load_registry(settings.AGGREGATIONS_FILE),
             cache=caches[settings.AGGREGATION_CACHE],
-            margin_s=settings.AGGREGATION_DEADLINE_MARGIN_MS / 1000.0,
+            margin_s=DEADLINE_MARGIN_MS / 1000.0,
         )
         cached = current["aggregator"] = (key, aggregator)
     return cached[1]

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 _sizes: dict[str, list[int]] = {}  # per cache name, like LocMemCache's own stores
 _WARN_EVERY_S = 60.0
+# Largest value cached unless OPTIONS say otherwise: a larger one is logged and
+# not cached, so one huge answer cannot evict everything else.
+MAX_ENTRY_BYTES = 1024 * 1024
 
 
 class ByteBoundedLocMemCache(LocMemCache):
@@ -39,7 +42,7 @@ class ByteBoundedLocMemCache(LocMemCache):
         self.location = name
         options = params.get("OPTIONS", {})
         self.max_bytes = int(options.get("MAX_BYTES", 64 * 1024 * 1024))
-        self.max_entry_bytes = int(options.get("MAX_ENTRY_BYTES", 1024 * 1024))
+        self.max_entry_bytes = int(options.get("MAX_ENTRY_BYTES", MAX_ENTRY_BYTES))
         self._bytes = _sizes.setdefault(name, [0])
         self._next_warning = 0.0
 
@@ -147,7 +150,7 @@ class ByteBoundedLocMemCache(LocMemCache):
         if now >= self._next_warning:
             self._next_warning = now + _WARN_EVERY_S
             logger.warning(
-                "not cached: a value of %d bytes is over CACHE_MAX_ENTRY_BYTES (%d); "
+                "not cached: a value of %d bytes is over MAX_ENTRY_BYTES (%d); "
                 "key %s (logged at most once a minute)",
                 size,
                 self.max_entry_bytes,

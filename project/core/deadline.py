@@ -15,9 +15,12 @@ from contextvars import ContextVar
 
 # Carries a deadline in milliseconds: clients send it to us, we send it upstream.
 DEADLINE_HEADER = "X-Request-Timeout-Ms"
+# The longest deadline a client may ask for; nginx's proxy timeouts in deploy/
+# sit above it, so the app answers its own 504 first.
+MAX_DEADLINE_MS = 60000
 
 # The header's whole grammar: 1 to 9 ASCII digits. Nine digits hold any
-# REQUEST_DEADLINE_MAX_MS, and the length is checked before int() (slow on
+# MAX_DEADLINE_MS, and the length is checked before int() (slow on
 # thousands of digits, refused past 4,300).
 _TIMEOUT_MS = re.compile(r"[0-9]{1,9}")
 # HTTP's optional whitespace around a field value.
@@ -96,13 +99,13 @@ def request_deadline(value: str | None, *, arrived: float | None) -> Deadline:
 
     The one place for the bounds: ``REQUEST_DEADLINE_MS`` after ``arrived``
     (monotonic clock; None: now) when the header is not sent, its milliseconds
-    when they are 1 to ``REQUEST_DEADLINE_MAX_MS``, ``InvalidTimeout`` otherwise.
+    when they are 1 to ``MAX_DEADLINE_MS``, ``InvalidTimeout`` otherwise.
     """
     # Here, not at the top: the gunicorn master imports this module (through
     # the worker class) and must stay Django-free.
     from django.conf import settings
 
-    ms = parse_timeout_ms(value, max_ms=settings.REQUEST_DEADLINE_MAX_MS)
+    ms = parse_timeout_ms(value, max_ms=MAX_DEADLINE_MS)
     if ms is None:
         return Deadline.from_ms(settings.REQUEST_DEADLINE_MS, started=arrived)
     return Deadline.from_ms(ms, started=arrived, requested=True)

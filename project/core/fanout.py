@@ -42,6 +42,8 @@ def legs_in_flight() -> int:
 # admission on or off); now the fan-outs past the client's share wait as one
 # greenlet each, and sheddable legs never hold the last quarter of the slots.
 _leg_slots: ClassSlots | None = None
+# Legs of one request in flight at once, unless the caller says otherwise.
+MAX_CONCURRENCY = 100
 
 
 def leg_slots() -> ClassSlots:
@@ -111,9 +113,7 @@ def fan_out(
     Setting ``cancel`` (e.g. the client went away) kills the legs at once too.
     """
     if max_concurrency is None:
-        from django.conf import settings
-
-        max_concurrency = settings.FANOUT_MAX_CONCURRENCY
+        max_concurrency = MAX_CONCURRENCY
     slots = BoundedSemaphore(max(1, max_concurrency))
     budget = leg_slots()
     results: list[LegResult | None] = [None] * len(legs)

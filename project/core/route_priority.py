@@ -19,12 +19,6 @@ class Priority(IntEnum):
     SHEDDABLE = 3
 
 
-DEFAULT_ROUTES = (
-    "/healthz=exempt,/readyz=exempt,/metrics=exempt,"
-    "/api/aggregate/=critical,/demo/=sheddable"
-)
-
-
 class RoutePriorities:
     """Path prefix -> priority, longest prefix first."""
 

@@ -1,6 +1,5 @@
 """Reference endpoints: parse and validate, call one service, serialise."""
 
-from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
 from project.core.deadline import active_deadline
@@ -11,9 +10,15 @@ from project.http.params import int_param
 
 from . import services
 
+# Limits of the reference endpoints' parameters: legs per fan-out (http + sql),
+# milliseconds per wait, |x| for slow-sql.
+MAX_LEGS = 100
+MAX_MS = 10000
+MAX_X = 1_000_000_000
+
 
 def _ms(request: HttpRequest) -> int:
-    return int_param(request.GET, "ms", minimum=0, maximum=settings.DEMO_MAX_MS)
+    return int_param(request.GET, "ms", minimum=0, maximum=MAX_MS)
 
 
 @json_get
@@ -28,9 +33,7 @@ def delay(request: HttpRequest) -> JsonResponse:
 @json_get
 def slow_sql(request: HttpRequest) -> JsonResponse:
     """One query that sleeps ``ms`` in PostgreSQL and squares ``x`` there."""
-    x = int_param(
-        request.GET, "x", minimum=-settings.DEMO_MAX_X, maximum=settings.DEMO_MAX_X
-    )
+    x = int_param(request.GET, "x", minimum=-MAX_X, maximum=MAX_X)
     ms = _ms(request)
     deadline = active_deadline()
     square = services.run_slow_query(x=x, ms=ms, deadline=deadline)
@@ -40,7 +43,7 @@ def slow_sql(request: HttpRequest) -> JsonResponse:
 @json_get
 def fan_out(request: HttpRequest) -> JsonResponse:
     """``http`` upstream calls and ``sql`` queries of ``ms`` each, concurrently."""
-    limit = settings.DEMO_MAX_LEGS
+    limit = MAX_LEGS
     http = int_param(request.GET, "http", minimum=0, maximum=limit, default=0)
     sql = int_param(request.GET, "sql", minimum=0, maximum=limit, default=0)
     ms = _ms(request)

@@ -132,7 +132,7 @@ class RequestDeadlineMiddleware:
     The deadline is the one the gunicorn worker read as the request arrived
     (``DEADLINE_KEY`` in the environ); served otherwise (Django's test client,
     ``runserver``) it is read here, by the same ``request_deadline``: the
-    ``X-Request-Timeout-Ms`` header within ``REQUEST_DEADLINE_MAX_MS``, or
+    ``X-Request-Timeout-Ms`` header within ``MAX_DEADLINE_MS``, or
     ``REQUEST_DEADLINE_MS``. Code far below the view (a pool checkout) reads
     it, so no wait outlasts the request; a view may narrow it. Scoped: a
     keep-alive connection's next request starts afresh.

@@ -1,7 +1,7 @@
 """gevent's ``EventLoopBlocked`` events: counted, their stacks logged once per site.
 
 gevent's monitor thread (a native thread) notices a greenlet that held the loop
-longer than ``GEVENT_MAX_BLOCKING_TIME`` and emits the event there. Nothing is
+longer than ``loop.MAX_BLOCKING_TIME_S`` and emits the event there. Nothing is
 counted or logged from that thread (the patched locks of logging and
 prometheus_client belong to the loop): it only takes the blocking stack, while
 the loop is still held, and queues it; ``drain`` runs on the loop.

@@ -3,7 +3,7 @@
 A greenlet wakes every ``PERIOD_S`` and records how late the timer fired: the
 time the loop spent on other work meanwhile (``gd_event_loop_lag_seconds``).
 gevent's monitor thread reports greenlets that hold the loop longer than
-``GEVENT_MAX_BLOCKING_TIME`` (``blocking.py``). Started by gunicorn's
+``MAX_BLOCKING_TIME_S`` (``blocking.py``). Started by gunicorn's
 ``post_worker_init`` hook (``workers.py``), never in the master.
 """
 
@@ -12,7 +12,6 @@ import time
 
 import gevent
 import zope.event
-from django.conf import settings
 
 from project.core import fanout, metrics
 from project.server import worker as gunicorn_worker
@@ -87,6 +86,8 @@ class LoopMonitor:
 
 
 _monitor: LoopMonitor | None = None
+# gevent's monitor thread reports a greenlet holding the loop this long.
+MAX_BLOCKING_TIME_S = 0.1
 
 
 def start() -> LoopMonitor | None:
@@ -95,7 +96,7 @@ def start() -> LoopMonitor | None:
     if not metrics.enabled():
         return None
     if _monitor is None:
-        _monitor = LoopMonitor(settings.GEVENT_MAX_BLOCKING_TIME)
+        _monitor = LoopMonitor(MAX_BLOCKING_TIME_S)
         _monitor.start()
         logger.debug("event-loop monitor started")
     return _monitor

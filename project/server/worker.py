@@ -8,10 +8,10 @@ every ready greenlet first: hundreds of milliseconds. Accepting then slows to a
 few connections per second, and a client that connects while the workers are
 busy waits for the whole burst to end: 400 keep-alive clients against two
 saturated workers left the last 60 unanswered for 12 s while the others were
-served in 0.3 s. Accepting up to ``GUNICORN_ACCEPT_BATCH`` (default 16) per
-wake-up keeps new connections flowing and still spreads a burst over the
-workers (measured: 205/195 connections on two workers, the last served in
-1.5 s). ``GUNICORN_ACCEPT_BATCH=1`` restores gunicorn's behaviour.
+served in 0.3 s. Accepting up to ``ACCEPT_BATCH`` (16) per wake-up keeps new
+connections flowing and still spreads a burst over the workers (measured:
+205/195 connections on two workers, the last served in 1.5 s). 1 would
+restore gunicorn's behaviour.
 
 When all ``worker_connections`` slots are taken, the worker closes the
 connections that have waited longest for a request (new connections still
@@ -47,7 +47,6 @@ forking, and the master must stay unpatched and Django-free.
 
 import ipaddress
 import json
-import os
 import socket
 import time
 from collections import OrderedDict
@@ -74,7 +73,11 @@ from project.core.route_priority import Priority, RoutePriorities, traffic_class
 from project.server.admission import runtime as admission
 from project.server.admission.refusal_budget import RETRY_AT_ONCE_S
 
-DEFAULT_ACCEPT_BATCH = 16
+# New connections a worker accepts each time its listening socket wakes it.
+# gunicorn's own gevent worker accepts 1 when there are several workers; on
+# saturated workers a wake-up comes only once per event-loop iteration (hundreds
+# of ms), so new clients waited seconds while connected ones were served.
+ACCEPT_BATCH = 16
 
 
 class OneWriteResponse(wsgi.Response):
@@ -108,18 +111,6 @@ REFUSED_AT = "_gd_refused_at"
 
 # At most one "connections are not enough" warning per this many seconds.
 RECLAIM_LOG_INTERVAL_S = 10.0
-
-
-def accept_batch() -> int:
-    """Connections a worker accepts per wake-up (``GUNICORN_ACCEPT_BATCH``)."""
-    raw = os.environ.get("GUNICORN_ACCEPT_BATCH", "").strip()
-    if not raw:
-        return DEFAULT_ACCEPT_BATCH
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise ValueError(
-            f"GUNICORN_ACCEPT_BATCH must be a whole number from 1 to 1000, got {raw!r}"
-        )
-    return int(raw)
 
 
 class _Waiting:
@@ -199,7 +190,7 @@ class BatchAcceptServer(StreamServer):
     """A StreamServer whose ``max_accept`` stays at the configured batch, and
     that reclaims waiting connections when its pool is full."""
 
-    batch = DEFAULT_ACCEPT_BATCH
+    batch = ACCEPT_BATCH
     waiting = WaitingConnections()
     # gevent's BaseServer.full, and ours in its place (set_spawn).
     full: Callable[[], bool]
@@ -450,7 +441,6 @@ class GeventWorker(ggevent.GeventWorker):
         """Serve like gunicorn's worker, accepting in batches, errors in JSON."""
         self.waiting_connections = WaitingConnections(self._log_reclaim)
         self.client_keys = ClientKeys(list(self.cfg.forwarded_allow_ips or ()))
-        BatchAcceptServer.batch = accept_batch()
         BatchAcceptServer.waiting = self.waiting_connections
         # gunicorn's run() builds its servers from this module-level name, and
         # its handle_error() writes through util.write_error; both swaps

@@ -12,7 +12,7 @@ from devtools.processes import stop as stop_process
 from project.aggregation.engine import Aggregator
 from project.aggregation.registry import parse_registry
 from project.core.deadline import Deadline
-from project.core.outbound import call_upstream
+from project.core.outbound import call_upstream, client
 
 # SQL sources run in spawned greenlets on their own connections.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -254,9 +254,9 @@ def test_retry_budget_caps_retries_under_a_failing_upstream(upstream):
     assert max(attempts) <= 4
 
 
-def test_oversized_body_is_an_error_without_retries(upstream, settings):
-    """A body over HTTP_MAX_BODY_BYTES fails the source once; retrying cannot help."""
-    settings.HTTP_MAX_BODY_BYTES = 10
+def test_oversized_body_is_an_error_without_retries(upstream, monkeypatch):
+    """A body over MAX_BODY_BYTES fails the source once; retrying cannot help."""
+    monkeypatch.setattr(client, "MAX_BODY_BYTES", 10)
     result = run(aggregator(upstream), "bulky")
     source = result.body["sources"]["s"]
     assert (result.status, source["status"], source["attempts"]) == (502, "error", 1)

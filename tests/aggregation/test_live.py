@@ -69,7 +69,7 @@ def server(start_gunicorn, test_database_url, upstream, registry_file):
         AGGREGATIONS_FILE=str(registry_file),
         AGG_TEST_STUB=upstream,
         AGGREGATION_API_TOKENS=f" other-token-0123456789 , {TOKEN} ",
-        DB_APPLICATION_NAME=LIVE_APPLICATION_NAME,
+        application_name=LIVE_APPLICATION_NAME,
     )
 
 

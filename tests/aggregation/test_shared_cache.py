@@ -19,7 +19,7 @@ from project.aggregation.registry import parse_registry
 from project.core import fallback_cache
 from project.core.deadline import Deadline
 from project.core.fallback_cache import FallbackCache
-from settings.base import REDIS_TIMEOUT_MS_DEFAULT, shared_cache
+from settings.base import REDIS_TIMEOUT_MS, shared_cache
 
 from .test_engine import stub_counts
 
@@ -47,7 +47,7 @@ def worker(redis_server, own_upstream) -> Iterator:
         config = dict(
             shared_cache(
                 redis_server.url,
-                REDIS_TIMEOUT_MS_DEFAULT,
+                REDIS_TIMEOUT_MS,
                 name=name,
                 cool_off_s=COOL_OFF_S,
             )

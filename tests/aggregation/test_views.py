@@ -169,7 +169,7 @@ def test_bad_params_are_a_400_naming_the_parameter(api, query, param):
 
 @pytest.mark.parametrize("header", ["0", "soon", "60001"])
 def test_bad_deadline_header_is_a_400(api, header):
-    """A deadline header that is not 1..REQUEST_DEADLINE_MAX_MS is a 400."""
+    """A deadline header that is not 1..MAX_DEADLINE_MS is a 400."""
     response = api("/api/aggregate/demo/?x=1", **{"X-Request-Timeout-Ms": header})
     assert response.status_code == 400
     assert response.json()["param"] == "X-Request-Timeout-Ms"

@@ -43,7 +43,7 @@ def test_a_value_over_the_entry_limit_is_logged_and_not_cached(caplog):
         cache.set("k", "x" * 5000)
     assert cache.get("k") is None
     assert cache.size_bytes == 0
-    assert "over CACHE_MAX_ENTRY_BYTES (1000)" in caplog.text
+    assert "over MAX_ENTRY_BYTES (1000)" in caplog.text
 
 
 def test_bytes_are_given_back_on_delete_replace_and_clear():

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from project.core import fallback_cache
 from project.core.fallback_cache import FallbackCache
-from settings.base import REDIS_TIMEOUT_MS_DEFAULT, shared_cache
+from settings.base import REDIS_TIMEOUT_MS, shared_cache
 
 LOGGER = "project.core.fallback_cache"
 
@@ -23,7 +23,7 @@ def worker_cache(
 ) -> FallbackCache:
     """One "worker's" cache as settings build it: own state, own memory, same Redis."""
     config = shared_cache(
-        url, REDIS_TIMEOUT_MS_DEFAULT, name=name, cool_off_s=cool_off_s, **options
+        url, REDIS_TIMEOUT_MS, name=name, cool_off_s=cool_off_s, **options
     )
     config = dict(config)
     return FallbackCache(config.pop("LOCATION"), config)
@@ -122,7 +122,7 @@ def test_a_silent_redis_costs_one_timeout_without_blocking_the_loop(
         elapsed = time.monotonic() - started
     finally:
         ticker.kill()
-    assert REDIS_TIMEOUT_MS_DEFAULT / 1000 * 0.8 <= elapsed < 1.0
+    assert REDIS_TIMEOUT_MS / 1000 * 0.8 <= elapsed < 1.0
     # The loop ran other greenlets while this one waited on the socket.
     assert ticks >= elapsed / 0.01 * 0.5
     assert fallbacks(names[0], "get") == 1
@@ -147,7 +147,7 @@ def test_a_caller_deadline_inside_a_call_is_no_verdict_on_redis(silent_redis, na
     started = time.monotonic()
     with gevent.Timeout(3):
         assert cache.get("anything") is None
-    assert time.monotonic() - started >= REDIS_TIMEOUT_MS_DEFAULT / 1000 * 0.8
+    assert time.monotonic() - started >= REDIS_TIMEOUT_MS / 1000 * 0.8
     assert fallbacks(names[0], "get") == 1
 
 

@@ -28,7 +28,7 @@ def test_400_concurrent_queries_share_a_pool_of_20(start_gunicorn, test_database
     """
     server = start_gunicorn(
         test_database_url,
-        DB_APPLICATION_NAME=LIVE_APPLICATION_NAME,
+        application_name=LIVE_APPLICATION_NAME,
         DB_POOL_SIZE=str(POOL_SIZE),
         SHED_ENABLED="false",
     )
@@ -51,7 +51,7 @@ def test_400_concurrent_queries_on_the_defaults(start_gunicorn, test_database_ur
     """Nothing set but the database: 400 concurrent 200 ms queries each get a 200
     or, once the pool's line stands, admission control's fast 503; nothing else."""
     name = "gevent-django-defaults"
-    server = start_gunicorn(test_database_url, DB_APPLICATION_NAME=name)
+    server = start_gunicorn(test_database_url, application_name=name)
     peak, sampling = [0], [True]
     sampler = gevent.spawn(_sample_peak, peak, sampling, application_name=name)
     responses = Pool(400).map(

@@ -2,7 +2,8 @@
 
 import pytest
 
-from project.core.route_priority import DEFAULT_ROUTES, Priority, RoutePriorities
+from project.core.route_priority import Priority, RoutePriorities
+from settings.knobs.admission import DEFAULT_ROUTES
 
 
 def test_default_rules():

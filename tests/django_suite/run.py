@@ -241,7 +241,6 @@ class Runner:
             # Stock is the service's no-pool configuration; ours its default
             # (empty means unset, and wins over .env).
             DB_POOL_SIZE="0" if backend == "stock" else "",
-            DB_CONN_MAX_AGE="",
             GEVENT_PATCH="1",
         )
         return env

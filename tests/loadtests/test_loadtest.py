@@ -140,7 +140,7 @@ seconds = 6
 [scenarios.tiny]
 on_demand = true
 locustfile = "fanout_http.py"
-server_env = { SHED_MAX_LIMIT = "2", SHED_MIN_LIMIT = "1" }
+server_env = { SHED_MAX_LIMIT = "2" }
 workers = 1
 users = 2
 seconds = 6

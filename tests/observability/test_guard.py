@@ -7,11 +7,11 @@ import sys
 from ipaddress import ip_network
 
 import pytest
-from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from settings.base import allow_ips, api_tokens
+from settings import knobs
+from settings.base import networks
 from tests.helpers import BASE_DIR
 
 TOKEN = "metrics-token-0123456789"
@@ -89,24 +89,32 @@ def test_other_methods_are_a_json_405(client):
     assert response.json()["allowed"] == ["GET"]
 
 
+def allow_ips(raw: str) -> list:
+    return networks(knobs.read({"METRICS_ALLOW_IPS": raw})["METRICS_ALLOW_IPS"])
+
+
+def metrics_tokens(raw: str) -> list[str]:
+    return knobs.read({"METRICS_TOKENS": raw})["METRICS_TOKENS"]
+
+
 def test_allow_ips_parses_addresses_and_blocks():
     assert allow_ips(" 127.0.0.1 , 10.0.0.0/8,, ::1") == [
         ip_network("127.0.0.1/32"),
         ip_network("10.0.0.0/8"),
         ip_network("::1/128"),
     ]
-    assert allow_ips("") == []
-    with pytest.raises(ImproperlyConfigured, match="METRICS_ALLOW_IPS: .*'10.0.0.300'"):
+    assert allow_ips(" , ") == []  # set, and nobody
+    with pytest.raises(knobs.KnobError, match="METRICS_ALLOW_IPS: .*'10.0.0.300'"):
         allow_ips("10.0.0.300")
 
 
 def test_metrics_tokens_share_the_api_token_rules():
     """Stripped, 16+ characters, no empty one; the message names the key."""
-    assert api_tokens(f" {TOKEN} ", "METRICS_TOKENS") == [TOKEN]
-    with pytest.raises(ImproperlyConfigured, match="^METRICS_TOKENS: every token"):
-        api_tokens("short", "METRICS_TOKENS")
-    with pytest.raises(ImproperlyConfigured, match="^METRICS_TOKENS has an empty"):
-        api_tokens(f"{TOKEN},", "METRICS_TOKENS")
+    assert metrics_tokens(f" {TOKEN} ") == [TOKEN]
+    with pytest.raises(knobs.KnobError, match="^METRICS_TOKENS: every token"):
+        metrics_tokens("short")
+    with pytest.raises(knobs.KnobError, match="^METRICS_TOKENS has an empty"):
+        metrics_tokens(f"{TOKEN},")
 
 
 @pytest.mark.parametrize(

@@ -36,8 +36,7 @@ def recycling_server(start_gunicorn, test_database_url, tmp_path_factory):
     server = start_gunicorn(
         test_database_url,
         workers=2,
-        GUNICORN_MAX_REQUESTS=str(MAX_REQUESTS),
-        GUNICORN_MAX_REQUESTS_JITTER="0",
+        GUNICORN_CMD_ARGS=f"--max-requests {MAX_REQUESTS} --max-requests-jitter 0",
         PROMETHEUS_MULTIPROC_DIR=str(directory),
     )
     return server, directory

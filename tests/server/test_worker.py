@@ -3,9 +3,8 @@
 import time
 
 import gevent
-import pytest
 
-from project.server.worker import OneWriteResponse, WaitingConnections, accept_batch
+from project.server.worker import OneWriteResponse, WaitingConnections
 
 
 def _waiter(registry: WaitingConnections, seconds: float, log: list) -> None:
@@ -65,13 +64,6 @@ def test_reclaims_are_reported():
     assert registry.reclaim(16) == 0
     assert counts == [3]
     gevent.joinall(waiters, timeout=1)
-
-
-@pytest.mark.parametrize("raw", ["0", "1001", "x", "-3"])
-def test_accept_batch_is_validated(monkeypatch, raw):
-    monkeypatch.setenv("GUNICORN_ACCEPT_BATCH", raw)
-    with pytest.raises(ValueError, match="GUNICORN_ACCEPT_BATCH"):
-        accept_batch()
 
 
 class _Socket:

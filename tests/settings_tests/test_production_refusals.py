@@ -52,7 +52,7 @@ def clean_project(tmp_path_factory) -> Path:
         ("METRICS_ALLOW_IPS", "127.0.0.1,203.0.113.7", ": 203.0.113.7/32 is wider"),
         ("METRICS_ALLOW_IPS", "10.0.0.0/7", "METRICS_ALLOW_IPS: 10.0.0.0/7 is wider"),
         ("METRICS_ALLOW_IPS", "172.32.0.0/16", ": 172.32.0.0/16 is wider"),
-        ("DEBUG", "true", "DEBUG is true: production never shows debug pages"),
+        ("DEBUG", "false", "DEBUG is no longer a setting: it follows ENVIRONMENT"),
     ],
 )
 def test_production_refuses_a_meaningless_setting(clean_project, key, value, problem):
@@ -71,7 +71,6 @@ GOOD = {
     "ALLOWED_HOSTS": " api.example.com , .internal.example.com ",
     "DATABASE_URL": "postgresql://app@%2Fvar%2Frun%2Fpostgresql/app",
     "METRICS_ALLOW_IPS": "127.0.0.1,::1,10.2.0.0/16,172.16.0.0/12,192.168.1.5,fd00::/8",
-    "DEBUG": "false",
 }
 
 

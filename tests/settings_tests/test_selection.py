@@ -6,9 +6,7 @@ without a ``.env`` (a developer's ``.env`` cannot change the outcome) and always
 set ``DATABASE_URL``, so no run can start the embedded development cluster.
 """
 
-import importlib.util
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -19,17 +17,14 @@ import pytest
 from django.conf import settings as django_settings
 
 from project import embedded_pg
-from settings.base import database_settings
+from settings.base import database_settings, read_knobs
+from settings.knobs import KNOBS, REMOVED
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 # A DATABASE_URL for commands that never connect: nothing listens on port 1.
 UNREACHABLE_DB = "postgres://nobody@127.0.0.1:1/none"
 # Keys the tests control; anything the parent process has for them is dropped.
-CONTROLLED = re.compile(
-    r"DJANGO_SETTINGS_MODULE|ENVIRONMENT|DATABASE_URL|SECRET_KEY|ALLOWED_HOSTS"
-    r"|DEBUG|LOG_LEVEL|GEVENT_PATCH|DEMO_\w+|SECURE_\w+|AGGREGATION\w+|REDIS_\w+"
-    r"|METRICS_\w+"
-)
+CONTROLLED = {"DJANGO_SETTINGS_MODULE", *(knob.name for knob in KNOBS), *REMOVED}
 PRINT_MODULE = "from django.conf import settings; print(settings.SETTINGS_MODULE)"
 
 
@@ -61,7 +56,7 @@ def project_with_env(tmp_path) -> Path:
 
 def environment(**overrides: str) -> dict[str, str]:
     """The OS environment without the controlled keys, plus ``overrides``."""
-    env = {k: v for k, v in os.environ.items() if not CONTROLLED.fullmatch(k)}
+    env = {k: v for k, v in os.environ.items() if k not in CONTROLLED}
     env["DATABASE_URL"] = UNREACHABLE_DB
     env.update(overrides)
     # A key given as None is left unset.
@@ -221,21 +216,27 @@ def test_django_warnings_are_logged_once(clean_project, name):
 
 PRINT_ENV_VALUES = (
     "from django.conf import settings; "
-    "print(settings.SETTINGS_MODULE, settings.DEMO_MAX_MS, settings.LOG_LEVEL)"
+    "print(settings.SETTINGS_MODULE, settings.WORKER_CONNECTIONS, settings.LOG_LEVEL)"
 )
 
 
 def test_env_file_is_found_next_to_manage_py_from_any_cwd(project_with_env):
     """.env beside manage.py is read when the working directory is elsewhere."""
-    (project_with_env / ".env").write_text("DEMO_MAX_MS=1234\nLOG_LEVEL=WARNING\n")
+    (project_with_env / ".env").write_text(
+        "WORKER_CONNECTIONS=1234\nLOG_LEVEL=WARNING\n"
+    )
     output = shell(project_with_env, PRINT_ENV_VALUES, cwd="/")
     assert output == "settings.development 1234 WARNING"
 
 
 def test_os_environment_wins_over_env_file(project_with_env):
     """A key set in the OS environment overrides the same key in .env."""
-    (project_with_env / ".env").write_text("DEMO_MAX_MS=1234\nLOG_LEVEL=WARNING\n")
-    output = shell(project_with_env, PRINT_ENV_VALUES, cwd="/", DEMO_MAX_MS="999")
+    (project_with_env / ".env").write_text(
+        "WORKER_CONNECTIONS=1234\nLOG_LEVEL=WARNING\n"
+    )
+    output = shell(
+        project_with_env, PRINT_ENV_VALUES, cwd="/", WORKER_CONNECTIONS="999"
+    )
     assert output == "settings.development 999 WARNING"
 
 
@@ -263,20 +264,25 @@ def test_test_settings_database_is_gevent_safe():
         assert f"-c {option}=" in server_options
 
 
-def test_test_settings_use_their_own_embedded_cluster(monkeypatch):
+def test_test_settings_use_their_own_embedded_cluster():
     """Without DATABASE_URL, test settings use .data/postgres-test, not the dev data."""
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    # Execute settings/test.py afresh, leaving the loaded settings untouched.
-    spec = importlib.util.spec_from_file_location(
-        "settings._test_probe", BASE_DIR / "settings" / "test.py"
+    code = (
+        "from django.conf import settings as s;"
+        "print(s.EMBEDDED_PG_DATA_DIR, s.DATABASES['default']['HOST'])"
     )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert Path(module.EMBEDDED_PG_DATA_DIR) == BASE_DIR / ".data" / "postgres-test"
-    assert Path(module.EMBEDDED_PG_DATA_DIR) != embedded_pg.DEV_DATA_DIR
-    assert module.DATABASES["default"]["HOST"] == str(
-        embedded_pg.socket_dir(embedded_pg.TEST_DATA_DIR)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=BASE_DIR,
+        env=environment(DATABASE_URL=None, DJANGO_SETTINGS_MODULE="settings.test"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
+    assert result.returncode == 0, result.stderr
+    data_dir, host = result.stdout.split()
+    assert Path(data_dir) == BASE_DIR / ".data" / "postgres-test"
+    assert Path(data_dir) != embedded_pg.DEV_DATA_DIR
+    assert host == str(embedded_pg.socket_dir(embedded_pg.TEST_DATA_DIR))
 
 
 # database_settings
@@ -285,7 +291,7 @@ def test_test_settings_use_their_own_embedded_cluster(monkeypatch):
 def test_database_settings_parses_tcp_url(monkeypatch, tmp_path):
     """A TCP DATABASE_URL gives host, port, name and credentials; no embedded dir."""
     monkeypatch.setenv("DATABASE_URL", "postgres://u:p@127.0.0.1:6543/db")
-    db, embedded = database_settings(tmp_path / "unused")
+    db, embedded = database_settings(tmp_path / "unused", read_knobs())
     assert embedded is None
     assert db["ENGINE"] == "project.core.pg_pool"
     assert (db["HOST"], int(db["PORT"]), db["NAME"]) == ("127.0.0.1", 6543, "db")
@@ -295,7 +301,7 @@ def test_database_settings_parses_tcp_url(monkeypatch, tmp_path):
 def test_database_settings_decodes_unix_socket_host(monkeypatch, tmp_path):
     """A %-encoded unix-socket host in DATABASE_URL is decoded to its path."""
     monkeypatch.setenv("DATABASE_URL", "postgres://u@%2Ftmp%2Fsock/db")
-    db, embedded = database_settings(tmp_path / "unused")
+    db, embedded = database_settings(tmp_path / "unused", read_knobs())
     assert embedded is None
     assert db["HOST"] == "/tmp/sock"
     assert (db["NAME"], db["USER"]) == ("db", "u")
@@ -318,50 +324,85 @@ def test_no_missing_migrations(test_database_url):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def database(tmp_path: Path) -> dict:
+    """``DATABASES["default"]`` from the environment as it is now."""
+    return database_settings(tmp_path / "unused", read_knobs())[0]
+
+
 def test_database_settings_pool_options(monkeypatch, tmp_path):
-    """DB_POOL_* reach the pooled backend; by default the size comes from the budget."""
+    """The pool's options reach the pooled backend; by default its size comes
+    from the budget, shared by this host's workers."""
     monkeypatch.setenv("DATABASE_URL", "postgres://u@127.0.0.1/db")
     monkeypatch.setenv("WEB_CONCURRENCY", "8")
-    monkeypatch.setenv("DB_HOSTS", "3")
-    db, _ = database_settings(tmp_path / "unused")
+    monkeypatch.setenv("WORKER_CONNECTIONS", "50")
+    monkeypatch.delenv("DB_POOL_SIZE", raising=False)
+    db = database(tmp_path)
     assert (db["ENGINE"], db["CONN_MAX_AGE"]) == ("project.core.pg_pool", 0)
     options = db["OPTIONS"]
     assert options["pool_size"] is None  # sized from max_connections at first use
-    assert options["pool_share"] == 24  # 8 workers x 3 hosts
+    assert options["pool_share"] == 8
     assert options["pool_timeout"] is None  # the request's deadline bounds the wait
-    monkeypatch.setenv("DB_POOL_TIMEOUT", "0.5")
-    assert database_settings(tmp_path / "unused")[0]["OPTIONS"]["pool_timeout"] == 0.5
+    assert options["pool_max_waiting"] == 500  # 10 x WORKER_CONNECTIONS
+    assert options["pool_reserve"] == 10
     monkeypatch.setenv("DB_POOL_SIZE", "7")
-    assert database_settings(tmp_path / "unused")[0]["OPTIONS"]["pool_size"] == 7
+    assert database(tmp_path)["OPTIONS"]["pool_size"] == 7
+
+
+def test_database_url_query_sets_connection_options(monkeypatch, tmp_path):
+    """libpq's options and server-side cursors come from DATABASE_URL's query;
+    without it, the defaults."""
+    monkeypatch.setenv("DATABASE_URL", "postgres://u@127.0.0.1/db")
+    db = database(tmp_path)
+    assert db["DISABLE_SERVER_SIDE_CURSORS"] is False
+    assert db["OPTIONS"]["application_name"] == "gevent-django"
+    assert db["OPTIONS"]["connect_timeout"] == 5
+    monkeypatch.setenv(
+        "DATABASE_URL",
+        "postgres://u@127.0.0.1/db?application_name=mine&connect_timeout=2"
+        "&disable_server_side_cursors=true&conn_max_age=60",
+    )
+    db = database(tmp_path)
+    assert db["DISABLE_SERVER_SIDE_CURSORS"] is True
+    assert (db["OPTIONS"]["application_name"], db["OPTIONS"]["connect_timeout"]) == (
+        "mine",
+        2,
+    )
+    assert db["CONN_MAX_AGE"] == 0  # the pool hands connections back
+    monkeypatch.setenv(
+        "DATABASE_URL", "postgres://u@127.0.0.1/db?disable_server_side_cursors=false"
+    )
+    assert database(tmp_path)["DISABLE_SERVER_SIDE_CURSORS"] is False
 
 
 def test_database_settings_without_pool_uses_djangos_backend(monkeypatch, tmp_path):
-    """DB_POOL_SIZE=0 selects Django's backend with DB_CONN_MAX_AGE (baselines)."""
-    monkeypatch.setenv("DATABASE_URL", "postgres://u@127.0.0.1/db")
+    """DB_POOL_SIZE=0 selects Django's backend, with the URL's conn_max_age
+    (baselines)."""
+    monkeypatch.setenv("DATABASE_URL", "postgres://u@127.0.0.1/db?conn_max_age=60")
     monkeypatch.setenv("DB_POOL_SIZE", "0")
-    monkeypatch.setenv("DB_CONN_MAX_AGE", "60")
-    db, _ = database_settings(tmp_path / "unused")
+    db = database(tmp_path)
     assert db["ENGINE"] == "django.db.backends.postgresql"
     assert db["CONN_MAX_AGE"] == 60
     assert "pool_size" not in db["OPTIONS"]
 
 
-def test_api_tokens_are_stripped():
+def test_api_tokens_are_stripped(monkeypatch):
     """Spaces around the commas are not part of a token."""
-    from settings.base import api_tokens
-
-    assert api_tokens(" first-token-0123456789 , second-token-0123456789 ") == [
+    tokens = " first-token-0123456789 , second-token-0123456789 "
+    monkeypatch.setenv("AGGREGATION_API_TOKENS", tokens)
+    assert read_knobs()["AGGREGATION_API_TOKENS"] == [
         "first-token-0123456789",
         "second-token-0123456789",
     ]
-    assert api_tokens("") == api_tokens("  ") == []
+    for empty in ("", "  "):
+        monkeypatch.setenv("AGGREGATION_API_TOKENS", empty)
+        assert read_knobs()["AGGREGATION_API_TOKENS"] == []
 
 
 @pytest.mark.parametrize(
     ("raw", "problem"),
     [
-        ("first-token-0123456789,", "empty token"),
-        ("first-token-0123456789,,second-token-0123456789", "empty token"),
+        ("first-token-0123456789,", "empty item (a stray comma?)"),
+        ("first-token-0123456789,,second-token-0123456789", "empty item"),
         ("short", "at least 16 characters"),
     ],
 )
@@ -392,31 +433,17 @@ def test_redis_url_makes_a_shared_cache_with_the_timeout(clean_project):
         clean_project,
         CACHE_CHOICE,
         REDIS_URL="redis://127.0.0.1:1/0",
-        REDIS_TIMEOUT_MS="250",
     )
-    assert output == "shared project.core.fallback_cache.FallbackCache 0.25"
-
-
-def test_an_explicit_aggregation_cache_wins_over_redis(clean_project):
-    output = shell(
-        clean_project,
-        CACHE_CHOICE,
-        REDIS_URL="redis://127.0.0.1:1/0",
-        AGGREGATION_CACHE="default",
-    )
-    assert output.startswith("default project.core.fallback_cache.FallbackCache")
+    assert output == "shared project.core.fallback_cache.FallbackCache 0.1"
 
 
 @pytest.mark.parametrize(
     ("env", "problem"),
     [
-        ({"REDIS_TIMEOUT_MS": "0"}, "REDIS_TIMEOUT_MS must be from 1 to 60000"),
-        ({"REDIS_TIMEOUT_MS": "60001"}, "REDIS_TIMEOUT_MS must be from 1 to 60000"),
-        ({"REDIS_TIMEOUT_MS": "fast"}, "REDIS_TIMEOUT_MS must be a whole number"),
-        ({"REDIS_MAX_CONNECTIONS": "0"}, "REDIS_MAX_CONNECTIONS must be from 1"),
-        ({"REDIS_MAX_CONNECTIONS": "many"}, "REDIS_MAX_CONNECTIONS must be a whole"),
-        ({"REDIS_URL": "127.0.0.1:6379"}, "REDIS_URL must start with redis://"),
-        ({"AGGREGATION_CACHE": "shared"}, "'shared' needs REDIS_URL"),
+        ({"REDIS_TIMEOUT_MS": "250"}, "REDIS_TIMEOUT_MS is no longer a setting"),
+        ({"REDIS_MAX_CONNECTIONS": "8"}, "REDIS_MAX_CONNECTIONS is no longer a"),
+        ({"REDIS_URL": "127.0.0.1:6379"}, "REDIS_URL: must start with redis://"),
+        ({"AGGREGATION_CACHE": "shared"}, "AGGREGATION_CACHE is no longer a setting"),
     ],
 )
 def test_bad_redis_settings_stop_the_service(clean_project, env, problem):

@@ -112,6 +112,10 @@ class Workload(ABC):
         """The environment every gunicorn of this workload gets."""
         return {"DEMO_UPSTREAM_URL": upstream}
 
+    def server_database_url(self, url: str) -> str:
+        """The DATABASE_URL every gunicorn of this workload gets."""
+        return url
+
     def locust_env(self) -> dict[str, str]:
         """Settings the locustfile reads from its environment."""
         return {}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg2
 
+from devtools.gunicorn import with_query
 from loadtests.harness.locust_run import admitted_headline, read_stats_csv
 from loadtests.harness.paths import BASE_DIR
 from loadtests.harness.workloads.base import (
@@ -79,9 +80,9 @@ class SlowSql(Workload):
     needs_upstream = False
     columns = [Column("peak backends", "peak_backends")]
 
-    def server_env(self, upstream: str) -> dict[str, str]:
+    def server_database_url(self, url: str) -> str:
         """A name on every connection, so the sampler counts only these."""
-        return {"DB_APPLICATION_NAME": APPLICATION_NAME}
+        return with_query(url, {"application_name": APPLICATION_NAME})
 
     def servers(
         self, compare: list[str], trees: dict[str, Path], database_url: str

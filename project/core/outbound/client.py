@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import gevent
-from django.conf import settings
 from geventhttpclient.response import HTTPParseError
 
 from ..request_context import with_request_id_header
@@ -38,6 +37,15 @@ from .wire import (
     NoAnswer,
     UpstreamProtocolError,
 )
+
+# What an upstream answer may send before its body (64 KiB of status line and
+# headers, interim answers included; 100 header lines; an 8 KiB status line; 5
+# interim 1xx answers): crossing a limit fails the call at once ("upstream
+# headers too large") and closes the connection.
+HEADER_LIMITS = HeaderLimits()
+# An upstream answer is held in memory whole; a runaway body must not take the
+# worker. A larger one fails that call ("upstream body larger than N bytes").
+MAX_BODY_BYTES = 10 * 1024 * 1024
 
 
 class LocalSocketsExhausted(ConnectionError):
@@ -65,7 +73,7 @@ def http_get(
     not followed. Timeouts surface as ``TimeoutError``; failures to connect,
     broken connections and answers that break HTTP or our limits as
     ``ConnectionError`` (``UpstreamHeadersTooLarge``, ``UpstreamBodyTooLarge``
-    past ``max_body_bytes``, default ``HTTP_MAX_BODY_BYTES``; an encoded body,
+    past ``max_body_bytes``, default ``MAX_BODY_BYTES``; an encoded body,
     since we ask for identity only), with messages that do not reveal the
     upstream's address to our clients. The connection goes back to the pool
     only when the answer was read to its end and nothing else came with it.
@@ -77,7 +85,7 @@ def http_get(
     scheme, host, port, target = _split(url, params)
     client = get_pool(scheme, host, port)
     if max_body_bytes is None:
-        max_body_bytes = settings.HTTP_MAX_BODY_BYTES
+        max_body_bytes = MAX_BODY_BYTES
     headers = with_request_id_header(headers)  # the upstream logs can be joined to ours
     request = client._build_request("GET", target, headers=headers, chunked=False)
     meter = client.meter if upstream is None else upstream_meter(upstream)
@@ -99,7 +107,7 @@ def _call(
 ) -> Response:
     """Send ``request`` and read the whole answer within ``timeout`` s."""
     with _as_call_errors(timeout), gevent.Timeout(timeout, _TotalTimeout):
-        answer = _exchange(client, request.encode("latin-1"), _limits())
+        answer = _exchange(client, request.encode("latin-1"), HEADER_LIMITS)
         content = _read_body(answer, max_body_bytes)
     return Response(answer.status_code, list(answer.items()), content)
 
@@ -128,22 +136,6 @@ def _split(url: str, params: dict[str, Any] | None) -> tuple[str, str, int | Non
         query = f"{query}&{urlencode(params)}" if query else urlencode(params)
     target = f"{parts.path or '/'}?{query}" if query else parts.path or "/"
     return parts.scheme, parts.hostname, parts.port, target
-
-
-_limits_cache: list[Any] = [None, None]  # [settings values, HeaderLimits]
-
-
-def _limits() -> HeaderLimits:
-    """The header limits from settings, rebuilt only when they change."""
-    values = (
-        settings.HTTP_MAX_HEADER_BYTES,
-        settings.HTTP_MAX_HEADERS,
-        settings.HTTP_MAX_STATUS_LINE_BYTES,
-        settings.HTTP_MAX_INTERIM_RESPONSES,
-    )
-    if _limits_cache[0] != values:
-        _limits_cache[:] = [values, HeaderLimits(*values)]
-    return _limits_cache[1]
 
 
 def _exchange(client: Client, request: bytes, limits: HeaderLimits) -> LimitedResponse:

@@ -1,4 +1,4 @@
-"""One address lookup per upstream per ``HTTP_DNS_TTL_S``, shared by its sockets.
+"""One address lookup per upstream per ``pool.DNS_TTL_S``, shared by its sockets.
 
 geventhttpclient looks the host up for every new connection, through gevent's
 resolver thread pool (10 threads). When a burst of legs opens connections at
@@ -29,7 +29,7 @@ class SharedLookup(ConnectionPool):
     the bases of ``http_pool.UpstreamPool``.
     """
 
-    dns_ttl: float  # set by http_pool.Client from HTTP_DNS_TTL_S
+    dns_ttl: float  # set by http_pool.Client from pool.DNS_TTL_S
     _addresses: tuple[float, Addresses] | None = None  # (until, addresses)
 
     def _resolve(self) -> Addresses:

@@ -4,7 +4,7 @@ geventhttpclient's ``HTTPClient`` and its socket pool, with four changes
 (geventhttpclient 2.6, pinned; ``tests/core/test_http_pool.py`` checks each):
 idle sockets are checked with ``poll`` (``PollLivenessCheck``), closed after
 ``HTTP_POOL_IDLE_S`` (``IdleLimit``), the upstream's address is looked up
-once per ``HTTP_DNS_TTL_S`` for all of them (``http_dns.SharedLookup``), and
+once per ``DNS_TTL_S`` for all of them (``http_dns.SharedLookup``), and
 the pool's connections are handed out by traffic class and client
 (``FairCheckout``), not first come first served.
 
@@ -36,6 +36,11 @@ from ..upstream_metrics import (
 )
 from .dns import SharedLookup
 
+# Connect timeout of an outbound connection (the call's own timeout caps it too).
+CONNECT_TIMEOUT_S = 2.0
+# How long an upstream's resolved address is reused for new connections: a
+# worker looks each upstream up once per period, not once per connection.
+DNS_TTL_S = 30.0
 # Per-read limit inside a call; the call's own gevent.Timeout is what bounds it.
 _READ_TIMEOUT_S = 3600.0
 # How often the open/idle socket gauges are set from the pools' own state.
@@ -241,9 +246,9 @@ def get_pool(scheme: str, host: str, port: int | None) -> Client:
             port,
             ssl=scheme == "https",
             concurrency=settings.HTTP_POOL_MAXSIZE,
-            connection_timeout=settings.HTTP_CONNECT_TIMEOUT_S,
+            connection_timeout=CONNECT_TIMEOUT_S,
             network_timeout=_READ_TIMEOUT_S,
-            dns_ttl=settings.HTTP_DNS_TTL_S,
+            dns_ttl=DNS_TTL_S,
             idle_s=settings.HTTP_POOL_IDLE_S,
         )
         by_origin[key] = pool

@@ -93,12 +93,24 @@ BORROW_CEILING = 2
 
 @dataclass(frozen=True)
 class GateConfig:
-    """The gate's targets and timeouts (``SHED_*`` settings)."""
+    """The gate's targets and timeouts (``SHED_MAX_LIMIT`` and
+    ``SHED_QUEUE_TIMEOUT_MS`` come from settings, the rest are these)."""
 
     limit: LimitConfig = field(default_factory=LimitConfig)
     interval_s: float = 0.1
+    # While the event loop is busier than this share of an interval (the
+    # refusals' own CPU left out) and more arrives than is served, the limit is
+    # capped at three times the concurrency the routes need (completion rate x
+    # shortest latency): a saturated CPU serves no more for more in flight.
     cpu_target: float = 0.85
+    # The limit also falls (never below the pool's size) when the oldest
+    # database checkout has waited longer than this and longer each interval at
+    # two intervals running, or longer than the queue timeout: the pool is the
+    # bottleneck. A short steady line (more clients than connections) is not.
     pool_wait_target_s: float = 0.02
+    # Longest wait for a slot; once a wait has run out, waits are cut to the
+    # target (CoDel) and sheddable routes do not wait, until the wait line has
+    # emptied and new requests no longer arrive faster than they complete.
     queue_timeout_s: float = 0.1
     queue_target_s: float = 0.005
     # /readyz says "overloaded" until this long after the last refusal.

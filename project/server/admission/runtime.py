@@ -113,6 +113,9 @@ class GateMetrics:
 
 
 _current: WorkerAdmission | None = None
+# Retry-After of a refusal, seconds; also the longest a refusal is held back by
+# the storm budget.
+RETRY_AFTER_S = 1
 
 
 def current() -> WorkerAdmission | None:
@@ -121,17 +124,15 @@ def current() -> WorkerAdmission | None:
 
 
 def config_from_settings(settings: Any, worker_connections: int) -> GateConfig:
-    """The gate's configuration from the ``SHED_*`` settings."""
+    """The gate's configuration: ``SHED_MAX_LIMIT`` (0: ``worker_connections``)
+    and ``SHED_QUEUE_TIMEOUT_MS`` from settings, the rest the gate's defaults."""
+    maximum = settings.SHED_MAX_LIMIT or worker_connections
+    queue_timeout_s = settings.SHED_QUEUE_TIMEOUT_MS / 1000.0
     return GateConfig(
-        limit=LimitConfig(
-            minimum=settings.SHED_MIN_LIMIT,
-            maximum=settings.SHED_MAX_LIMIT or worker_connections,
-        ),
-        cpu_target=settings.SHED_CPU_TARGET,
-        pool_wait_target_s=settings.SHED_POOL_WAIT_TARGET_MS / 1000.0,
-        queue_timeout_s=settings.SHED_QUEUE_TIMEOUT_MS / 1000.0,
-        queue_target_s=settings.SHED_QUEUE_TARGET_MS / 1000.0,
-        defer_s=float(settings.SHED_RETRY_AFTER_S),
+        limit=LimitConfig(minimum=min(LimitConfig.minimum, maximum), maximum=maximum),
+        queue_timeout_s=queue_timeout_s,
+        queue_target_s=min(GateConfig.queue_target_s, queue_timeout_s),
+        defer_s=float(RETRY_AFTER_S),
     )
 
 
@@ -165,6 +166,6 @@ def install(worker_connections: int) -> WorkerAdmission | None:
     _current = WorkerAdmission(
         gate,
         routes=RoutePriorities.parse(settings.SHED_ROUTES),
-        refusals=Refusals(settings.SHED_RETRY_AFTER_S),
+        refusals=Refusals(RETRY_AFTER_S),
     )
     return _current

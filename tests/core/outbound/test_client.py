@@ -10,6 +10,7 @@ from django.test import override_settings
 
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
+from project.core.outbound import client
 from project.core.outbound.client import http_get
 from project.core.outbound.wire import UpstreamBodyTooLarge
 from tests.helpers import socket_count
@@ -89,11 +90,11 @@ def test_body_over_the_limit_is_an_error_and_not_pooled(upstream, fresh_pools, p
     assert _stats(upstream)["connections"] == 2
 
 
-def test_body_limit_defaults_to_the_setting(upstream, fresh_pools):
-    """HTTP_MAX_BODY_BYTES applies when the caller passes no limit."""
-    with override_settings(HTTP_MAX_BODY_BYTES=10):
-        with pytest.raises(UpstreamBodyTooLarge):
-            http_get(f"{upstream}/delay", timeout=2)
+def test_body_limit_defaults_to_the_constant(upstream, fresh_pools, monkeypatch):
+    """MAX_BODY_BYTES applies when the caller passes no limit."""
+    monkeypatch.setattr(client, "MAX_BODY_BYTES", 10)
+    with pytest.raises(UpstreamBodyTooLarge):
+        http_get(f"{upstream}/delay", timeout=2)
 
 
 def test_non_http_url_is_refused():

@@ -8,10 +8,19 @@ import gevent
 import pytest
 from django.test import override_settings
 
-from project.core.outbound import LocalSocketsExhausted, UpstreamInvalidJSON, http_get
+from project.core.outbound import (
+    LocalSocketsExhausted,
+    UpstreamInvalidJSON,
+    client,
+    http_get,
+)
 from project.core.outbound.pool import open_sockets
 from project.core.outbound.response import parse_json
-from project.core.outbound.wire import UpstreamHeadersTooLarge, UpstreamProtocolError
+from project.core.outbound.wire import (
+    HeaderLimits,
+    UpstreamHeadersTooLarge,
+    UpstreamProtocolError,
+)
 from tests.helpers import socket_count
 
 pytestmark = pytest.mark.usefixtures("fresh_pools")
@@ -80,10 +89,11 @@ def test_fifty_hostile_calls_leave_the_loop_responsive(upstream):
     assert max(elapsed for _, elapsed in results) < 2.0 + 0.1
 
 
-@override_settings(HTTP_MAX_HEADER_BYTES=1 << 30, HTTP_MAX_HEADERS=1 << 30)
-def test_deadline_interrupts_endless_header_streams(upstream):
+def test_deadline_interrupts_endless_header_streams(upstream, monkeypatch):
     """With the limits out of the way, 20 endless header streams at once: the
     deadline still cuts each on time and the loop is never held for long."""
+    unlimited = HeaderLimits(total_bytes=1 << 30, count=1 << 30)
+    monkeypatch.setattr(client, "HEADER_LIMITS", unlimited)
     lag = _LoopLag()
     calls = [
         gevent.spawn(_timed, http_get, f"{upstream}/hostile?mode=headers", timeout=0.3)

@@ -94,10 +94,12 @@ def test_a_burst_of_new_connections_looks_the_host_up_once(
 
 
 @pytest.mark.parametrize(("ttl", "expected"), [(30.0, 1), (0.0, 3)])
-def test_looked_up_address_is_kept_for_the_ttl(fresh_pools, lookups, ttl, expected):
-    """Within HTTP_DNS_TTL_S a pool reuses its address; after it, it looks again."""
-    with override_settings(HTTP_DNS_TTL_S=ttl):
-        pool = http_pool.get_pool("http", "127.0.0.1", 9)._connection_pool
+def test_looked_up_address_is_kept_for_the_ttl(
+    fresh_pools, lookups, monkeypatch, ttl, expected
+):
+    """Within DNS_TTL_S a pool reuses its address; after it, it looks again."""
+    monkeypatch.setattr(http_pool, "DNS_TTL_S", ttl)
+    pool = http_pool.get_pool("http", "127.0.0.1", 9)._connection_pool
     for _ in range(3):
         assert pool._resolve()[0][4] == ("127.0.0.1", 9)
     assert len(lookups) == expected

@@ -12,14 +12,21 @@ from tests.metrics_samples import sample
 
 
 def test_config_from_settings_uses_worker_connections_for_no_maximum(settings):
-    """SHED_MAX_LIMIT 0 means the worker's connections; the rest map one to one."""
+    """SHED_MAX_LIMIT 0 means the worker's connections; the queue timeout maps
+    to seconds; a maximum under the minimum lowers the minimum to it."""
     settings.SHED_MAX_LIMIT = 0
-    settings.SHED_POOL_WAIT_TARGET_MS = 30
+    settings.SHED_QUEUE_TIMEOUT_MS = 30
     config = runtime.config_from_settings(settings, worker_connections=700)
-    assert config.limit.maximum == 700
-    assert config.pool_wait_target_s == 0.03
+    assert (config.limit.minimum, config.limit.maximum) == (4, 700)
+    assert config.queue_timeout_s == 0.03
+    assert config.queue_target_s == GateConfig.queue_target_s
     settings.SHED_MAX_LIMIT = 50
     assert runtime.config_from_settings(settings, 700).limit.maximum == 50
+    settings.SHED_MAX_LIMIT = 1
+    settings.SHED_QUEUE_TIMEOUT_MS = 2
+    config = runtime.config_from_settings(settings, 700)
+    assert (config.limit.minimum, config.limit.maximum) == (1, 1)
+    assert config.queue_target_s == 0.002
 
 
 @override_settings(SHED_ENABLED=False)
