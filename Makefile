@@ -85,10 +85,11 @@ BENCH_ARGS ?=
 bench-db: install-loadtest
 	$(PY) -m loadtests.bench --workload W2 --compare gthread $(BENCH_ARGS)
 
-## W1 fan-out HTTP on 2 gevent workers against the stub, and the asyncio baseline
-## (aiohttp under uvicorn) in the same rounds (about 7 minutes).
+## W1 fan-out HTTP on 2 gevent workers against the stub, the floor (a bare gevent
+## WSGI fan-out under gunicorn's gevent worker, no Django) and the asyncio baseline
+## (aiohttp under uvicorn) in the same rounds (about 10 minutes).
 bench-fanout: install-loadtest
-	$(PY) -m loadtests.bench --workload W1 --compare asyncio $(BENCH_ARGS)
+	$(PY) -m loadtests.bench --workload W1 --compare floor --compare asyncio $(BENCH_ARGS)
 
 ## The aggregation API (5 HTTP + 1 SQL sources) at 10/100/400 users (~4 minutes).
 bench-aggregate: install-loadtest

@@ -11,13 +11,14 @@ cluster unless DATABASE_URL is set.
 Workloads (``harness/workloads/``): W1 fan-out HTTP (``/demo/fan-out/?http=10&ms=50``),
 W2 slow SQL (``/demo/slow-sql/?ms=50``), AGG the aggregation API. ``--compare``
 (repeatable) adds a server: ``asyncio`` (the aiohttp baseline under uvicorn, W1
-only), ``gthread`` (the threaded worker model; for W2 on both database budgets)
-this tree again with settings overridden (``env:KEY=VALUE[,KEY=VALUE]``, e.g.
-``env:METRICS_ENABLED=false``) or a git revision of this repository, run from a
-temporary worktree.
+only), ``floor`` (a bare gevent WSGI fan-out, no Django: what W1 costs at the
+least on this stack, W1 only), ``gthread`` (the threaded worker model; for W2
+on both database budgets), this tree again with settings overridden
+(``env:KEY=VALUE[,KEY=VALUE]``, e.g. ``env:METRICS_ENABLED=false``) or a git
+revision of this repository, run from a temporary worktree.
 
 Usage: ``python -m loadtests.bench --workload W1|W2|AGG
-[--compare asyncio|gthread|env:KEY=VALUE|REV]... [--rounds 3] [--seconds 20]
+[--compare asyncio|floor|gthread|env:KEY=VALUE|REV]... [--rounds 3] [--seconds 20]
 [--users 10,100,400]``
 """
 
@@ -39,11 +40,13 @@ from loadtests.harness.servers import (
     SERVER_MODES,
     database_url,
     start_asyncio_baseline,
+    start_floor,
     start_server,
 )
 from loadtests.harness.workloads import WORKLOADS
 from loadtests.harness.workloads.base import (
     ASYNCIO,
+    FLOOR,
     GTHREAD,
     WORKERS,
     Server,
@@ -64,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--baseline",
         action="append",
         default=[],
-        metavar="asyncio|gthread|env:KEY=VALUE|REV",
+        metavar="asyncio|floor|gthread|env:KEY=VALUE|REV",
         help="also run this server in the same rounds (repeatable)",
     )
     parser.add_argument(
@@ -83,8 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated user levels (default 10,100,400)",
     )
     args = parser.parse_args(argv)
-    if ASYNCIO in args.compare and not WORKLOADS[args.workload].serves_asyncio:
-        parser.error(f"the asyncio baseline serves W1 only, not {args.workload}")
+    for rival in (ASYNCIO, FLOOR):
+        if rival in args.compare and not WORKLOADS[args.workload].serves_asyncio:
+            parser.error(f"the {rival} rival serves W1 only, not {args.workload}")
     for item in args.compare:
         try:
             env_override(item)
@@ -101,6 +105,8 @@ def start(
     """Start ``server`` for ``workload``; return its base URL."""
     if server.mode == ASYNCIO:
         return start_asyncio_baseline(processes, upstream=upstream, workers=WORKERS)
+    if server.mode == FLOOR:
+        return start_floor(processes, upstream=upstream, workers=WORKERS)
     # The worker model's own settings win over the workload's (gthread keeps
     # Django's backend), the server's own over both.
     env = {
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     revisions = [
         item
         for item in args.compare
-        if item not in (ASYNCIO, GTHREAD) and env_override(item) is None
+        if item not in (ASYNCIO, FLOOR, GTHREAD) and env_override(item) is None
     ]
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         workdir = Path(tmp)

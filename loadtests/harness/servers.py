@@ -102,3 +102,46 @@ def start_asyncio_baseline(
     wait_for_http(base + "/demo/fan-out/?http=1&ms=0", process)
     processes.servers[base] = process
     return base
+
+
+# The floor's gunicorn: the service's defaults (gunicorn.conf.py) for what
+# bounds throughput, with gunicorn's stock gevent worker and no config file.
+FLOOR_WORKER_CONNECTIONS = 1000
+FLOOR_BACKLOG = 2048
+FLOOR_KEEPALIVE_S = 5
+
+
+def start_floor(processes: Processes, *, upstream: str, workers: int = 2) -> str:
+    """Start the floor of W1 (``loadtests/floor``) under gunicorn's stock gevent
+    worker; return its URL. ``upstream`` is the stub its fan-out calls."""
+    port = free_port()
+    process = processes.popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--worker-class",
+            "gevent",
+            "--workers",
+            str(workers),
+            "--worker-connections",
+            str(FLOOR_WORKER_CONNECTIONS),
+            "--backlog",
+            str(FLOOR_BACKLOG),
+            "--keep-alive",
+            str(FLOOR_KEEPALIVE_S),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "loadtests.floor.app:application",
+        ],
+        "gunicorn-floor",
+        env={
+            **os.environ,
+            "DEMO_UPSTREAM_URL": upstream,
+            "WORKER_CONNECTIONS": str(FLOOR_WORKER_CONNECTIONS),
+        },
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for_http(base + "/demo/fan-out/?http=1&ms=0", process)
+    processes.servers[base] = process
+    return base

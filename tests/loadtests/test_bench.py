@@ -59,10 +59,24 @@ def test_compare_env_refuses_a_malformed_pair(item: str, capsys) -> None:
 
 
 @pytest.mark.parametrize("workload", ["W2", "AGG"])
-def test_asyncio_baseline_serves_w1_only(workload: str) -> None:
-    """The asyncio rival answers the fan-out only: other workloads refuse it."""
+@pytest.mark.parametrize("rival", ["asyncio", "floor"])
+def test_the_fan_out_rivals_serve_w1_only(workload: str, rival: str) -> None:
+    """The asyncio and floor rivals answer the fan-out only: other workloads
+    refuse them."""
     with pytest.raises(SystemExit):
-        bench.parse_args(["--workload", workload, "--compare", "asyncio"])
+        bench.parse_args(["--workload", workload, "--compare", rival])
+
+
+def test_the_floor_is_a_server_of_its_own_mode() -> None:
+    """``--compare floor`` adds the floor, compared with this tree."""
+    servers = WORKLOADS["W1"].servers(["floor"], {}, "")
+    assert [(s.label, s.mode) for s in servers] == [
+        ("this tree", "gevent"),
+        ("floor", "floor"),
+    ]
+    assert WORKLOADS["W1"].comparisons(servers) == [
+        ("this tree / floor", "this tree", "floor")
+    ]
 
 
 def test_w1_servers_and_comparisons() -> None:

@@ -18,6 +18,8 @@ from loadtests.harness.paths import BASE_DIR
 WORKERS = 2
 THIS_TREE = "this tree"
 ASYNCIO = "asyncio"
+# A bare gevent WSGI fan-out (loadtests/floor): what W1 costs at the least.
+FLOOR = "floor"
 GTHREAD = "gthread"
 # ``--compare env:KEY=VALUE[,KEY=VALUE]``: this tree again, with those settings.
 ENV_PREFIX = "env:"
@@ -42,8 +44,9 @@ def env_override(item: str) -> dict[str, str] | None:
 class Server:
     """One server of a round: its label, worker model, settings and checkout.
 
-    ``mode`` is a gunicorn worker model (``servers.SERVER_MODES``) or
-    ``asyncio`` for the asyncio baseline; ``env`` and ``args`` come last.
+    ``mode`` is a gunicorn worker model (``servers.SERVER_MODES``),
+    ``asyncio`` for the asyncio baseline or ``floor`` for the bare fan-out;
+    ``env`` and ``args`` come last.
     """
 
     label: str
@@ -103,7 +106,7 @@ class Workload(ABC):
     locustfile: str
     # Its servers call the stub upstream, started once for all rounds.
     needs_upstream = True
-    # The asyncio baseline answers W1's endpoint only.
+    # The asyncio baseline and the floor answer W1's endpoint only.
     serves_asyncio = False
     columns: list[Column] = []
     ratios = [Ratio("req/s ratio", "rps"), Ratio("p99 ratio", "p99")]
@@ -119,14 +122,14 @@ class Workload(ABC):
     def servers(
         self, compare: list[str], trees: dict[str, Path], database_url: str
     ) -> list[Server]:
-        """This tree first, then each ``--compare``: asyncio, gthread, this tree
+        """This tree first, then each ``--compare``: asyncio, floor, gthread, this tree
         with ``env:`` overrides, or a revision."""
         servers = [Server(THIS_TREE)]
         for item in compare:
             override = env_override(item)
             if override is not None:
                 servers.append(Server(item, env=override))
-            elif item in (ASYNCIO, GTHREAD):
+            elif item in (ASYNCIO, FLOOR, GTHREAD):
                 servers.append(Server(item, mode=item))
             else:
                 servers.append(Server(item, tree=trees[item]))
