@@ -40,7 +40,7 @@ def is_shed(status: int, headers) -> bool:
 
 def pool_in_use() -> int:
     """Connections this process has checked out of its pools right now."""
-    from project.core.pg_pool.base import all_pools
+    from project.core.pg_pool.pools import all_pools
 
     return sum(pool.stats.in_use for pool in all_pools().values())
 

@@ -1,9 +1,9 @@
 """Aggregations: a registry's sources fetched concurrently under one deadline.
 
 ``Aggregator`` is one per worker: it holds the registry and, per upstream,
-the resilience state (``sources.SourceRunner``), plus one single-flight table,
-the source cache and per-source counters. ``Aggregator.run`` fans the sources
-out with ``fan_out`` and returns an ``AggregateResult``: the JSON body and the
+the resilience state (``sources.SourceRunner``), plus one single-flight table
+and the source cache. ``Aggregator.run`` fans the sources out with
+``fan_out`` and returns an ``AggregateResult``: the JSON body and the
 HTTP status under the response policy (``policy``).
 
 One source, from the outside in: skipped when it needs a parameter that was
@@ -18,7 +18,6 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
 
 from django.core.cache import BaseCache
 from gevent.event import Event
@@ -35,7 +34,6 @@ from .meter import AggregationMeter
 from .policy import respond
 from .results import AggregateResult, SourceResult
 from .sources import LiveCall, SourceRunner, UpstreamState, call_timeout
-from .stats import StatsTable
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +59,6 @@ class Aggregator:
         )
         self.cache = SourceCache(cache)
         self.flights = SingleFlight()
-        self.stats = StatsTable()
         self.meter = AggregationMeter() if enabled() else None
 
     @property
@@ -97,7 +94,6 @@ class Aggregator:
             source.name: _result_of(outcome)
             for source, outcome in zip(aggregation.sources, outcomes, strict=True)
         }
-        self.stats.add(aggregation.name, results)
         cancelled = cancel is not None and cancel.is_set()
         result = respond(aggregation, results, deadline, cancelled=cancelled)
         if self.meter is not None:
@@ -113,10 +109,6 @@ class Aggregator:
             ),
         )
         return result
-
-    def source_stats(self) -> dict[str, dict[str, Any]]:
-        """Counters per ``aggregation.source`` in this worker."""
-        return self.stats.as_dict()
 
     def _source_call(
         self, aggregation: str, source: Source, values: ParamValues, deadline: Deadline

@@ -68,8 +68,9 @@ class LiveCall:
 
 def call_timeout(cap_ms: int | None, deadline: Deadline, margin_s: float) -> float:
     """A call's timeout: ``cap_ms`` (if any) within the deadline, less the margin."""
-    remaining = deadline.remaining() - margin_s
-    return remaining if cap_ms is None else min(cap_ms / 1000.0, remaining)
+    return deadline.timeout(
+        None if cap_ms is None else cap_ms / 1000.0, margin_s=margin_s
+    )
 
 
 class SourceRunner:

@@ -1,13 +1,11 @@
 """``GET /api/aggregate/<name>/``: authenticate, validate, run, serialise."""
 
-from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
 from project.core.caller import caller_or_anonymous, caller_scope, token_client
-from project.core.deadline import DEADLINE_HEADER, Deadline, arrival
+from project.core.deadline import active_deadline, deadline_scope
 from project.core.disconnect import client_disconnect
 from project.core.request_context import SOURCES_KEY
-from project.http.deadline import deadline_from_header
 from project.http.decorators import json_get
 from project.http.encoding import FiniteJSONEncoder
 from project.http.errors import ApiError
@@ -25,16 +23,16 @@ def aggregate(request: HttpRequest, name: str) -> JsonResponse:
     if aggregation is None:
         raise ApiError(f"unknown aggregation {name!r}", status=404, aggregation=name)
     values = aggregation.parse_params(dict(request.GET.lists()))
-    deadline = deadline_from_header(
-        request.headers.get(DEADLINE_HEADER),
-        default_ms=aggregation.deadline_ms,
-        max_ms=settings.REQUEST_DEADLINE_MAX_MS,
+    # The request's deadline, narrowed to the aggregation's own: its default
+    # when the client asked for none, its maximum when it did.
+    deadline = active_deadline()
+    deadline = deadline.narrowed(
+        aggregation.max_deadline_ms if deadline.requested else aggregation.deadline_ms
     )
-    if deadline.budget * 1000 > aggregation.max_deadline_ms:
-        deadline = Deadline.from_ms(aggregation.max_deadline_ms, started=arrival())
     # One token is one client however many addresses it comes from: upstream
     # bulkheads and breakers share out by it.
     with (
+        deadline_scope(deadline),
         caller_scope(
             client=token_client(token),
             traffic_class=caller_or_anonymous().traffic_class,

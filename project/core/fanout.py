@@ -15,7 +15,7 @@ from gevent.lock import BoundedSemaphore
 from .caller import ANONYMOUS, Caller, activate_caller, current_caller
 from .deadline import Deadline, activate
 from .fair_share import ClassSlots
-from .pg_pool.pool import PoolTimeout
+from .pg_pool.errors import PoolTimeout
 from .request_context import activate_request_id, current_request_id
 from .status import Status
 
@@ -130,7 +130,7 @@ def fan_out(
         activate_caller(caller)  # its upstream calls take the request's client's share
         try:
             results[index] = _run_leg(
-                leg, deadline.leg_timeout(leg.timeout), time.monotonic()
+                leg, deadline.timeout(leg.timeout), time.monotonic()
             )
         finally:
             _legs_in_flight -= 1
@@ -176,15 +176,15 @@ def _take_slots(
     the deadline (or ``cancel``); False when they did not come in time."""
     if cancel is not None and cancel.is_set():
         return False
-    if not slots.acquire(timeout=max(0.0, deadline.remaining())):
+    if not slots.acquire(timeout=deadline.remaining()):
         return False
     if budget.try_acquire(holder):
         return True
     waiter = gevent.spawn(budget.acquire, holder)
     if cancel is None:
-        waiter.join(timeout=max(0.0, deadline.remaining()))
+        waiter.join(timeout=deadline.remaining())
     else:
-        gevent.wait([waiter, cancel], count=1, timeout=max(0.0, deadline.remaining()))
+        gevent.wait([waiter, cancel], count=1, timeout=deadline.remaining())
     if waiter.dead and waiter.successful():
         return True
     waiter.kill()  # a slot granted meanwhile is given back by acquire itself

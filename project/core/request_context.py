@@ -20,6 +20,10 @@ REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_KEY = "gevent_django.request_id"
 ROUTE_KEY = "gevent_django.route"
 SOURCES_KEY = "gevent_django.sources"
+# What the server edge leaves for Django: the request's deadline as the worker
+# read it on arrival (``deadline.request_deadline``), or the
+# ``deadline.InvalidTimeout`` its header raised.
+DEADLINE_KEY = "gevent_django.deadline"
 
 # What an id may look like: short, printable, and unable to close a SQL comment,
 # break a log line or a header.

@@ -33,7 +33,7 @@ def sleep_for(*, ms: int, deadline: Deadline) -> None:
 def run_slow_query(*, x: int, ms: int, deadline: Deadline) -> int:
     """Run the slow-SQL probe and return ``x * x`` computed by PostgreSQL."""
     try:
-        rows = run_query(SLOW_SQL, [ms, x, x], timeout=deadline.leg_timeout())
+        rows = run_query(SLOW_SQL, [ms, x, x], timeout=deadline.timeout())
     except TimeoutError as exc:
         raise ApiError(
             "query did not finish before the request deadline", status=504

@@ -3,8 +3,8 @@
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
+from project.core.deadline import active_deadline
 from project.core.status import Status
-from project.http.deadline import request_deadline
 from project.http.decorators import json_get
 from project.http.errors import ApiError
 from project.http.params import int_param
@@ -20,7 +20,7 @@ def _ms(request: HttpRequest) -> int:
 def delay(request: HttpRequest) -> JsonResponse:
     """Sleep ``ms`` milliseconds cooperatively, or 504 at the request's deadline."""
     ms = _ms(request)
-    deadline = request_deadline(request)
+    deadline = active_deadline()
     services.sleep_for(ms=ms, deadline=deadline)
     return JsonResponse({"slept_ms": ms})
 
@@ -32,7 +32,7 @@ def slow_sql(request: HttpRequest) -> JsonResponse:
         request.GET, "x", minimum=-settings.DEMO_MAX_X, maximum=settings.DEMO_MAX_X
     )
     ms = _ms(request)
-    deadline = request_deadline(request)
+    deadline = active_deadline()
     square = services.run_slow_query(x=x, ms=ms, deadline=deadline)
     return JsonResponse({"x": x, "square": square, "slept_ms": ms})
 
@@ -52,7 +52,7 @@ def fan_out(request: HttpRequest) -> JsonResponse:
         raise ApiError(
             "ask for at least one leg (http or sql)", param="http+sql", value=0
         )
-    deadline = request_deadline(request)
+    deadline = active_deadline()
     results = services.fan_out_probe(http=http, sql=sql, ms=ms, deadline=deadline)
     return JsonResponse(
         {

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
-from project.http.deadline import request_deadline
+from project.core.deadline import active_deadline
 from project.http.decorators import json_get
 from project.http.params import int_param
 
@@ -17,6 +17,6 @@ def product(request: HttpRequest) -> JsonResponse:
     ms = int_param(
         request.GET, "ms", minimum=0, maximum=settings.DEMO_MAX_MS, default=50
     )
-    deadline = request_deadline(request)
+    deadline = active_deadline()
     legs = services.product(sku=sku, ms=ms, deadline=deadline)
     return JsonResponse({"sku": sku, "legs": [leg.as_dict() for leg in legs]})

@@ -6,7 +6,7 @@ import gevent
 from django.db import connection
 
 from project.core.deadline import Deadline, deadline_scope
-from project.core.pg_pool.pool import PoolTimeout
+from project.core.pg_pool.errors import PoolTimeout
 from project.core.sql import run_query
 
 logger = logging.getLogger(__name__)

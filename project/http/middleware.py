@@ -10,9 +10,15 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 
 from project.core.caller import caller_scope, current_caller
-from project.core.deadline import Deadline, arrival, deadline_scope
-from project.core.pg_pool.pool import PoolTimeout
+from project.core.deadline import (
+    DEADLINE_HEADER,
+    InvalidTimeout,
+    deadline_scope,
+    request_deadline,
+)
+from project.core.pg_pool.errors import PoolTimeout
 from project.core.request_context import (
+    DEADLINE_KEY,
     REQUEST_ID_HEADER,
     REQUEST_ID_KEY,
     ROUTE_KEY,
@@ -121,19 +127,33 @@ class RefuseRequestBodyMiddleware:
 
 
 class RequestDeadlineMiddleware:
-    """Give every request the default deadline until its view sets its own.
+    """Run every request under its deadline; a malformed one is a 400.
 
-    Code far below the view (a pool checkout) reads it, so no wait outlasts the
-    request. Scoped: a keep-alive connection's next request starts afresh.
+    The deadline is the one the gunicorn worker read as the request arrived
+    (``DEADLINE_KEY`` in the environ); served otherwise (Django's test client,
+    ``runserver``) it is read here, by the same ``request_deadline``: the
+    ``X-Request-Timeout-Ms`` header within ``REQUEST_DEADLINE_MAX_MS``, or
+    ``REQUEST_DEADLINE_MS``. Code far below the view (a pool checkout) reads
+    it, so no wait outlasts the request; a view may narrow it. Scoped: a
+    keep-alive connection's next request starts afresh.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        """Run the request under ``REQUEST_DEADLINE_MS``."""
-        deadline = Deadline.from_ms(settings.REQUEST_DEADLINE_MS, started=arrival())
-        with deadline_scope(deadline):
+        """Run the request under its deadline, or answer 400 naming the header."""
+        carried = request.META.get(DEADLINE_KEY)
+        if carried is None:
+            try:
+                carried = request_deadline(
+                    request.headers.get(DEADLINE_HEADER), arrived=None
+                )
+            except InvalidTimeout as exc:
+                carried = exc
+        if isinstance(carried, InvalidTimeout):
+            return error_response(ApiError(str(carried), param=DEADLINE_HEADER))
+        with deadline_scope(carried):
             return self.get_response(request)
 
 

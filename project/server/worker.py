@@ -22,8 +22,15 @@ connections hold every slot for up to ``keepalive`` seconds and nobody else is
 accepted: 3,000 such connections kept ``/healthz`` waiting 9 s. A connection
 with a request in progress is never closed for this.
 
+Every request's deadline is read here, once, as it arrives: its
+``X-Request-Timeout-Ms`` or the default (``deadline.request_deadline``). It
+goes to the application in the WSGI environ (``DEADLINE_KEY``), where the
+middleware makes it the request's current deadline, so time spent waiting for
+admission counts against it; a header that is not valid goes there too, and
+the middleware answers it with a 400 naming the header.
+
 Every request (but exempt routes: probes, metrics) passes admission control
-(``project/core/admission``) after gunicorn has parsed it and before the WSGI
+(``project/server/admission``) after gunicorn has parsed it and before the WSGI
 application sees it: over the worker's adaptive limit it waits briefly for a
 slot or gets a canned 503 at once, for a fraction of a millisecond of CPU.
 
@@ -44,7 +51,8 @@ import os
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from typing import Any
 
 import gevent
@@ -54,8 +62,14 @@ from gunicorn.http import wsgi
 from gunicorn.workers import ggevent
 
 from project.core.caller import caller_scope
-from project.core.deadline import mark_arrival
+from project.core.deadline import (
+    DEADLINE_HEADER,
+    Deadline,
+    InvalidTimeout,
+    request_deadline,
+)
 from project.core.disconnect import client_gone_at_once
+from project.core.request_context import DEADLINE_KEY
 from project.core.route_priority import Priority, RoutePriorities, traffic_class
 from project.server.admission import runtime as admission
 from project.server.admission.refusal_budget import RETRY_AT_ONCE_S
@@ -240,6 +254,49 @@ def write_json_error(
     util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
+# As gunicorn's parser spells header names.
+_DEADLINE_HEADER = DEADLINE_HEADER.upper()
+
+# The deadline read for the request this greenlet serves, until gunicorn has
+# built its environ (after handle_request hands over): ``carrying_deadline``
+# puts it there.
+_carried: ContextVar[Deadline | InvalidTimeout | None] = ContextVar(
+    "carried_deadline", default=None
+)
+
+
+def read_deadline(
+    headers: list[tuple[str, str]], arrived: float
+) -> tuple[Deadline | InvalidTimeout, float]:
+    """The request's deadline (or what is wrong with its header) and, for
+    admission, when it is due: an invalid header's request gets the default,
+    its 400 is quick."""
+    # Repeated headers are joined, as in the environ: never a valid value.
+    values = [value for name, value in headers if name == _DEADLINE_HEADER]
+    try:
+        deadline = request_deadline(
+            ",".join(values) if values else None, arrived=arrived
+        )
+    except InvalidTimeout as exc:
+        return exc, request_deadline(None, arrived=arrived).expires
+    return deadline, deadline.expires
+
+
+def carrying_deadline(app: Callable[..., Any]) -> Callable[..., Any]:
+    """The WSGI ``app``, called with the deadline this worker read in its environ."""
+
+    def app_with_deadline(
+        environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        carried = _carried.get()
+        if carried is not None:
+            environ[DEADLINE_KEY] = carried
+        result: Iterable[bytes] = app(environ, start_response)
+        return result
+
+    return app_with_deadline
+
+
 def has_body(req: Any) -> bool:
     """Whether a parsed request announced a body (left unread if refused)."""
     for name, value in req.headers:
@@ -297,11 +354,17 @@ class GeventWorker(ggevent.GeventWorker):
     """gunicorn's gevent worker serving through ``BatchAcceptServer``, with
     admission control in front of the application."""
 
+    wsgi: Callable[..., Any]  # gunicorn's application (load_wsgi)
     waiting_connections: WaitingConnections
     client_keys: ClientKeys
     _route_priorities: RoutePriorities | None = None
     _last_reclaim_log = float("-inf")
     _unlogged_reclaims = 0
+
+    def load_wsgi(self) -> None:
+        """gunicorn's application, handed each request's deadline."""
+        super().load_wsgi()
+        self.wsgi = carrying_deadline(self.wsgi)
 
     def timeout_ctx(self) -> _Waiting:
         """gunicorn's header timeout (``keepalive`` s), listed as reclaimable."""
@@ -325,7 +388,8 @@ class GeventWorker(ggevent.GeventWorker):
         """Admit the request (or refuse it), then serve it as gunicorn does,
         as its client (``project.core.caller``: upstream shares by client)."""
         arrived = time.monotonic()
-        mark_arrival(arrived)
+        carried, due = read_deadline(req.headers, arrived)
+        _carried.set(carried)
         gate = admission.current()
         client = self.client_keys.key(addr, req.headers)
         priority = (gate.routes if gate else self._routes()).priority(req.path)
@@ -333,7 +397,7 @@ class GeventWorker(ggevent.GeventWorker):
             if gate is None or priority is Priority.EXEMPT:
                 return super().handle_request(listener_name, req, sock, addr)
             return self._admitted(
-                gate, priority, client, arrived, listener_name, req, sock, addr
+                gate, priority, client, arrived, due, listener_name, req, sock, addr
             )
 
     def _routes(self) -> RoutePriorities:
@@ -350,6 +414,7 @@ class GeventWorker(ggevent.GeventWorker):
         priority: Priority,
         client: str,
         arrived: float,
+        due: float,
         *args: Any,
     ) -> Any:
         """Serve a request that passes the gate (``args``: gunicorn's)."""
@@ -358,9 +423,7 @@ class GeventWorker(ggevent.GeventWorker):
         refused_at = getattr(connection, REFUSED_AT, None)
         if refused_at is not None and arrived - refused_at < RETRY_AT_ONCE_S:
             gate.gate.retried_at_once()
-        decision = gate.gate.enter(
-            priority, gate.deadline_at(req.headers, arrived), client
-        )
+        decision = gate.gate.enter(priority, due, client)
         if decision.reason is not None:
             # An unread body would be parsed as the next request: close instead.
             close = req.should_close() or has_body(req) or not self.alive

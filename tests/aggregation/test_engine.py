@@ -177,9 +177,6 @@ def test_three_sources_of_100_ms_take_one(upstream):
     assert body["data"]["c"] == [{"ms": 100, "slept": ""}]
     assert set(body["sources"]["a"]) == {"status", "latency_ms", "attempts"}
     assert body["deadline_ms"] == 2000 and body["elapsed_ms"] < 250
-    stats = agg.source_stats()["three.c"]
-    assert (stats["statuses"], stats["attempts"]) == ({"ok": 4}, 4)
-    assert stats["latency_ms_max"] >= 100
 
 
 def test_optional_source_past_the_deadline_is_partial(upstream):

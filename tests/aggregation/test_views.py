@@ -2,6 +2,9 @@
 
 import pytest
 
+from project.aggregation.engine import Aggregator
+from project.core.deadline import current_deadline
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TOKEN = "test-token-0123456789"
@@ -78,6 +81,43 @@ def test_client_deadline_is_honoured_and_capped(api, header, expected):
     """X-Request-Timeout-Ms sets the deadline, capped at max_deadline_ms."""
     response = api("/api/aggregate/demo/?x=1", **{"X-Request-Timeout-Ms": header})
     assert response.json()["deadline_ms"] == expected
+
+
+@pytest.mark.parametrize(
+    ("request_ms", "header", "expected"),
+    [
+        (15000, None, 400),  # the aggregation's default
+        (300, None, 300),  # a shorter request default wins
+        (15000, "600", 600),
+        (15000, "5000", 800),  # the aggregation's maximum
+        (700, "650", 650),
+    ],
+)
+def test_the_view_narrows_the_request_deadline_never_widens_it(
+    api, settings, request_ms, header, expected
+):
+    """The aggregation's deadline is the request's, cut to its own budget."""
+    settings.REQUEST_DEADLINE_MS = request_ms
+    headers = {"X-Request-Timeout-Ms": header} if header else {}
+    assert api("/api/aggregate/demo/?x=1", **headers).json()["deadline_ms"] == expected
+
+
+def test_the_view_runs_under_the_deadline_it_narrowed(api, monkeypatch):
+    """Everything the view does (a pool checkout in its own greenlet too)
+    waits no longer than the aggregation's deadline, not the request's 15 s."""
+    seen = []
+    run = Aggregator.run
+
+    def spy(self, aggregation, values, deadline, **kwargs):
+        seen.append((deadline, current_deadline()))
+        return run(self, aggregation, values, deadline, **kwargs)
+
+    monkeypatch.setattr(Aggregator, "run", spy)
+    assert api("/api/aggregate/demo/?x=1").status_code == 200
+    [(given, active)] = seen
+    assert round(given.budget * 1000) == 400
+    assert active is given
+    assert current_deadline() is None
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import pytest
 from django.test import override_settings
 
 from project.core import metrics
-from project.core.pg_pool.pool import PoolFull, PoolTimeout
+from project.core.pg_pool.errors import PoolFull, PoolTimeout
 from project.core.pg_pool.stats import MeteredPoolStats, PoolStats
 from project.core.sql import run_query
 from tests.core.test_pg_pool import FakeConnection, make_pool

@@ -7,7 +7,8 @@ import gevent
 import gevent.event
 import pytest
 
-from project.core.pg_pool.pool import ConnectionPool, PoolFull, PoolTimeout
+from project.core.pg_pool.errors import PoolFull, PoolTimeout
+from project.core.pg_pool.pool import ConnectionPool
 
 
 class FakeConnection:
@@ -49,7 +50,7 @@ def test_reuses_connections_without_extra_round_trips():
     assert again is first
     assert first.checks == 0
     assert pool.stats.created == 1
-    assert pool.stats.as_dict()["in_use"] == 1
+    assert pool.stats.in_use == 1
 
 
 def test_wait_is_bounded_by_the_callers_timeout():
@@ -340,7 +341,7 @@ def test_a_burst_opens_at_most_max_opening_connections_at_once():
     gevent.joinall([gevent.spawn(use) for _ in range(100)], raise_error=True)
     assert peak[0] == 2
     assert 2 < pool.stats.created < 50
-    assert pool.stats.as_dict()["in_use"] == 0 and pool.stats.waiting == 0
+    assert pool.stats.in_use == 0 and pool.stats.waiting == 0
 
 
 def test_a_failed_open_lets_the_next_waiter_open():
@@ -360,7 +361,7 @@ def test_a_failed_open_lets_the_next_waiter_open():
     failed = [c for c in calls if isinstance(c.exception, OSError)]
     assert len(failed) == 2
     assert sum(c.successful() for c in calls) == 4
-    assert pool.stats.as_dict()["in_use"] == 4
+    assert pool.stats.in_use == 4
 
 
 def test_oldest_wait_counts_only_while_every_connection_is_in_use():

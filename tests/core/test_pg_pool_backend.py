@@ -10,8 +10,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError, connection
 
 from project.core.deadline import Deadline, deadline_scope
-from project.core.pg_pool.base import all_pools
-from project.core.pg_pool.pool import PoolTimeout
+from project.core.pg_pool.errors import PoolTimeout
+from project.core.pg_pool.pools import all_pools
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

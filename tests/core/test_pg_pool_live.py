@@ -100,7 +100,7 @@ def test_database_restart_fails_fast_and_recovers(start_gunicorn, test_database_
     from django.db import connections
 
     from project import embedded_pg
-    from project.core.pg_pool.base import close_idle_connections
+    from project.core.pg_pool.pools import close_idle_connections
 
     if not settings.EMBEDDED_PG_DATA_DIR:
         pytest.skip("restarts the embedded test cluster; DATABASE_URL points elsewhere")

@@ -6,7 +6,7 @@ from django.db import connection
 
 from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
-from project.core.pg_pool.base import all_pools
+from project.core.pg_pool.pools import all_pools
 from project.core.sql import run_query, with_own_connection
 from tests.helpers import app_backends, pool_in_use
 

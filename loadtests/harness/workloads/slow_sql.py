@@ -37,7 +37,7 @@ SMALL_POOL_ENV = {"DB_POOL_SIZE": str(GTHREAD_THREADS)}
 
 def default_pool_size(url: str) -> int:
     """Connections per worker our pool takes by default on this database."""
-    from project.core.pg_pool.base import budget_size
+    from project.core.pg_pool.probes import budget_size
 
     conn = psycopg2.connect(url, connect_timeout=5, application_name="bench-sizer")
     try:

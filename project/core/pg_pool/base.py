@@ -16,22 +16,11 @@ from .pool import ConnectionPool
 from .pools import (
     POOL_OPTIONS,
     PoolKeys,
-    all_pools,
     checkout_wait,
     close_idle_connections,
     pool_for,
 )
-from .probes import budget_size
 from .session import TrackedConnection, TrackingCursor
-
-# Importers of this module find here what it held before the split.
-__all__ = [
-    "DatabaseCreation",
-    "DatabaseWrapper",
-    "all_pools",
-    "budget_size",
-    "close_idle_connections",
-]
 
 
 class DatabaseCreation(creation.DatabaseCreation):

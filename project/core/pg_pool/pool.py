@@ -24,22 +24,10 @@ from typing import Any
 
 from .capacity import size_from
 from .entry import Entry, close_quietly
-from .errors import PoolFull, PoolTimeout, too_many_clients
+from .errors import too_many_clients
 from .handoff import Grant, HandOff
 from .health import Health
 from .leaks import SCAN_INTERVAL_S, Checkouts
-from .maintenance import start_maintenance
-from .stats import WAIT_BUCKETS_MS, PoolStats
-
-# Importers of this module find here what it held before the split.
-__all__ = [
-    "WAIT_BUCKETS_MS",
-    "ConnectionPool",
-    "PoolFull",
-    "PoolStats",
-    "PoolTimeout",
-    "start_maintenance",
-]
 
 
 class ConnectionPool(HandOff):

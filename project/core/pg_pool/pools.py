@@ -112,8 +112,7 @@ def checkout_wait(options: dict[str, Any]) -> float:
     deadline = current_deadline()
     if deadline is None:
         return float(cap) if cap is not None else _NO_DEADLINE_WAIT_S
-    remaining = deadline.remaining()
-    return remaining if cap is None else min(float(cap), remaining)
+    return deadline.timeout(None if cap is None else float(cap))
 
 
 class PoolKeys:

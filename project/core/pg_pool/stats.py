@@ -4,7 +4,7 @@
 """
 
 import functools
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..metrics import (
@@ -49,10 +49,6 @@ class PoolStats:
                 self.wait_ms_buckets[index] += 1
                 return
         self.wait_ms_buckets[-1] += 1
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the counters as a dict (for logs and metrics)."""
-        return asdict(self)
 
 
 class MeteredPoolStats(PoolStats):

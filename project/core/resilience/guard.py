@@ -150,9 +150,7 @@ def guarded_call(
     budget.on_call()
     attempts = 0
     while True:
-        timeout = deadline.remaining() - margin_s
-        if timeout_s is not None:
-            timeout = min(timeout_s, timeout)
+        timeout = deadline.timeout(timeout_s, margin_s=margin_s)
         if timeout <= 0:
             _count_refused(bulkhead, Status.TIMEOUT)
             raise Refused(
@@ -200,7 +198,7 @@ def _retry_pause(
     pause = budget.config.pause(attempts, rng)
     # Never past the deadline: the pause and at least a little of an attempt
     # must fit in what is left.
-    if pause + _MIN_ATTEMPT_S >= deadline.remaining() - margin_s:
+    if pause + _MIN_ATTEMPT_S >= deadline.timeout(margin_s=margin_s):
         return None
     return pause if budget.try_retry() else None
 

@@ -20,14 +20,13 @@ from .refusal import Refusals
 
 logger = logging.getLogger("project.admission")
 
-DEADLINE_HEADER = "X-REQUEST-TIMEOUT-MS"  # as gunicorn's parser spells header names
 # At most one "shedding" warning per this many seconds.
 LOG_INTERVAL_S = 10.0
 
 
 class WorkerAdmission:
-    """The gate plus what the worker needs around it: priorities, deadlines,
-    canned refusals."""
+    """The gate plus what the worker needs around it: priorities and canned
+    refusals."""
 
     def __init__(
         self,
@@ -35,31 +34,10 @@ class WorkerAdmission:
         *,
         routes: RoutePriorities,
         refusals: Refusals,
-        default_deadline_ms: int,
-        max_deadline_ms: int,
     ) -> None:
         self.gate = gate
         self.routes = routes
         self.refusals = refusals
-        self.default_deadline_s = default_deadline_ms / 1000.0
-        self.max_deadline_ms = max_deadline_ms
-
-    def deadline_at(self, headers: list[tuple[str, str]], arrived: float) -> float:
-        """When the request is due: its ``X-Request-Timeout-Ms`` or the default.
-
-        A malformed header counts as the default here; Django answers it with
-        a 400 naming the header.
-        """
-        for name, value in headers:
-            if name == DEADLINE_HEADER:
-                value = value.strip()
-                # Length first: int() of thousands of digits is slow, then refused.
-                if len(value) <= 9 and value.isascii() and value.isdigit():
-                    ms = int(value)
-                    if 0 < ms <= self.max_deadline_ms:
-                        return arrived + ms / 1000.0
-                break
-        return arrived + self.default_deadline_s
 
 
 class ShedLog:
@@ -188,7 +166,5 @@ def install(worker_connections: int) -> WorkerAdmission | None:
         gate,
         routes=RoutePriorities.parse(settings.SHED_ROUTES),
         refusals=Refusals(settings.SHED_RETRY_AFTER_S),
-        default_deadline_ms=settings.REQUEST_DEADLINE_MS,
-        max_deadline_ms=settings.REQUEST_DEADLINE_MAX_MS,
     )
     return _current

@@ -1,54 +1,14 @@
-"""One worker's admission: deadlines from headers, settings, logs and metrics."""
+"""One worker's admission: settings, logs and metrics."""
 
 import logging
 
-import pytest
 from django.test import override_settings
 
-from project.core.route_priority import DEFAULT_ROUTES, Priority, RoutePriorities
+from project.core.route_priority import Priority
 from project.server.admission import runtime
 from project.server.admission.gate import Gate, GateConfig
 from project.server.admission.limit import LimitConfig
-from project.server.admission.refusal import Refusals
 from tests.metrics_samples import sample
-
-
-def worker_admission(gate: Gate | None = None) -> runtime.WorkerAdmission:
-    """A WorkerAdmission with a 15 s default deadline and a 60 s maximum."""
-    return runtime.WorkerAdmission(
-        gate or Gate(GateConfig()),
-        routes=RoutePriorities.parse(DEFAULT_ROUTES),
-        refusals=Refusals(1),
-        default_deadline_ms=15000,
-        max_deadline_ms=60000,
-    )
-
-
-@pytest.mark.parametrize(
-    ("value", "seconds"),
-    [
-        ("250", 0.25),
-        (" 60000 ", 60.0),
-        ("0", 15.0),
-        ("60001", 15.0),
-        ("-5", 15.0),
-        ("+1", 15.0),
-        ("１２", 15.0),
-        ("9" * 5000, 15.0),
-        ("", 15.0),
-    ],
-)
-def test_deadline_from_the_header_or_the_default(value, seconds):
-    """A valid X-Request-Timeout-Ms sets the deadline; anything else is the
-    default here (Django answers it with a 400), never an exception."""
-    admission = worker_admission()
-    headers = [("HOST", "x"), ("X-REQUEST-TIMEOUT-MS", value)]
-    assert admission.deadline_at(headers, 100.0) == pytest.approx(100.0 + seconds)
-
-
-def test_no_header_means_the_default_deadline():
-    """Without the header the request gets REQUEST_DEADLINE_MS."""
-    assert worker_admission().deadline_at([("HOST", "x")], 0.0) == 15.0
 
 
 def test_config_from_settings_uses_worker_connections_for_no_maximum(settings):
