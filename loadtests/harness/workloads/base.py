@@ -21,6 +21,10 @@ ASYNCIO = "asyncio"
 # A bare gevent WSGI fan-out (loadtests/floor): what W1 costs at the least.
 FLOOR = "floor"
 GTHREAD = "gthread"
+# Django's own pool on psycopg 3 (loadtests/pg3pool): what W2 would be without ours.
+PG3POOL = "pg3pool"
+# Servers that answer one workload's endpoint only (``Workload.rivals``).
+RIVALS = (ASYNCIO, FLOOR, PG3POOL)
 # ``--compare env:KEY=VALUE[,KEY=VALUE]``: this tree again, with those settings.
 ENV_PREFIX = "env:"
 
@@ -45,8 +49,8 @@ class Server:
     """One server of a round: its label, worker model, settings and checkout.
 
     ``mode`` is a gunicorn worker model (``servers.SERVER_MODES``),
-    ``asyncio`` for the asyncio baseline or ``floor`` for the bare fan-out;
-    ``env`` and ``args`` come last.
+    ``asyncio`` for the asyncio baseline, ``floor`` for the bare fan-out or
+    ``pg3pool`` for Django's own pool; ``env`` and ``args`` come last.
     """
 
     label: str
@@ -106,8 +110,8 @@ class Workload(ABC):
     locustfile: str
     # Its servers call the stub upstream, started once for all rounds.
     needs_upstream = True
-    # The asyncio baseline and the floor answer W1's endpoint only.
-    serves_asyncio = False
+    # The rivals (of RIVALS) that answer this workload's endpoint.
+    rivals: tuple[str, ...] = ()
     columns: list[Column] = []
     ratios = [Ratio("req/s ratio", "rps"), Ratio("p99 ratio", "p99")]
 
