@@ -134,6 +134,11 @@ def start_floor(processes: Processes, *, upstream: str, workers: int = 2) -> str
             str(FLOOR_KEEPALIVE_S),
             "--bind",
             f"127.0.0.1:{port}",
+            # Not the service's gunicorn.conf.py, which gunicorn would load from
+            # the working directory: no hooks, no logger, no recycling.
+            "--config",
+            "python:loadtests.floor",
+            "--no-control-socket",
             "loadtests.floor.app:application",
         ],
         "gunicorn-floor",
