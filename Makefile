@@ -81,14 +81,17 @@ capacity: install-loadtest
 ## BENCH_ARGS="--rounds 1 --seconds 10 --users 100".
 BENCH_ARGS ?=
 
-## W2 on gevent + pool vs gthread, each on its defaults and on the other's database budget (about 12 minutes).
+## W2 on gevent + pool vs gthread, each on its defaults and on the other's database
+## budget, and our pool of 32 vs Django's own pool on psycopg 3 (pg3pool, its own
+## venv under .data/) on the same budget (about 15 minutes).
 bench-db: install-loadtest
-	$(PY) -m loadtests.bench --workload W2 --compare gthread $(BENCH_ARGS)
+	$(PY) -m loadtests.bench --workload W2 --compare gthread --compare pg3pool $(BENCH_ARGS)
 
-## W1 fan-out HTTP on 2 gevent workers against the stub, and the asyncio baseline
-## (aiohttp under uvicorn) in the same rounds (about 7 minutes).
+## W1 fan-out HTTP on 2 gevent workers against the stub, the floor (a bare gevent
+## WSGI fan-out under gunicorn's gevent worker, no Django) and the asyncio baseline
+## (aiohttp under uvicorn) in the same rounds (about 10 minutes).
 bench-fanout: install-loadtest
-	$(PY) -m loadtests.bench --workload W1 --compare asyncio $(BENCH_ARGS)
+	$(PY) -m loadtests.bench --workload W1 --compare floor --compare asyncio $(BENCH_ARGS)
 
 ## The aggregation API (5 HTTP + 1 SQL sources) at 10/100/400 users (~4 minutes).
 bench-aggregate: install-loadtest

@@ -60,7 +60,7 @@ AGGREGATIONS_FILE = DEPLOY_DIR / "aggregations.toml"
 REDIS_MAXMEMORY = "64mb"
 INSTANCES = 2
 # Each instance's pool, per worker: PgBouncer's max_client_conn is the budget
-# (README, Deployment), and PgBouncer's few server connections are shared.
+# (deploy/README.md), and PgBouncer's few server connections are shared.
 DB_POOL_SIZE = 20
 PGBOUNCER_SERVER_CONNECTIONS = 10
 PGBOUNCER_MAX_CLIENT_CONN = 500

@@ -55,6 +55,59 @@ PARTS = {
 }
 
 
+# Exclusive components: a sample is charged to the innermost frame of the
+# service's own path that matches one (gevent's and native frames are skipped
+# as plumbing: a socket read charges whoever called it), so the shares add up
+# to 100 % and say what each piece costs per request. A middleware is charged
+# by its class name (its own frames only: what it calls is charged there).
+COMPONENTS = {
+    "JSON encode/decode": ("json/",),
+    "logging": (
+        "logging/",
+        "project/server/log_format.py",
+        "project/server/log_filters.py",
+        "project/server/access_log.py",
+    ),
+    "metrics": (
+        "prometheus_client/",
+        "project/core/metrics.py",
+        "project/core/upstream_metrics.py",
+    ),
+    "HTTP client (outbound)": ("geventhttpclient/", "project/core/outbound/"),
+    "fan-out machinery": ("project/core/fanout.py", "project/core/fair_share.py"),
+    "request context (deadline, caller, request id)": (
+        "project/core/deadline.py",
+        "project/core/caller.py",
+        "project/core/request_context.py",
+        "contextvars",
+    ),
+    "admission": ("project/server/admission/", "project/core/route_priority.py"),
+    "middleware": ("project/http/middleware.py", "project/observability/middleware.py"),
+    "view (project/demo, project/http)": ("project/demo/", "project/http/"),
+    "our gunicorn worker": ("project/server/worker.py",),
+    "gunicorn (parse, write)": ("gunicorn/",),
+    "Django request handling": ("django/", "asgiref/"),
+}
+PLUMBING = ("gevent/", "greenlet")
+HUB = "gevent hub (loop, switches, timers)"
+
+
+def component_of(frames: list[str]) -> str:
+    """The component a sample's stack (root first) is charged to."""
+    for frame in reversed(frames):
+        path = frame_file(frame)
+        if not path or path.startswith(PLUMBING):
+            continue
+        for component, fragments in COMPONENTS.items():
+            if path.startswith(fragments):
+                if component == "middleware":
+                    owner = frame.split(" (", 1)[0].split(".", 1)[0]
+                    return f"middleware: {owner}"
+                return component
+        return "other: " + package_of(path)
+    return HUB
+
+
 def frame_file(frame: str) -> str:
     """The file path of a py-spy frame ``function (path:line)``; '' if none."""
     if frame.endswith(")") and " (" in frame:
@@ -73,23 +126,29 @@ def package_of(path: str) -> str:
     return parts[0].removesuffix(".py")
 
 
-def summarise(raw: Path) -> tuple[int, dict[str, int], collections.Counter]:
-    """Parse collapsed stacks: (total samples, inclusive counts, self counts)."""
+def summarise(
+    raw: Path,
+) -> tuple[int, dict[str, int], collections.Counter, collections.Counter]:
+    """Parse collapsed stacks: (total samples, inclusive counts, self counts by
+    package, exclusive counts by component)."""
     total = 0
     inclusive = dict.fromkeys(PARTS, 0)
-    leaf = collections.Counter()
+    leaf: collections.Counter = collections.Counter()
+    components: collections.Counter = collections.Counter()
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        files = [frame_file(frame) for frame in stack.split(";")]
+        frames = stack.split(";")
+        files = [frame_file(frame) for frame in frames]
         total += count
         for part, fragments in PARTS.items():
             if any(f.startswith(fragments) for f in files):
                 inclusive[part] += count
         leaf[package_of(next((f for f in reversed(files) if f), ""))] += count
-    return total, inclusive, leaf
+        components[component_of(frames)] += count
+    return total, inclusive, leaf, components
 
 
 def record(master_pid: int, seconds: int, out: Path) -> None:
@@ -155,13 +214,17 @@ def main(argv: list[str] | None = None) -> int:
         processes.stop(locust)
         if args.keep:
             shutil.copyfile(raw, args.keep)
-        total, inclusive, leaf = summarise(raw)
+        total, inclusive, leaf, components = summarise(raw)
     label = args.rev or "this tree"
     print(f"W1 at {args.users} users, {label}: {total} on-CPU samples in workers")
     print("| part of the path (inclusive) | share of worker CPU |")
     print("|---|---|")
     for part, count in inclusive.items():
         print(f"| {part} | {100 * count / max(total, 1):.1f}% |")
+    print("\n| component (exclusive: its own frames) | share of worker CPU |")
+    print("|---|---|")
+    for component, count in components.most_common():
+        print(f"| {component} | {100 * count / max(total, 1):.1f}% |")
     print("\n| package (self time) | share |")
     print("|---|---|")
     for package, count in leaf.most_common(12):

@@ -1,7 +1,8 @@
 """The servers a load run measures, each started through a ``devtools``
 ``Processes`` so it is stopped with the run: gunicorn in a worker model
-(``devtools.gunicorn``, the starter the tests and the stack use too) and the
-asyncio baseline; and the database they serve from."""
+(``devtools.gunicorn``, the starter the tests and the stack use too), the
+asyncio baseline, the floor of W1 and the psycopg 3 rival of W2; and the
+database they serve from."""
 
 import os
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 from devtools.gunicorn import start_gunicorn, with_query
 from devtools.ports import free_port, wait_for_http
 from devtools.processes import BASE_DIR, Processes
+from loadtests.harness.pg3pool_venv import ensure_venv
 
 # Extra gunicorn arguments, environment and DATABASE_URL query per worker
 # model. gthread is the threaded baseline: Django's own backend, one connection
@@ -102,5 +104,112 @@ def start_asyncio_baseline(
     )
     base = f"http://127.0.0.1:{port}"
     wait_for_http(base + "/demo/fan-out/?http=1&ms=0", process)
+    processes.servers[base] = process
+    return base
+
+
+# The floor's gunicorn: the service's defaults (gunicorn.conf.py) for what
+# bounds throughput, with gunicorn's stock gevent worker and no config file.
+FLOOR_WORKER_CONNECTIONS = 1000
+FLOOR_BACKLOG = 2048
+FLOOR_KEEPALIVE_S = 5
+
+
+def start_floor(processes: Processes, *, upstream: str, workers: int = 2) -> str:
+    """Start the floor of W1 (``loadtests/floor``) under gunicorn's stock gevent
+    worker; return its URL. ``upstream`` is the stub its fan-out calls."""
+    port = free_port()
+    process = processes.popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--worker-class",
+            "gevent",
+            "--workers",
+            str(workers),
+            "--worker-connections",
+            str(FLOOR_WORKER_CONNECTIONS),
+            "--backlog",
+            str(FLOOR_BACKLOG),
+            "--keep-alive",
+            str(FLOOR_KEEPALIVE_S),
+            "--bind",
+            f"127.0.0.1:{port}",
+            # Not the service's gunicorn.conf.py, which gunicorn would load from
+            # the working directory: no hooks, no logger, no recycling.
+            "--config",
+            "python:loadtests.floor",
+            "--no-control-socket",
+            "loadtests.floor.app:application",
+        ],
+        "gunicorn-floor",
+        env={
+            **os.environ,
+            "DEMO_UPSTREAM_URL": upstream,
+            "WORKER_CONNECTIONS": str(FLOOR_WORKER_CONNECTIONS),
+        },
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for_http(base + "/demo/fan-out/?http=1&ms=0", process)
+    processes.servers[base] = process
+    return base
+
+
+def start_pg3pool(
+    processes: Processes,
+    *,
+    database_url: str,
+    pool_size: int,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+) -> str:
+    """Start the psycopg 3 rival of W2 (``loadtests/pg3pool``: Django's own pool
+    of ``pool_size`` connections a worker) under gunicorn's stock gevent worker,
+    from its own venv (built first if needed); return its URL.
+
+    The same worker connections, backlog and keep-alive as the floor: the
+    service's defaults. ``env`` comes last (``DB_APPLICATION_NAME`` names its
+    connections, as the service's)."""
+    python = ensure_venv()
+    port = free_port()
+    process = processes.popen(
+        [
+            str(python),
+            "-m",
+            "gunicorn",
+            "--worker-class",
+            "gevent",
+            "--workers",
+            str(workers),
+            "--worker-connections",
+            str(FLOOR_WORKER_CONNECTIONS),
+            "--backlog",
+            str(FLOOR_BACKLOG),
+            "--keep-alive",
+            str(FLOOR_KEEPALIVE_S),
+            "--bind",
+            f"127.0.0.1:{port}",
+            # Not the service's gunicorn.conf.py (gunicorn reads it from the
+            # working directory): the rival's package, which sets nothing.
+            "--config",
+            "python:loadtests.pg3pool",
+            # gunicorn's default control socket is one per user: a second
+            # gunicorn on the host would take it over. Nothing steers the rival.
+            "--no-control-socket",
+            "loadtests.pg3pool.wsgi:application",
+        ],
+        "gunicorn-pg3pool",
+        env={
+            **os.environ,
+            # The caller's may name the service's settings.
+            "DJANGO_SETTINGS_MODULE": "loadtests.pg3pool.settings",
+            "DATABASE_URL": database_url,
+            "DB_POOL_SIZE": str(pool_size),
+            **(env or {}),
+        },
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for_http(base + "/demo/slow-sql/?x=1&ms=0", process)
     processes.servers[base] = process
     return base

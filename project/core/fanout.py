@@ -106,8 +106,9 @@ def fan_out(
 ) -> list[LegResult]:
     """Run ``legs`` at once (``max_concurrency`` in flight); return results in order.
 
-    Each leg gets ``min(leg.timeout, deadline.remaining())`` and is interrupted
-    by a ``gevent.Timeout`` when it overruns. Whatever is still running when the
+    Each leg gets ``min(leg.timeout, deadline.remaining())``: a leg capped by
+    its own ``timeout`` is interrupted by a ``gevent.Timeout`` when it overruns
+    it, any other at the deadline. Whatever is still running when the
     deadline passes is killed, not just abandoned: ``joinall(timeout=...)`` only
     stops waiting, and an abandoned leg would keep its socket or DB connection.
     Setting ``cancel`` (e.g. the client went away) kills the legs at once too.
@@ -129,9 +130,12 @@ def fan_out(
         activate_request_id(request_id)  # its logs, queries and calls name the request
         activate_caller(caller)  # its upstream calls take the request's client's share
         try:
-            results[index] = _run_leg(
-                leg, deadline.timeout(leg.timeout), time.monotonic()
-            )
+            timeout = deadline.timeout(leg.timeout)
+            # A leg capped below the deadline needs a timer of its own; one that
+            # may run to the deadline is killed there by _join_or_kill, so a
+            # timer of its own (1.8 % of a W1 worker) would only fire with it.
+            own_timer = leg.timeout is not None and leg.timeout < deadline.timeout()
+            results[index] = _run_leg(leg, timeout, time.monotonic(), own_timer)
         finally:
             _legs_in_flight -= 1
 
@@ -209,7 +213,9 @@ def _join_or_kill(
         gevent.killall(unfinished, block=True, timeout=5)
 
 
-def _run_leg(leg: Leg, timeout: float, leg_started: float) -> LegResult:
+def _run_leg(
+    leg: Leg, timeout: float, leg_started: float, own_timer: bool
+) -> LegResult:
     def elapsed() -> float:
         return (time.monotonic() - leg_started) * 1000.0
 
@@ -218,7 +224,10 @@ def _run_leg(leg: Leg, timeout: float, leg_started: float) -> LegResult:
             leg.name, Status.TIMEOUT, error="no time left before the deadline"
         )
     try:
-        with gevent.Timeout(timeout, _LegTimeout):
+        if own_timer:
+            with gevent.Timeout(timeout, _LegTimeout):
+                value = leg.call(timeout)
+        else:
             value = leg.call(timeout)
     except (_LegTimeout, TimeoutError) as exc:
         message = str(exc) or f"no answer within {timeout * 1000:.0f} ms"

@@ -174,7 +174,7 @@ def test_legs_that_never_got_a_slot_say_so_and_leak_none(monkeypatch):
         "hog", "normal", [Leg(f"l{i}", sleeper(1.0)) for i in range(3)], 0.2
     ).get()
     assert [(r.status, r.error) for r in results] == [
-        ("timeout", "no answer within 200 ms"),
+        ("timeout", "killed at the request deadline"),
         ("timeout", "no free slot before the deadline"),
         ("timeout", "no free slot before the deadline"),
     ]

@@ -59,10 +59,76 @@ def test_compare_env_refuses_a_malformed_pair(item: str, capsys) -> None:
 
 
 @pytest.mark.parametrize("workload", ["W2", "AGG"])
-def test_asyncio_baseline_serves_w1_only(workload: str) -> None:
-    """The asyncio rival answers the fan-out only: other workloads refuse it."""
+@pytest.mark.parametrize("rival", ["asyncio", "floor"])
+def test_the_fan_out_rivals_serve_w1_only(workload: str, rival: str, capsys) -> None:
+    """The asyncio and floor rivals answer the fan-out only: other workloads
+    refuse them."""
     with pytest.raises(SystemExit):
-        bench.parse_args(["--workload", workload, "--compare", "asyncio"])
+        bench.parse_args(["--workload", workload, "--compare", rival])
+    message = f"the {rival} rival serves W1 only, not {workload}"
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workload", ["W1", "AGG"])
+def test_the_pg3pool_rival_serves_w2_only(workload: str, capsys) -> None:
+    """Django's own pool answers the slow-SQL probe only: other workloads refuse it."""
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--workload", workload, "--compare", "pg3pool"])
+    message = f"the pg3pool rival serves W2 only, not {workload}"
+    assert message in capsys.readouterr().err
+    assert bench.parse_args(["--workload", "W2", "--compare", "pg3pool"]).compare == [
+        "pg3pool"
+    ]
+
+
+def test_pg3pool_runs_against_our_pool_on_its_budget() -> None:
+    """``--compare pg3pool``: our pool of 32 and the rival on the same 32
+    connections a worker, compared with each other; an ``env:`` override too."""
+    w2 = WORKLOADS["W2"]
+    servers = w2.servers(["pg3pool", "env:SHED_ENABLED=false"], {}, "postgres://")
+    assert [(s.label, s.mode, s.env) for s in servers] == [
+        ("gevent", "gevent", {}),
+        ("gevent pool 32", "gevent", {"DB_POOL_SIZE": "32"}),
+        ("pg3pool", "pg3pool", {"DB_POOL_SIZE": "32"}),
+        ("env:SHED_ENABLED=false", "gevent", {"SHED_ENABLED": "false"}),
+    ]
+    assert w2.comparisons(servers) == [
+        ("gevent pool 32 / pg3pool", "gevent pool 32", "pg3pool"),
+        ("env:SHED_ENABLED=false / pg3pool", "env:SHED_ENABLED=false", "pg3pool"),
+    ]
+
+
+def test_bench_db_runs_gthread_and_pg3pool(monkeypatch) -> None:
+    """make bench-db's list: the four runs of gthread, then pg3pool; our pool of
+    32 runs once and meets both rivals."""
+    monkeypatch.setattr(slow_sql_workload, "default_pool_size", lambda url: 143)
+    w2 = WORKLOADS["W2"]
+    servers = w2.servers(["gthread", "pg3pool"], {}, "postgres://")
+    assert [s.label for s in servers] == [
+        "gevent",
+        "gthread",
+        "gevent pool 32",
+        "gthread 143 threads",
+        "pg3pool",
+    ]
+    assert [c[0] for c in w2.comparisons(servers)] == [
+        "defaults",
+        "budget of gthread",
+        "budget of gevent",
+        "gevent pool 32 / pg3pool",
+    ]
+
+
+def test_the_floor_is_a_server_of_its_own_mode() -> None:
+    """``--compare floor`` adds the floor, compared with this tree."""
+    servers = WORKLOADS["W1"].servers(["floor"], {}, "")
+    assert [(s.label, s.mode) for s in servers] == [
+        ("this tree", "gevent"),
+        ("floor", "floor"),
+    ]
+    assert WORKLOADS["W1"].comparisons(servers) == [
+        ("this tree / floor", "this tree", "floor")
+    ]
 
 
 def test_w1_servers_and_comparisons() -> None:

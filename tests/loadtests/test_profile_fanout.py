@@ -19,7 +19,7 @@ def test_summary_counts_inclusive_parts_and_self_time(tmp_path: Path) -> None:
     """Inclusive shares count every part on the stack; self time goes to the leaf."""
     raw = tmp_path / "stacks.txt"
     raw.write_text(STACKS)
-    total, inclusive, leaf = summarise(raw)
+    total, inclusive, leaf, _ = summarise(raw)
     assert total == 10
     assert inclusive["outbound HTTP client, all of it"] == 5
     assert inclusive["  geventhttpclient"] == 5

@@ -18,7 +18,13 @@ from loadtests.harness.paths import BASE_DIR
 WORKERS = 2
 THIS_TREE = "this tree"
 ASYNCIO = "asyncio"
+# A bare gevent WSGI fan-out (loadtests/floor): what W1 costs at the least.
+FLOOR = "floor"
 GTHREAD = "gthread"
+# Django's own pool on psycopg 3 (loadtests/pg3pool): what W2 would be without ours.
+PG3POOL = "pg3pool"
+# Servers that answer one workload's endpoint only (``Workload.rivals``).
+RIVALS = (ASYNCIO, FLOOR, PG3POOL)
 # ``--compare env:KEY=VALUE[,KEY=VALUE]``: this tree again, with those settings.
 ENV_PREFIX = "env:"
 
@@ -42,8 +48,9 @@ def env_override(item: str) -> dict[str, str] | None:
 class Server:
     """One server of a round: its label, worker model, settings and checkout.
 
-    ``mode`` is a gunicorn worker model (``servers.SERVER_MODES``) or
-    ``asyncio`` for the asyncio baseline; ``env`` and ``args`` come last.
+    ``mode`` is a gunicorn worker model (``servers.SERVER_MODES``),
+    ``asyncio`` for the asyncio baseline, ``floor`` for the bare fan-out or
+    ``pg3pool`` for Django's own pool; ``env`` and ``args`` come last.
     """
 
     label: str
@@ -103,8 +110,8 @@ class Workload(ABC):
     locustfile: str
     # Its servers call the stub upstream, started once for all rounds.
     needs_upstream = True
-    # The asyncio baseline answers W1's endpoint only.
-    serves_asyncio = False
+    # The rivals (of RIVALS) that answer this workload's endpoint.
+    rivals: tuple[str, ...] = ()
     columns: list[Column] = []
     ratios = [Ratio("req/s ratio", "rps"), Ratio("p99 ratio", "p99")]
 
@@ -123,14 +130,14 @@ class Workload(ABC):
     def servers(
         self, compare: list[str], trees: dict[str, Path], database_url: str
     ) -> list[Server]:
-        """This tree first, then each ``--compare``: asyncio, gthread, this tree
+        """This tree first, then each ``--compare``: asyncio, floor, gthread, this tree
         with ``env:`` overrides, or a revision."""
         servers = [Server(THIS_TREE)]
         for item in compare:
             override = env_override(item)
             if override is not None:
                 servers.append(Server(item, env=override))
-            elif item in (ASYNCIO, GTHREAD):
+            elif item in (ASYNCIO, FLOOR, GTHREAD):
                 servers.append(Server(item, mode=item))
             else:
                 servers.append(Server(item, tree=trees[item]))

@@ -18,7 +18,14 @@ from loadtests.harness.locust_run import (
     read_failures_csv,
     read_stats_csv,
 )
-from loadtests.harness.workloads.base import Column, Ratio, Target, Workload
+from loadtests.harness.workloads.base import (
+    ASYNCIO,
+    FLOOR,
+    Column,
+    Ratio,
+    Target,
+    Workload,
+)
 
 LEGS = 10
 LEG_MS = 50
@@ -40,7 +47,7 @@ class FanOut(Workload):
     name = "W1"
     title = f"W1 /demo/fan-out/?http={LEGS}&ms={LEG_MS}"
     locustfile = "fanout_http.py"
-    serves_asyncio = True
+    rivals = (ASYNCIO, FLOOR)
     columns = [
         Column("worker CPU ms/req", "cpu_ms", "{:.2f}"),
         Column("upstream conns", "connections"),

@@ -1,11 +1,15 @@
-"""W2, slow SQL: ``/demo/slow-sql/?x=7&ms=50`` on gevent + pool, against gthread.
+"""W2, slow SQL: ``/demo/slow-sql/?x=7&ms=50`` on gevent + pool, against gthread
+and against Django's own pool on psycopg 3.
 
 Compared with gthread, four servers run per round: gevent with the pool on its
 defaults (sized from the database's budget), gthread on its defaults (32
 threads, Django's own backend, ``CONN_MAX_AGE=60``), then each with the other's
 database budget (gevent with a pool of 32, gthread with as many threads as our
-default pool). Another revision runs with a pool of 32, against this tree's.
-Each run records the peak of the server's PostgreSQL backends.
+default pool). ``pg3pool`` (``loadtests/pg3pool``: Django 5.2's
+``OPTIONS["pool"]`` under gunicorn's gevent worker) runs on the budget of our
+pool of 32, against it. Another revision runs with a pool of 32, against this
+tree's. Each run records the peak of the server's PostgreSQL backends and its
+workers' CPU per request.
 """
 
 import threading
@@ -19,13 +23,16 @@ from loadtests.harness.locust_run import admitted_headline, read_stats_csv
 from loadtests.harness.paths import BASE_DIR
 from loadtests.harness.workloads.base import (
     GTHREAD,
+    PG3POOL,
     WORKERS,
     Column,
+    Ratio,
     Server,
     Target,
     Workload,
     env_override,
 )
+from loadtests.harness.workloads.fanout import workers_cpu_seconds
 
 APPLICATION_NAME = "bench-db"
 ENDPOINT = "/demo/slow-sql/"  # slow_sql.py's name
@@ -72,13 +79,23 @@ class PeakBackends(threading.Thread):
 
 
 class SlowSql(Workload):
-    """W2 on this tree, against gthread on either budget and other revisions."""
+    """W2 on this tree, against gthread on either budget, Django's own pool and
+    other revisions."""
 
     name = "W2"
     title = "W2 /demo/slow-sql/?ms=50"
     locustfile = "slow_sql.py"
     needs_upstream = False
-    columns = [Column("peak backends", "peak_backends")]
+    rivals = (PG3POOL,)
+    columns = [
+        Column("worker CPU ms/req", "cpu_ms", "{:.2f}"),
+        Column("peak backends", "peak_backends"),
+    ]
+    ratios = [
+        Ratio("req/s ratio", "rps"),
+        Ratio("p99 ratio", "p99"),
+        Ratio("CPU/req ratio", "cpu_ms"),
+    ]
 
     def server_database_url(self, url: str) -> str:
         """A name on every connection, so the sampler counts only these."""
@@ -87,10 +104,14 @@ class SlowSql(Workload):
     def servers(
         self, compare: list[str], trees: dict[str, Path], database_url: str
     ) -> list[Server]:
-        """gevent; with gthread the three others; a revision's pool of 32 last."""
+        """gevent; with gthread the three others; with pg3pool or a revision our
+        pool of 32 (if gthread did not bring it), then pg3pool; a revision's pool
+        of 32; each ``env:`` override last."""
         servers = [Server(GEVENT)]
         overrides = [item for item in compare if env_override(item) is not None]
-        revisions = [item for item in compare if item not in (GTHREAD, *overrides)]
+        revisions = [
+            item for item in compare if item not in (GTHREAD, PG3POOL, *overrides)
+        ]
         if GTHREAD in compare:
             threads = str(default_pool_size(database_url))
             servers += [
@@ -100,8 +121,10 @@ class SlowSql(Workload):
                     f"gthread {threads} threads", GTHREAD, args=("--threads", threads)
                 ),
             ]
-        elif revisions:
+        elif revisions or PG3POOL in compare:
             servers.append(Server(SMALL_POOL, env=SMALL_POOL_ENV))
+        if PG3POOL in compare:
+            servers.append(Server(PG3POOL, mode=PG3POOL, env=SMALL_POOL_ENV))
         servers += [
             Server(f"{rev} pool {GTHREAD_THREADS}", env=SMALL_POOL_ENV, tree=trees[rev])
             for rev in revisions
@@ -110,7 +133,8 @@ class SlowSql(Workload):
         return servers
 
     def comparisons(self, servers: list[Server]) -> list[tuple[str, str, str]]:
-        """Defaults with defaults, each model on the other's budget, the pools."""
+        """Defaults with defaults, each model on the other's budget, our pool of
+        32 and each ``env:`` override against pg3pool, the revisions' pools."""
         labels = [s.label for s in servers]
         pairs = []
         if GTHREAD in labels:
@@ -119,6 +143,12 @@ class SlowSql(Workload):
                 ("defaults", GEVENT, GTHREAD),
                 (f"budget of {GTHREAD}", SMALL_POOL, GTHREAD),
                 (f"budget of {GEVENT}", GEVENT, threads),
+            ]
+        if PG3POOL in labels:
+            pairs += [
+                (f"{s.label} / {PG3POOL}", s.label, PG3POOL)
+                for s in servers
+                if s.label == SMALL_POOL or env_override(s.label) is not None
             ]
         return pairs + [
             (f"this tree / {s.label}", SMALL_POOL, s.label)
@@ -129,17 +159,27 @@ class SlowSql(Workload):
     def measure(
         self, target: Target, users: int, seconds: int, report_dir: Path
     ) -> dict:
-        """Locust's figures and the peak of the server's database backends."""
+        """Locust's figures, the workers' CPU per request and the peak of the
+        server's database backends."""
         sampler = PeakBackends(target.database_url)
         sampler.start()
+        cpu_before = workers_cpu_seconds(target.master_pid)
         try:
             run = self.run(target, users, seconds, report_dir)
         finally:
             sampler.running = False
             sampler.join()
-        rows = read_stats_csv(run.report_dir)
-        return {**admitted_headline(rows, ENDPOINT), "peak_backends": sampler.peak}
+        cpu = workers_cpu_seconds(target.master_pid) - cpu_before
+        figures = admitted_headline(read_stats_csv(run.report_dir), ENDPOINT)
+        return {
+            **figures,
+            "cpu_ms": 1000 * cpu / max(figures["requests"] + figures["shed"], 1),
+            "peak_backends": sampler.peak,
+        }
 
     def details(self, result: dict) -> str:
-        """The peak of the server's backends."""
-        return f"peak backends {result['peak_backends']}"
+        """The workers' CPU per request and the peak of the server's backends."""
+        return (
+            f"CPU {result['cpu_ms']:.2f} ms/req  "
+            f"peak backends {result['peak_backends']}"
+        )
