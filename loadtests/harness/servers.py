@@ -108,20 +108,31 @@ def start_asyncio_baseline(
     return base
 
 
-# The floor's gunicorn: the service's defaults (gunicorn.conf.py) for what
-# bounds throughput, with gunicorn's stock gevent worker and no config file.
+# The rivals' gunicorn (the floor, pg3pool): the service's defaults
+# (gunicorn.conf.py) for what bounds throughput, under gunicorn's stock gevent
+# worker.
 FLOOR_WORKER_CONNECTIONS = 1000
 FLOOR_BACKLOG = 2048
 FLOOR_KEEPALIVE_S = 5
 
 
-def start_floor(processes: Processes, *, upstream: str, workers: int = 2) -> str:
-    """Start the floor of W1 (``loadtests/floor``) under gunicorn's stock gevent
-    worker; return its URL. ``upstream`` is the stub its fan-out calls."""
+def _start_stock_gevent(
+    processes: Processes,
+    *,
+    python: str,
+    package: str,
+    app: str,
+    probe: str,
+    workers: int,
+    env: dict[str, str],
+) -> str:
+    """Start ``package``'s WSGI ``app`` under gunicorn's stock gevent worker with
+    ``package`` as its (empty) config; wait until it answers ``probe``; return
+    its URL."""
     port = free_port()
     process = processes.popen(
         [
-            sys.executable,
+            python,
             "-m",
             "gunicorn",
             "--worker-class",
@@ -139,21 +150,36 @@ def start_floor(processes: Processes, *, upstream: str, workers: int = 2) -> str
             # Not the service's gunicorn.conf.py, which gunicorn would load from
             # the working directory: no hooks, no logger, no recycling.
             "--config",
-            "python:loadtests.floor",
+            f"python:{package}",
+            # gunicorn's default control socket is one per user: a second
+            # gunicorn on the host would take it over. Nothing steers a rival.
             "--no-control-socket",
-            "loadtests.floor.app:application",
+            f"{package}.{app}",
         ],
-        "gunicorn-floor",
+        f"gunicorn-{package.rsplit('.', 1)[-1]}",
+        env={**os.environ, **env},
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for_http(base + probe, process)
+    processes.servers[base] = process
+    return base
+
+
+def start_floor(processes: Processes, *, upstream: str, workers: int = 2) -> str:
+    """Start the floor of W1 (``loadtests/floor``) under gunicorn's stock gevent
+    worker; return its URL. ``upstream`` is the stub its fan-out calls."""
+    return _start_stock_gevent(
+        processes,
+        python=sys.executable,
+        package="loadtests.floor",
+        app="app:application",
+        probe="/demo/fan-out/?http=1&ms=0",
+        workers=workers,
         env={
-            **os.environ,
             "DEMO_UPSTREAM_URL": upstream,
             "WORKER_CONNECTIONS": str(FLOOR_WORKER_CONNECTIONS),
         },
     )
-    base = f"http://127.0.0.1:{port}"
-    wait_for_http(base + "/demo/fan-out/?http=1&ms=0", process)
-    processes.servers[base] = process
-    return base
 
 
 def start_pg3pool(
@@ -169,39 +195,15 @@ def start_pg3pool(
     from its own venv (built first if needed); return its URL.
 
     The same worker connections, backlog and keep-alive as the floor: the
-    service's defaults. ``env`` comes last (``DB_APPLICATION_NAME`` names its
-    connections, as the service's)."""
-    python = ensure_venv()
-    port = free_port()
-    process = processes.popen(
-        [
-            str(python),
-            "-m",
-            "gunicorn",
-            "--worker-class",
-            "gevent",
-            "--workers",
-            str(workers),
-            "--worker-connections",
-            str(FLOOR_WORKER_CONNECTIONS),
-            "--backlog",
-            str(FLOOR_BACKLOG),
-            "--keep-alive",
-            str(FLOOR_KEEPALIVE_S),
-            "--bind",
-            f"127.0.0.1:{port}",
-            # Not the service's gunicorn.conf.py (gunicorn reads it from the
-            # working directory): the rival's package, which sets nothing.
-            "--config",
-            "python:loadtests.pg3pool",
-            # gunicorn's default control socket is one per user: a second
-            # gunicorn on the host would take it over. Nothing steers the rival.
-            "--no-control-socket",
-            "loadtests.pg3pool.wsgi:application",
-        ],
-        "gunicorn-pg3pool",
+    service's defaults. ``env`` comes last."""
+    return _start_stock_gevent(
+        processes,
+        python=str(ensure_venv()),
+        package="loadtests.pg3pool",
+        app="wsgi:application",
+        probe="/demo/slow-sql/?x=1&ms=0",
+        workers=workers,
         env={
-            **os.environ,
             # The caller's may name the service's settings.
             "DJANGO_SETTINGS_MODULE": "loadtests.pg3pool.settings",
             "DATABASE_URL": database_url,
@@ -209,7 +211,3 @@ def start_pg3pool(
             **(env or {}),
         },
     )
-    base = f"http://127.0.0.1:{port}"
-    wait_for_http(base + "/demo/slow-sql/?x=1&ms=0", process)
-    processes.servers[base] = process
-    return base
