@@ -39,6 +39,10 @@ def test_over_the_limit_waits_for_the_next_free_slot():
     gate = small_gate(limit=1)
     gate.enter(Priority.NORMAL, FAR)
     waiting = gevent.spawn(gate.enter, Priority.NORMAL, FAR)
+    # Its wait starts when it queues: on a loaded machine the loop may run it
+    # only after a sleep's timer has already expired.
+    while gate.queued == 0:
+        gevent.sleep(0.001)
     gevent.sleep(0.02)
     assert gate.queued == 1
     gate.leave()
