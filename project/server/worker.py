@@ -71,7 +71,7 @@ from project.core.disconnect import client_gone_at_once
 from project.core.request_context import DEADLINE_KEY
 from project.core.route_priority import Priority, RoutePriorities, traffic_class
 from project.server.admission import runtime as admission
-from project.server.admission.refusal_budget import RETRY_AT_ONCE_S
+from project.server.admission.refusal_budget import came_back_at_once
 
 # New connections a worker accepts each time its listening socket wakes it.
 # gunicorn's own gevent worker accepts 1 when there are several workers; on
@@ -105,8 +105,9 @@ class OneWriteResponse(wsgi.Response):
         self.sent += len(arg)
 
 
-# When a connection's last request was refused (an attribute of the greenlet
-# that serves the connection): a next one within RETRY_AT_ONCE_S is a storm.
+# When a connection's last request was refused, and at which poll of the
+# event loop (an attribute of the greenlet that serves the connection): is the
+# next one a retry at once (refusal_budget.came_back_at_once)?
 REFUSED_AT = "_gd_refused_at"
 
 # At most one "connections are not enough" warning per this many seconds.
@@ -411,9 +412,17 @@ class GeventWorker(ggevent.GeventWorker):
         """Serve a request that passes the gate (``args``: gunicorn's)."""
         listener_name, req, sock, addr = args
         connection = gevent.getcurrent()  # one greenlet serves a connection
-        refused_at = getattr(connection, REFUSED_AT, None)
-        if refused_at is not None and arrived - refused_at < RETRY_AT_ONCE_S:
-            gate.gate.retried_at_once()
+        refused = getattr(connection, REFUSED_AT, None)
+        if refused is not None:
+            refused_at, refused_poll = refused
+            loop = gate.loop
+            if came_back_at_once(
+                time.perf_counter() - refused_at,
+                loop.polls - refused_poll,
+                loop.last_wait_s,
+                loop.polled_before - refused_at,
+            ):
+                gate.gate.retried_at_once()
         decision = gate.gate.enter(priority, due, client)
         if decision.reason is not None:
             # An unread body would be parsed as the next request: close instead.
@@ -423,7 +432,7 @@ class GeventWorker(ggevent.GeventWorker):
             )
             if close:
                 raise StopIteration()
-            setattr(connection, REFUSED_AT, time.monotonic())
+            setattr(connection, REFUSED_AT, (time.perf_counter(), gate.loop.polls))
             return True
         if decision.waited_s and client_gone_at_once(
             sock, interim_allowed=req.version == (1, 1)

@@ -28,6 +28,12 @@ class LoopBusy:
         self._polling_since = 0.0
         self._since = time.perf_counter()
         self._watchers: list[Any] = []
+        # Polls completed, how long the latest one waited and when the one
+        # before it ended (perf_counter): when the request read after a
+        # refusal was there (``refusal_budget.came_back_at_once``).
+        self.polls = 0
+        self.last_wait_s = 0.0
+        self.polled_before = self._polled_at = 0.0
         # The loop iteration under way when start() ran has queued its prepare
         # watchers already: nothing is known until ours has fired once.
         self._primed = False
@@ -61,8 +67,12 @@ class LoopBusy:
         self._primed = True
 
     def _after_poll(self) -> None:
+        now = time.perf_counter()
+        self.polls += 1
+        self.polled_before, self._polled_at = self._polled_at, now
         if self._polling_since:
-            self._idle += time.perf_counter() - self._polling_since
+            waited = self.last_wait_s = now - self._polling_since
+            self._idle += waited
             self._polling_since = 0.0
 
     def sample(self) -> float:

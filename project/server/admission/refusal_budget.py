@@ -9,7 +9,7 @@ budget, one worker under 40 such connections served 0.13x the 2xx/s it served
 with admission off (87,000 refusals in 10 s).
 
 A storm is told apart by what follows a refusal: the next request on the same
-connection within ``RETRY_AT_ONCE_S`` (wrk comes back in well under a
+connection at once (``came_back_at_once``: wrk comes back in well under a
 millisecond; a client that backs off, or an open model whose next request is
 a new arrival, does not). While most refusals of two control intervals
 running are answered that way, refusals get ``STORM_SHARE`` of the worker;
@@ -36,6 +36,35 @@ STORM_SHARE = 0.01
 RETRY_AT_ONCE_S = 0.001
 # A burst of refusals answered at once: 0.1 s of the rate.
 BURST_S = 0.1
+
+
+def came_back_at_once(
+    gap_s: float, polls_since: int, last_wait_s: float, poll_before_s: float
+) -> bool:
+    """Whether the request read ``gap_s`` after a refusal on its connection is
+    its client retrying without backing off.
+
+    The gap alone misses storms where they matter: on a saturated worker a
+    greenlet runs only when the loop's turn comes round, up to tens of
+    milliseconds after its request arrived, so wrk's retries looked like
+    backing off (2 workers x 400 connections of W1: 0.74-0.96x the 2xx/s of
+    admission off). The event loop tells when the request was there. The
+    arguments: polls of the loop since the refusal (the latest one reported
+    the request), how long that poll waited, and the seconds from the refusal
+    to the end of the poll before it.
+
+    - The poll waited: the loop was idle until the request came, and the gap
+      is the client's own.
+    - It did not: the request was there when the loop looked, so it came
+      after the previous poll at the earliest. The first poll after the
+      refusal, or one whose predecessor ended within ``RETRY_AT_ONCE_S`` of
+      it: the client may not have waited at all.
+    """
+    if gap_s < RETRY_AT_ONCE_S:
+        return True
+    if last_wait_s >= RETRY_AT_ONCE_S:
+        return False
+    return polls_since <= 1 or poll_before_s < RETRY_AT_ONCE_S
 
 
 class RefusalBudget:

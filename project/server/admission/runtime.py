@@ -34,10 +34,13 @@ class WorkerAdmission:
         *,
         routes: RoutePriorities,
         refusals: Refusals,
+        loop: LoopBusy,
     ) -> None:
         self.gate = gate
         self.routes = routes
         self.refusals = refusals
+        # The event loop's watcher: its polls tell a retry at once (worker.py).
+        self.loop = loop
 
 
 class ShedLog:
@@ -167,5 +170,6 @@ def install(worker_connections: int) -> WorkerAdmission | None:
         gate,
         routes=RoutePriorities.parse(settings.SHED_ROUTES),
         refusals=Refusals(RETRY_AFTER_S),
+        loop=busy,
     )
     return _current
