@@ -11,6 +11,12 @@ Two storms against one gunicorn worker, each run with the defaults and with
   (1.5 s sources, distinct parameters, so nothing is cached or merged) in
   flight on one upstream, retrying at once.
 
+The hog runs in a process of its own, as a client on another machine would:
+in the measuring process, its 200 connections' answers (100 legs of JSON
+each, arriving together every ten seconds) held the probe's greenlets up to
+tens of milliseconds while the worker itself was 12 % busy (py-spy), and
+the probe measured the client.
+
 Meanwhile a polite victim at 127.0.0.3 asks for an aggregation 20 times a
 second (its own token; the fan-out storm's sources are on the hog's
 upstream, the token storm's on the same upstream as the hog's) and a probe at
@@ -27,8 +33,11 @@ from gevent import monkey
 monkey.patch_all()  # the clients are greenlets; before anything imports socket
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import http.client  # noqa: E402
 import itertools  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -130,19 +139,42 @@ def every(until: float, call) -> list:
     return [greenlet.get(timeout=60) for greenlet in greenlets]
 
 
+def hog_workload(name: str) -> storm.Workload:
+    """What the hog of storm ``name`` loops."""
+    if name == "fan-out":
+        return storm.Workload("/demo/fan-out/?http=100&ms=10000")
+    return storm.Workload(
+        "/api/aggregate/report/?id={id}&ms=1500",
+        headers={"Authorization": f"Bearer {HOG_TOKEN}"},
+    )
+
+
+def run_hog(name: str, url: str, seconds: float) -> None:
+    """The hog's side (``--hog``): flood ``url``, print the result as JSON."""
+    storm.CLIENT_TIMEOUT_S = HOG_TIMEOUT_S
+    result = storm.run_gevent(
+        url, hog_workload(name), HOG_CONNECTIONS, seconds, "127.0.0.2"
+    )
+    print(json.dumps(dataclasses.asdict(result)), flush=True)
+
+
+def flood(name: str, url: str, seconds: float) -> storm.Result:
+    """Run the hog in a process of its own for ``seconds``; its result."""
+    hog = subprocess.run(
+        [sys.executable, "-m", "loadtests.fairness", "--hog", name, "--url", url]
+        + ["--seconds", str(seconds)],
+        capture_output=True,
+        text=True,
+        timeout=seconds + HOG_TIMEOUT_S + 30,
+        check=True,
+    )
+    return storm.Result(**json.loads(hog.stdout.strip().splitlines()[-1]))
+
+
 def run_storm(name: str, url: str, seconds: float) -> Outcome:
     """One storm against ``url`` while the victim and the probe measure."""
     ids = itertools.count(1)
-    if name == "fan-out":
-        hog = storm.Workload("/demo/fan-out/?http=100&ms=10000")
-    else:
-        hog = storm.Workload(
-            "/api/aggregate/report/?id={id}&ms=1500",
-            headers={"Authorization": f"Bearer {HOG_TOKEN}"},
-        )
-    flood = gevent.spawn(
-        storm.run_gevent, url, hog, HOG_CONNECTIONS, seconds + 0.5, "127.0.0.2"
-    )
+    hog = gevent.spawn(flood, name, url, seconds + 0.5)
     gevent.sleep(0.5)
     until = time.monotonic() + seconds
     health = gevent.spawn(
@@ -157,7 +189,7 @@ def run_storm(name: str, url: str, seconds: float) -> Outcome:
             {"Authorization": f"Bearer {VICTIM_TOKEN}"},
         ),
     )
-    return Outcome(victim, health.get(timeout=60), flood.get(timeout=120))
+    return Outcome(victim, health.get(timeout=60), hog.get(timeout=120))
 
 
 def line(name: str, admission: str, outcome: Outcome) -> str:
@@ -180,8 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--storms", default="fan-out,token")
     parser.add_argument("--seconds", type=float, default=30.0)
+    # The hog's own process (flood()).
+    parser.add_argument("--hog", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
-    storm.CLIENT_TIMEOUT_S = HOG_TIMEOUT_S
+    if options.hog:
+        run_hog(options.hog, options.url, options.seconds)
+        return 0
     failed = False
     with tempfile.TemporaryDirectory() as folder, Processes() as processes:
         registry = Path(folder) / "aggregations.toml"
