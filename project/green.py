@@ -42,15 +42,16 @@ def patch() -> bool:
     """Monkey-patch the stdlib for gevent and make psycopg2 cooperative.
 
     Idempotent: a second call (or a process that gunicorn's gevent worker already
-    patched) only makes sure psycopg2 has the green wait callback. Returns True
-    when the process is patched on return.
+    patched) only makes sure psycopg2 has the green wait callback and gevent
+    has stopped recording greenlet trees. Returns True when the process is
+    patched on return.
     """
     if not patch_enabled():
         return False
     if _state["patched"]:
         return True
 
-    from gevent import monkey
+    from gevent import config, monkey
 
     if not monkey.is_module_patched("socket"):
         # gunicorn's gevent worker patches in its own init_process; anything else
@@ -64,6 +65,11 @@ def patch() -> bool:
             monkey.patch_thread(existing_locks=False)
         else:
             monkey.patch_all()
+    # gevent records, for every greenlet spawned, its spawner and the ten frames
+    # of its spawning stack, for greenlet-tree reports the service never makes:
+    # about 7 us of a spawn's 18 us, and a W1 request spawns a leg per upstream
+    # call (gevent.spawn was 3.6 % of a W1 worker's CPU).
+    config.track_greenlet_tree = False
     _patch_psycopg()
     _state["patched"] = True
     return True

@@ -5,12 +5,12 @@ from pathlib import Path
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from project.core.upstream_metrics import flush_pending
+from project.core.metrics import flush_batched
 
 
 def sample(name: str, **labels: str) -> float:
     """The current value of one sample; 0 when it has not been written yet."""
-    flush_pending()  # upstream attempts are written once a second otherwise
+    flush_batched()  # requests and upstream attempts are written once a second
     value = REGISTRY.get_sample_value(name, labels)
     return 0.0 if value is None else value
 

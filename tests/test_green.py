@@ -55,6 +55,15 @@ def test_gevent_patch_0_leaves_the_process_unpatched():
     assert manage_shell(PRINT_PATCHED, GEVENT_PATCH="0") == "False False"
 
 
+def test_manage_py_stops_gevent_recording_greenlet_trees():
+    """Under manage.py, a greenlet spawned records no spawner or spawning stack."""
+    output = manage_shell(
+        "import gevent; greenlet = gevent.spawn(lambda: None); "
+        "print(gevent.config.track_greenlet_tree, greenlet.spawning_stack)"
+    )
+    assert output == "False None"
+
+
 def test_manage_py_installs_the_cancelling_wait_callback():
     """Under manage.py, psycopg2 waits through green.cancelling_wait_callback."""
     output = manage_shell(

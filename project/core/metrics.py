@@ -15,6 +15,7 @@ or anything else a client sends. Gauges of one worker's state are ``livesum``
 (or ``livemax``): a dead worker's share leaves with it.
 """
 
+import bisect
 import functools
 import os
 from collections.abc import Callable
@@ -277,10 +278,49 @@ def before_exposition(flush: Callable[[], None]) -> None:
     _before_exposition.append(flush)
 
 
+def flush_batched() -> None:
+    """Write every module's batched samples now (an exposition, the loop
+    monitor's once-a-second tick, a worker's exit, tests)."""
+    for flush in _before_exposition:
+        flush()
+
+
+class PendingHistogram:
+    """Observations of one histogram child, held as plain numbers until ``flush``.
+
+    Each write to a multiprocess value takes a lock, checks the pid and packs
+    into the shared file (about 1.5 us); ``Histogram.observe`` makes two. Here
+    an observation is two additions, and ``flush`` does what ``observe`` does
+    (prometheus_client 0.26, pinned: its sum and bucket values) once per
+    bucket.
+    """
+
+    def __init__(self, child: Histogram) -> None:
+        self.child = child
+        self._bounds = list(child._upper_bounds)
+        self._buckets = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count ``value`` in its bucket (the first upper bound at or above it)."""
+        self._buckets[bisect.bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def flush(self) -> None:
+        """Write the observations counted since the last flush."""
+        if not any(self._buckets):
+            return
+        self.child._sum.inc(self._sum)
+        for index, count in enumerate(self._buckets):
+            if count:
+                self.child._buckets[index].inc(count)
+                self._buckets[index] = 0
+        self._sum = 0.0
+
+
 def exposition() -> bytes:
     """Every worker's samples, merged, in Prometheus text format."""
-    for flush in _before_exposition:
-        flush()  # this worker's latest samples; the others' within their period
+    flush_batched()  # this worker's latest samples; the others' within their period
     path = multiprocess_dir()
     if path is None:
         return generate_latest(_PROCESS_REGISTRY)

@@ -5,8 +5,8 @@ has its own context and a new one starts empty, so ``fan_out`` hands the id to
 its legs. Stdlib only: the gunicorn master and the logging setup import it.
 """
 
+import os
 import re
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -38,8 +38,15 @@ def is_valid_request_id(value: str | None) -> TypeGuard[str]:
 
 
 def new_request_id() -> str:
-    """Return a fresh request id (uuid4, hex)."""
-    return uuid.uuid4().hex
+    """Return a fresh request id: 128 bits from the kernel's random source, as
+    32 lowercase hex digits.
+
+    The length and alphabet of a uuid4's hex, and as unique (122 random bits
+    there, 128 here; the kernel's source, so forked workers never repeat each
+    other), for a quarter of the CPU: ``uuid4()`` builds a ``UUID`` and sets
+    its version bits, 1.5 us against 0.4 us, and was 0.4 % of a W1 worker.
+    """
+    return os.urandom(16).hex()
 
 
 def current_request_id() -> str | None:

@@ -14,8 +14,6 @@ socket-counting timer) and before each exposition. A scrape may therefore
 see an attempt up to a second late.
 """
 
-import bisect
-
 from . import metrics
 from .metrics import (
     BREAKER_STATE,
@@ -25,6 +23,7 @@ from .metrics import (
     UPSTREAM_CALLS,
     UPSTREAM_CONNECTIONS,
     UPSTREAM_RETRIES,
+    PendingHistogram,
     enabled,
 )
 from .status import Status
@@ -50,7 +49,9 @@ class UpstreamMeter:
             outcome: UPSTREAM_CALLS.labels(upstream=upstream, outcome=outcome.value)
             for outcome in CALL_OUTCOMES
         }
-        self.duration = UPSTREAM_CALL_DURATION.labels(upstream=upstream)
+        self.duration = PendingHistogram(
+            UPSTREAM_CALL_DURATION.labels(upstream=upstream)
+        )
         self.retried = UPSTREAM_RETRIES.labels(upstream=upstream, decision="retried")
         self.retry_refused = UPSTREAM_RETRIES.labels(
             upstream=upstream, decision="refused"
@@ -63,17 +64,12 @@ class UpstreamMeter:
             state: BREAKER_TRANSITIONS.labels(upstream=upstream, state=state)
             for state in BREAKER_CODES
         }
-
-        self._bounds = list(UPSTREAM_CALL_DURATION._upper_bounds)
         self._pending_calls = dict.fromkeys(CALL_OUTCOMES, 0)
-        self._pending_buckets = [0] * len(self._bounds)
-        self._pending_seconds = 0.0
 
     def call(self, outcome: Status, seconds: float) -> None:
         """Count one attempt that reached the upstream, and its time."""
         self._pending_calls[outcome] += 1
-        self._pending_buckets[bisect.bisect_left(self._bounds, seconds)] += 1
-        self._pending_seconds += seconds
+        self.duration.observe(seconds)
 
     def flush(self) -> None:
         """Write the attempts counted since the last flush to the metrics."""
@@ -81,15 +77,7 @@ class UpstreamMeter:
             if count:
                 self.calls[outcome].inc(count)
                 self._pending_calls[outcome] = 0
-        if any(self._pending_buckets):
-            # What Histogram.observe does per value (prometheus_client 0.26,
-            # pinned), once per bucket: its own sum and bucket values.
-            self.duration._sum.inc(self._pending_seconds)
-            for index, count in enumerate(self._pending_buckets):
-                if count:
-                    self.duration._buckets[index].inc(count)
-                    self._pending_buckets[index] = 0
-            self._pending_seconds = 0.0
+        self.duration.flush()
 
     def breaker_moved(self, state: str) -> None:
         """A breaker entered ``state``."""

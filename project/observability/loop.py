@@ -21,7 +21,8 @@ from .blocking import BlockedLoopLog
 logger = logging.getLogger(__name__)
 
 PERIOD_S = 0.1
-# The greenlet estimate is refreshed once per this many periods.
+# The greenlet estimate is refreshed, and batched samples are written
+# (metrics.flush_batched), once per this many periods.
 GREENLETS_EVERY = 10
 
 
@@ -82,6 +83,7 @@ class LoopMonitor:
             self.blocked.drain()
             if ticks % GREENLETS_EVERY == 0:
                 metrics.GREENLETS.set(greenlets_estimate())
+                metrics.flush_batched()
             ticks += 1
 
 

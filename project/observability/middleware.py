@@ -1,4 +1,13 @@
-"""Request metrics: counts, durations, requests in flight, client disconnects."""
+"""Request metrics: counts, durations, requests in flight, client disconnects.
+
+Counted per worker in plain numbers (``RequestTally``) and written to the
+shared metric files in batches: once a second (the loop monitor's tick),
+before every exposition and when a worker exits. Written per request, the
+in-flight gauge's two moves and the count and duration (each a locked write
+with a pid check, after a label lookup) were 1.3 % of a W1 worker's CPU. A
+scrape served by one worker sees the other workers' requests up to a second
+late, as it does their upstream attempts.
+"""
 
 import time
 from collections.abc import Callable
@@ -35,6 +44,61 @@ def status_class(status: int) -> str:
     return f"{status // 100}xx"
 
 
+class _Series:
+    """One (route, method, status class) series: its children and what is pending."""
+
+    def __init__(self, labels: tuple[str, str, str]) -> None:
+        self.requests = metrics.REQUESTS.labels(*labels)
+        self.duration = metrics.PendingHistogram(
+            metrics.REQUEST_DURATION.labels(*labels)
+        )
+        self.count = 0
+
+    def flush(self) -> None:
+        if self.count:
+            self.requests.inc(self.count)
+            self.count = 0
+        self.duration.flush()
+
+
+class RequestTally:
+    """This worker's requests in flight and answered, until ``flush`` writes them.
+
+    Series are made on first use and kept (their labels are route names,
+    methods and status classes: a few dozen).
+    """
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self._series: dict[tuple[str, str, str], _Series] = {}
+        self._registered = False
+
+    def register(self) -> None:
+        """Have ``metrics.flush_batched`` write this tally (once per process)."""
+        if not self._registered:
+            metrics.before_exposition(self.flush)
+            self._registered = True
+
+    def answered(self, labels: tuple[str, str, str], seconds: float) -> None:
+        """Count one answer of the series ``labels`` and its time."""
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = _Series(labels)
+        series.count += 1
+        series.duration.observe(seconds)
+
+    def flush(self) -> None:
+        """Write the requests in flight now and the answers counted since the
+        last flush."""
+        metrics.REQUESTS_IN_FLIGHT.set(self.in_flight)
+        for series in self._series.values():
+            series.flush()
+
+
+# This worker's tally (gunicorn imports Django, and this, after the fork).
+_tally = RequestTally()
+
+
 class RequestMetricsMiddleware:
     """First in ``MIDDLEWARE``: times every answer, the other middleware's too.
 
@@ -47,12 +111,13 @@ class RequestMetricsMiddleware:
         if not metrics.enabled():
             raise MiddlewareNotUsed("METRICS_ENABLED is false")
         self.get_response = get_response
+        _tally.register()
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         """Count and time the request around the rest of the chain."""
         in_flight = request.path_info != SCRAPE_PATH
         if in_flight:
-            metrics.REQUESTS_IN_FLIGHT.inc()
+            _tally.in_flight += 1
         started = time.perf_counter()
         status = 500  # an exception escaping Django's own handling
         try:
@@ -62,14 +127,12 @@ class RequestMetricsMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             if in_flight:
-                metrics.REQUESTS_IN_FLIGHT.dec()
+                _tally.in_flight -= 1
             self._record(request, status, elapsed)
 
     @staticmethod
     def _record(request: HttpRequest, status: int, elapsed: float) -> None:
         route = route_of(request)
-        labels = (route, method_of(request), status_class(status))
-        metrics.REQUESTS.labels(*labels).inc()
-        metrics.REQUEST_DURATION.labels(*labels).observe(elapsed)
+        _tally.answered((route, method_of(request), status_class(status)), elapsed)
         if status == CLIENT_GONE:
             metrics.CLIENT_DISCONNECTS.labels(route).inc()

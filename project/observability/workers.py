@@ -13,9 +13,12 @@ def worker_started(worker: Any) -> None:
 
 
 def worker_exiting(worker: Any) -> None:
-    """``worker_exit`` (in the worker): count a recycle after ``max_requests``.
+    """``worker_exit`` (in the worker): count a recycle after ``max_requests``,
+    and write the samples still batched.
 
     Other exits (a shutdown, a heartbeat timeout, a crash) are not recycles.
     """
-    if metrics.enabled() and worker.nr >= worker.max_requests:
-        metrics.WORKER_RECYCLES.inc()
+    if metrics.enabled():
+        if worker.nr >= worker.max_requests:
+            metrics.WORKER_RECYCLES.inc()
+        metrics.flush_batched()

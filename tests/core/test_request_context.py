@@ -1,6 +1,7 @@
 """The current request id: validation, scopes, fan-out legs, HTTP calls and SQL."""
 
 import logging
+import re
 
 import pytest
 import requests
@@ -36,8 +37,9 @@ def test_invalid_ids(value):
 
 
 def test_new_ids_are_valid_and_distinct():
+    """A new id is 32 lowercase hex digits, and never the last one again."""
     first, second = new_request_id(), new_request_id()
-    assert is_valid_request_id(first) and len(first) == 32
+    assert is_valid_request_id(first) and re.fullmatch("[0-9a-f]{32}", first)
     assert first != second
 
 

@@ -57,19 +57,30 @@ def test_counters_survive_recycles_exactly(recycling_server):
         if requests.get(server.url + "/healthz", timeout=10).status_code == 200:
             answered += 1
     assert answered == REQUESTS
+    names = ("gd_http_requests_total", "gd_http_request_duration_seconds_count")
+
+    def counted(found: dict) -> tuple[float, ...]:
+        return tuple(
+            total(found, name, **labels) - total(before, name, **labels)
+            for name in names
+        )
+
     # A worker past max_requests serves on until its loop notices (up to 1 s),
-    # then exits: wait until every recycle logged is counted.
+    # then exits; a live worker writes its requests once a second: wait until
+    # every recycle logged and every request is counted.
     limit = time.monotonic() + 15
     while True:
         found = samples(server.url)
         recycles = total(found, "gd_worker_recycles_total")
-        if recycles == recycles_logged(server) or time.monotonic() > limit:
+        done = recycles == recycles_logged(server) and counted(found) == (
+            REQUESTS,
+            REQUESTS,
+        )
+        if done or time.monotonic() > limit:
             break
         time.sleep(0.5)
     assert recycles == recycles_logged(server) >= 2
-    for name in ("gd_http_requests_total", "gd_http_request_duration_seconds_count"):
-        counted = total(found, name, **labels) - total(before, name, **labels)
-        assert (name, counted) == (name, REQUESTS)  # no request lost or doubled
+    assert counted(found) == (REQUESTS, REQUESTS)  # no request lost or doubled
     assert total(found, "gd_http_requests_in_flight") == 0
     # Only live workers keep live gauges: the dead ones' files are gone.
     live = live_gauge_pids(directory)
