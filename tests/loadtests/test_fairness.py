@@ -27,3 +27,14 @@ def test_no_answer_at_all_fails():
     """A victim that got nothing is not a pass (no division by zero either)."""
     assert not outcome([], []).passed()
     assert "FAIL" in fairness.line("token", "on", outcome([], []))
+
+
+def test_the_probe_is_judged_only_where_the_storm_sets_its_goal():
+    """Under the token storm /healthz's p99 is printed, not judged."""
+    slow_probe = [0.002] * 95 + [0.06] * 5
+    judged = outcome([(0.03, 200)] * 100, slow_probe)
+    unjudged = fairness.Outcome(
+        judged.victim, slow_probe, judged.hog, healthz_judged=False
+    )
+    assert not judged.passed()
+    assert unjudged.passed()
