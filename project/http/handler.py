@@ -64,8 +64,12 @@ def _copy(match: ResolverMatch) -> ResolverMatch:
 
 def get_wsgi_application() -> CachingWSGIHandler:
     """Set Django up and return the WSGI callable (``django.core.wsgi``'s, with
-    the handler above)."""
+    the handler above and the pool backend's request receivers in the place of
+    Django's, ``pg_pool.receivers``)."""
     import django
 
+    from project.core.pg_pool import receivers
+
     django.setup(set_prefix=False)
+    receivers.install()
     return CachingWSGIHandler()
