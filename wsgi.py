@@ -8,6 +8,6 @@ import settings  # noqa: E402
 
 settings.select()
 
-from django.core.wsgi import get_wsgi_application  # noqa: E402
+from project.http.handler import get_wsgi_application  # noqa: E402
 
 application = get_wsgi_application()

@@ -1,22 +1,26 @@
-"""Where a gevent worker's CPU goes on W1: py-spy on gunicorn's workers under Locust.
+"""Where a gevent worker's CPU goes on W1 or W2: py-spy on gunicorn's workers.
 
-Starts the stub upstream and the project's gunicorn (2 gevent workers) as
-``make bench-fanout`` does, drives W1 at ``--users`` for ``--seconds``, and samples
+Starts the project's gunicorn (2 gevent workers) as ``python -m loadtests.bench``
+does for the workload (W1 with the stub upstream, W2 on the development
+database), drives it at ``--users`` for ``--seconds``, and samples
 both workers with ``py-spy record`` (raw collapsed stacks) in the middle of the
 run. Prints the share of on-CPU samples that pass through each part of the
 path (inclusive: a sample in ``json`` called from the HTTP client counts for
 both) and the packages where the time is finally spent (self time).
 ``--rev REV`` profiles another commit instead (a temporary git worktree), for a
-before/after comparison. py-spy is a development tool, not a requirement:
+before/after comparison; ``--env KEY=VALUE[,KEY=VALUE]`` sets the server's
+settings (W2 against Django's pool runs with ``DB_POOL_SIZE=32``, as the bench
+does). py-spy is a development tool, not a requirement:
 ``.venv/bin/pip install py-spy`` first; it needs ptrace rights (root, or
 ``kernel.yama.ptrace_scope=0``).
 
-Usage: ``python -m loadtests.profile_fanout [--users 100] [--seconds 20]
-[--rev REV] [--keep FILE]``
+Usage: ``python -m loadtests.profile_fanout [--workload W1|W2] [--users 100]
+[--seconds 20] [--rev REV] [--env KEY=VALUE[,KEY=VALUE]] [--keep FILE]``
 """
 
 import argparse
 import collections
+import os
 import shutil
 import subprocess
 import sys
@@ -30,6 +34,8 @@ from loadtests.harness.checkout import checkout
 from loadtests.harness.locust_run import locust_args
 from loadtests.harness.paths import BASE_DIR
 from loadtests.harness.servers import database_url, start_server
+from loadtests.harness.workloads import WORKLOADS
+from loadtests.harness.workloads.base import ENV_PREFIX, env_override
 
 # Inclusive categories: a sample counts when any of its frames comes from a
 # file whose path (as py-spy prints it, relative to sys.path) starts with one
@@ -47,6 +53,12 @@ PARTS = {
     "socket send/recv (syscalls)": ("gevent/_socketcommon.py",),
     "inbound HTTP server (gunicorn, pywsgi)": ("gunicorn/", "gevent/pywsgi.py"),
     "Django request handling": ("django/core/handlers/",),
+    "database (Django's layer, the pool, psycopg2)": (
+        "django/db/",
+        "project/core/pg_pool/",
+        "psycopg2/",
+        "psycogreen/",
+    ),
     "  Django middleware": ("django/middleware/", "django/contrib/"),
     "JSON encode/decode": ("json/",),
     "logging": ("logging/",),
@@ -85,6 +97,9 @@ COMPONENTS = {
     "middleware": ("project/http/middleware.py", "project/observability/middleware.py"),
     "view (project/demo, project/http)": ("project/demo/", "project/http/"),
     "our gunicorn worker": ("project/server/worker.py",),
+    "connection pool (project/core/pg_pool)": ("project/core/pg_pool/",),
+    "database driver (psycopg2, psycogreen)": ("psycopg2/", "psycogreen/"),
+    "Django's database layer": ("django/db/",),
     "gunicorn (parse, write)": ("gunicorn/",),
     "Django request handling": ("django/", "asgiref/"),
 }
@@ -177,35 +192,45 @@ def record(master_pid: int, seconds: int, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Profile one W1 run and print the breakdown."""
+    """Profile one run and print the breakdown."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", choices=("W1", "W2"), default="W1")
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--rev", help="profile this git revision instead")
     parser.add_argument("--keep", type=Path, help="also save the raw stacks here")
+    parser.add_argument(
+        "--env", default="", metavar="KEY=VALUE[,KEY=VALUE]", help="server settings"
+    )
     args = parser.parse_args(argv)
+    try:
+        overrides = env_override(ENV_PREFIX + args.env) if args.env else {}
+    except ValueError as exc:
+        parser.error(f"--env {exc}")
+    workload = WORKLOADS[args.workload]
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         tree = stack.enter_context(checkout(args.rev, workdir)) if args.rev else None
         processes = stack.enter_context(Processes())
-        upstream = processes.start_upstream()
+        upstream = processes.start_upstream() if workload.needs_upstream else ""
         base = start_server(
             processes,
-            database_url=database_url(),
-            env={"DEMO_UPSTREAM_URL": upstream},
+            database_url=workload.server_database_url(database_url()),
+            env={**workload.server_env(upstream), **(overrides or {})},
             tree=tree or BASE_DIR,
         )
         # Runs past the sampling window, so every sample is under full load.
         (workdir / "locust").mkdir()
         locust = processes.popen(
             locust_args(
-                ["fanout_http.py"],
+                [workload.locustfile],
                 host=base,
                 users=args.users,
                 seconds=args.seconds + 10,
                 report_dir=workdir / "locust",
             ),
             "locust",
+            env={**os.environ, **workload.locust_env()},
         )
         # Skip the ramp: users start at once, connections open in the first seconds.
         time.sleep(5)
@@ -216,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copyfile(raw, args.keep)
         total, inclusive, leaf, components = summarise(raw)
     label = args.rev or "this tree"
-    print(f"W1 at {args.users} users, {label}: {total} on-CPU samples in workers")
+    settings = f" ({args.env})" if args.env else ""
+    print(
+        f"{workload.name} at {args.users} users, {label}{settings}: "
+        f"{total} on-CPU samples in workers"
+    )
     print("| part of the path (inclusive) | share of worker CPU |")
     print("|---|---|")
     for part, count in inclusive.items():

@@ -1,5 +1,6 @@
 """Run independent legs of IO concurrently in greenlets, under one deadline."""
 
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -123,12 +124,17 @@ def fan_out(
     caller = current_caller()
     holder = caller or ANONYMOUS  # whose share the legs' slots come from
 
+    # What every leg runs under, set once per fan-out in a context of its own
+    # (not a copy of the request's: asgiref's storage, Django's connections and
+    # caches among it, rides on contextvars and must not be shared with legs).
+    # Each leg starts in a copy, so what a leg sets stays its own; three sets
+    # in each new leg were 1.9 us of a spawn's 18, 1.6 % of a W1 worker.
+    leg_context = contextvars.Context()
+    leg_context.run(_enter_leg_context, deadline, request_id, caller)
+
     def run(index: int, leg: Leg) -> None:
         global _legs_in_flight
         _legs_in_flight += 1
-        activate(deadline)  # a pool checkout in this leg waits no longer than this
-        activate_request_id(request_id)  # its logs, queries and calls name the request
-        activate_caller(caller)  # its upstream calls take the request's client's share
         try:
             timeout = deadline.timeout(leg.timeout)
             # A leg capped below the deadline needs a timer of its own; one that
@@ -150,6 +156,7 @@ def fan_out(
         if not _take_slots(slots, budget, holder, deadline, cancel):
             break
         greenlet = gevent.spawn(run, index, leg)
+        greenlet.gr_context = leg_context.copy()  # before it first runs
         greenlet.rawlink(done)
         greenlets.append(greenlet)
     _join_or_kill(greenlets, deadline, cancel)
@@ -167,6 +174,14 @@ def fan_out(
         )
         for index, (leg, result) in enumerate(zip(legs, results, strict=True))
     ]
+
+
+def _enter_leg_context(
+    deadline: Deadline, request_id: str | None, caller: Caller | None
+) -> None:
+    activate(deadline)  # a pool checkout in a leg waits no longer than this
+    activate_request_id(request_id)  # its logs, queries and calls name the request
+    activate_caller(caller)  # its upstream calls take the request's client's share
 
 
 def _take_slots(

@@ -8,7 +8,8 @@ from typing import Any, Literal, TypeVar, overload
 from django.db import connections
 from django.db.utils import OperationalError
 
-from .metrics import DB_QUERY_DURATION, DB_STATEMENT_TIMEOUTS, enabled
+from . import metrics
+from .metrics import DB_QUERY_DURATION, DB_STATEMENT_TIMEOUTS, PendingHistogram, enabled
 
 T = TypeVar("T")
 
@@ -100,12 +101,26 @@ def _execute(
 
 
 @functools.cache
-def _durations() -> dict[str, Any]:
-    """The query-duration histogram's child per outcome, made once per process."""
+def _durations() -> dict[str, PendingHistogram]:
+    """The query-duration histogram's child per outcome, made once per process;
+    durations tallied in the worker and written by ``metrics.flush_batched``
+    (an observation was two locked writes to the shared files, 0.7 % of a W2
+    worker)."""
     return {
-        outcome: DB_QUERY_DURATION.labels(outcome=outcome)
+        outcome: PendingHistogram(DB_QUERY_DURATION.labels(outcome=outcome))
         for outcome in ("ok", "error", "timeout")
     }
+
+
+def flush_pending() -> None:
+    """Write the query durations tallied since the last flush (none before the
+    first query: no series appears before its first observation)."""
+    if _durations.cache_info().currsize:
+        for duration in _durations().values():
+            duration.flush()
+
+
+metrics.before_exposition(flush_pending)
 
 
 def with_own_connection(call: Callable[[], T]) -> T:

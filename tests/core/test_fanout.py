@@ -179,3 +179,37 @@ def test_legs_that_never_got_a_slot_say_so_and_leak_none(monkeypatch):
         ("timeout", "no free slot before the deadline"),
     ]
     assert slots.in_use == 0
+
+
+def test_what_a_leg_sets_in_its_context_stays_its_own():
+    """A leg narrowing its deadline changes neither its siblings' nor the
+    request's; the request's own context variables (asgiref's storage) are not
+    the legs'."""
+    from asgiref.local import Local
+
+    from project.core.deadline import activate, current_deadline, deadline_scope
+
+    request_local = Local()
+    request_local.value = "request's"
+    request_deadline = Deadline(5)
+    narrowed = Deadline(1)
+
+    def narrowing(timeout: float) -> bool:
+        activate(narrowed)
+        gevent.sleep(0.01)
+        return current_deadline() is narrowed
+
+    def watching(timeout: float) -> tuple[bool, str | None]:
+        gevent.sleep(0.02)
+        return (
+            current_deadline() is request_deadline,
+            getattr(request_local, "value", None),
+        )
+
+    with deadline_scope(request_deadline):
+        results = fan_out(
+            [Leg("narrowing", narrowing), Leg("watching", watching)],
+            deadline=request_deadline,
+        )
+        assert current_deadline() is request_deadline
+    assert [r.value for r in results] == [True, (True, None)]

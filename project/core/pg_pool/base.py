@@ -20,6 +20,7 @@ from .pools import (
     close_idle_connections,
     pool_for,
 )
+from .receivers import mark_wrapper_made
 from .session import TrackedConnection, TrackingCursor
 
 
@@ -40,6 +41,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        mark_wrapper_made()  # the request signals' receivers look for it
         self._from_pool: ConnectionPool | None = None
         self._pool_keys = PoolKeys()
         # Set while Django closes a connection it judged unusable: discard it.

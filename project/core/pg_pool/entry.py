@@ -19,7 +19,8 @@ class Entry:
     expires: float
     idle_since: float = 0.0
     owner: weakref.ref[Any] | None = None  # the greenlet (or thread) holding it
-    site: str = ""  # where it was checked out
+    # Where it was checked out: (file, line, function) of up to three frames.
+    site: tuple[tuple[str, int, str], ...] = ()
 
     @classmethod
     def new(cls, connection: Any, max_lifetime: float) -> "Entry":

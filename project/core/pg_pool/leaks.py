@@ -45,7 +45,7 @@ class Checkouts:
         self._stats = stats
         self._out: dict[int, Entry] = {}
         self._next_scan = 0.0
-        self._sites: set[str] = set()
+        self._sites: set[tuple[tuple[str, int, str], ...]] = set()
 
     def add(self, entry: Entry) -> None:
         """Hand ``entry`` to the current greenlet (or thread)."""
@@ -89,7 +89,7 @@ class Checkouts:
                     "without closing it; checked out at %s (close connections in "
                     "spawned greenlets, e.g. with "
                     "project.core.sql.with_own_connection)",
-                    entry.site,
+                    _describe(entry.site),
                 )
         return gone
 
@@ -99,10 +99,12 @@ def _owner_gone(entry: Entry) -> bool:
     return owner is None or owner.dead
 
 
-def _call_site() -> str:
-    """Where the checkout came from: the nearest frames outside Django and the pool."""
+def _call_site() -> tuple[tuple[str, int, str], ...]:
+    """Where the checkout came from: the nearest frames outside Django and the
+    pool, as (file, line, function); made into text only when a leak is logged
+    (formatting it at every checkout was 0.9 % of a W2 worker)."""
     frame: FrameType | None = sys._getframe(2)
-    sites: list[str] = []
+    sites: list[tuple[str, int, str]] = []
     depth = 0
     while frame is not None and len(sites) < 3 and depth < 60:
         code = frame.f_code
@@ -112,7 +114,14 @@ def _call_site() -> str:
                 part in code.co_filename for part in _MACHINERY
             )
         if not machinery:
-            sites.append(f"{code.co_filename}:{frame.f_lineno} in {code.co_name}")
+            sites.append((code.co_filename, frame.f_lineno, code.co_name))
         frame = frame.f_back
         depth += 1
-    return " < ".join(sites) or "unknown"
+    return tuple(sites)
+
+
+def _describe(site: tuple[tuple[str, int, str], ...]) -> str:
+    """``file:line in function < ...`` for the log ('unknown' if no frame)."""
+    return (
+        " < ".join(f"{path}:{line} in {name}" for path, line, name in site) or "unknown"
+    )

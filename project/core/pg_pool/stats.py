@@ -4,15 +4,19 @@
 """
 
 import functools
+import threading
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import metrics
 from ..metrics import (
     DB_POOL_CHECKOUT_WAIT,
     DB_POOL_CONNECTIONS,
     DB_POOL_EVENTS,
     DB_POOL_SIZE,
     DB_POOL_WAITING,
+    PendingHistogram,
     enabled,
 )
 
@@ -58,22 +62,57 @@ class MeteredPoolStats(PoolStats):
     (``stats.idle = ...``, ``stats.timeouts += 1``), so hooking the assignment
     keeps the gauges current without touching each call site. Gauges move by
     the difference, not to the value: several pools in one worker add up in
-    the same (unlabelled by pool) series.
+    the same (unlabelled by pool) series. The differences and the waits are
+    tallied in the worker and written by ``metrics.flush_batched`` (once a
+    second, before every exposition, at a worker's exit): a checkout and its
+    checkin moved two gauges each and observed a wait, six locked writes to
+    the shared files (about 9 us a query).
     """
 
     def __setattr__(self, name: str, value: Any) -> None:
-        target = _metered().get(name)
-        if target is not None:
+        if name in _METERED_FIELDS:
             # A field's class default (0) before __init__ first sets it.
             delta = value - getattr(self, name, 0)
             if delta:
-                target.inc(delta)
+                with _pending_lock:
+                    _pending[name] += delta
         object.__setattr__(self, name, value)
 
     def observe_wait(self, ms: float) -> None:
         """Count one checkout that waited ``ms`` ms, here and in Prometheus."""
         super().observe_wait(ms)
-        DB_POOL_CHECKOUT_WAIT.observe(ms / 1000.0)
+        with _pending_lock:
+            _pending_wait().observe(ms / 1000.0)
+
+
+# The fields mirrored into a metric (``_metered``'s keys) and the differences
+# not written yet, for every pool of this process together.
+_METERED_FIELDS = frozenset(
+    ("size", "in_use", "idle", "waiting")
+    + ("timeouts", "rejected", "created", "discarded", "reclaimed")
+)
+_pending: defaultdict[str, float] = defaultdict(float)
+# Unpatched, pools serve threads (gthread), whose += on one key could race.
+_pending_lock = threading.Lock()
+
+
+@functools.cache
+def _pending_wait() -> PendingHistogram:
+    return PendingHistogram(DB_POOL_CHECKOUT_WAIT)
+
+
+def flush_pending() -> None:
+    """Write the pools' pending differences and waits (``metrics.flush_batched``)."""
+    with _pending_lock:
+        deltas = {name: delta for name, delta in _pending.items() if delta}
+        _pending.clear()
+        waits = _pending_wait()
+        for name, delta in deltas.items():
+            _metered()[name].inc(delta)
+        waits.flush()
+
+
+metrics.before_exposition(flush_pending)
 
 
 @functools.cache
