@@ -49,7 +49,7 @@ class Engine:
     def run(
         self, args: list[str], check: bool = True, **kwargs
     ) -> subprocess.CompletedProcess:
-        """Run ``ENGINE args`` (text mode); raise ``ImageError`` on failure if ``check``."""
+        """Run ``ENGINE args`` (text); ``ImageError`` on failure if ``check``."""
         kwargs.setdefault("capture_output", True)
         result = subprocess.run(
             self.command + args,
@@ -207,7 +207,7 @@ def pip_ca() -> str | None:
 
 
 def build(engine: Engine, tag: str = IMAGE, base: str | None = None) -> dict:
-    """Build ``Dockerfile`` as ``tag``; return its base, size (bytes) and build seconds."""
+    """Build ``Dockerfile`` as ``tag``: its base, size (bytes) and build seconds."""
     base = choose_base(engine, base)
     args = ["build", "--tag", tag, "--build-arg", f"BASE_IMAGE={base}"]
     args += ["--network", "host"]  # pip reaches the index as the host does
@@ -230,7 +230,7 @@ def build(engine: Engine, tag: str = IMAGE, base: str | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``build`` (the image, size printed), ``base`` (the local base only) or ``engine``."""
+    """``build`` (the image; its size printed), ``base`` (the base only), ``engine``."""
     parser = argparse.ArgumentParser(prog="python -m deploy.image", description=__doc__)
     parser.add_argument("command", choices=("build", "base", "engine"))
     parser.add_argument("--tag", default=os.environ.get("IMAGE") or IMAGE)

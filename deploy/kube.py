@@ -106,10 +106,9 @@ def merge(base: Any, change: Any) -> Any:
         # As kustomize orders them: the patch's items first (merged with the
         # base's of the same name), then the base's other items.
         have = {item["name"]: item for item in base}
-        out = [merge(have[i["name"]], i) if i["name"] in have else i for i in change]
+        merged = [merge(have[i["name"]], i) if i["name"] in have else i for i in change]
         named = {item["name"] for item in change}
-        out += [copy.deepcopy(item) for item in base if item["name"] not in named]
-        return out
+        return merged + [copy.deepcopy(i) for i in base if i["name"] not in named]
     return copy.deepcopy(change)
 
 

@@ -71,7 +71,9 @@ class Container:
             if not self.inspect()["State"]["Running"]:
                 break
             time.sleep(0.3)
-        raise AssertionError(f"{self.name} did not become ready:\n{self.logs()[-3000:]}")
+        raise AssertionError(
+            f"{self.name} did not become ready:\n{self.logs()[-3000:]}"
+        )
 
     def exit_code(self, timeout: float = 60.0) -> int:
         """Wait for it to exit; its exit code."""

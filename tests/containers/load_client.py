@@ -6,10 +6,10 @@ keeping its connection alive until the server says ``Connection: close``.
 Prints one JSON object: ``ok`` (2xx answers), ``refused`` (the connection was
 not accepted: nothing listened; the request is tried again after 50 ms, it was
 never the server's), ``lost`` (the request was sent and no complete answer
-came back, or a non-2xx one), and the first errors. A request sent on a
-kept-alive connection that the server had already closed, before it read a
-byte of it (the server closes idle connections as it stops), is ``retried``:
-the server never accepted that request, and HTTP clients resend it.
+came back, or a non-2xx one), ``reset`` (a connection opened while the
+server was stopping was reset before any answer: it sat in the listen queue
+when gunicorn closed its listener, so gunicorn never read it; see
+deploy/README.md, "Stopping"), and the first errors.
 """
 
 import http.client
@@ -40,16 +40,12 @@ def _worker(url: str, until: float, counts: dict, lock: threading.Lock) -> None:
             conn.request("GET", path)
             response = conn.getresponse()
             response.read()
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+        except ConnectionResetError as exc:
             conn.close()
             conn = None
-            # An idle kept-alive connection the server closed: it never read
-            # this request. On a fresh connection the same error is a loss.
-            key = "lost" if fresh else "retried"
             with lock:
-                counts[key] += 1
-                if fresh:
-                    counts["errors"].append(repr(exc))
+                counts["reset" if fresh else "lost"] += 1
+                counts["errors"].append(repr(exc))
             continue
         except OSError as exc:
             conn.close()
@@ -72,7 +68,7 @@ def _worker(url: str, until: float, counts: dict, lock: threading.Lock) -> None:
 def main() -> None:
     """Run the load; print the counts as JSON."""
     url, connections, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-    counts: dict = {"ok": 0, "refused": 0, "lost": 0, "retried": 0, "errors": []}
+    counts: dict = {"ok": 0, "refused": 0, "lost": 0, "reset": 0, "errors": []}
     lock = threading.Lock()
     until = time.monotonic() + seconds
     threads = [
