@@ -166,11 +166,10 @@ def test_a_restart_under_load_loses_no_accepted_request(
     engine, built_image, container_database_url, upstream
 ) -> None:
     """20 keep-alive connections for 20 s; SIGTERM at 6 s, started again once
-    it has exited: every request gunicorn read was answered 2xx (none cut on a
-    kept-alive connection, none answered with an error). Connections opened
-    while it stops and reset unread from the closing listener's queue are
-    counted apart and bounded (one per client at most); in Kubernetes the
-    preStop pause keeps new connections away before SIGTERM."""
+    it has exited: every request sent on a connection whose connect succeeded
+    was answered 2xx (none cut on a kept-alive connection, none reset in the
+    closing listener's queue, none answered with an error). Connects while
+    nothing listens are refused and retried: never the server's."""
     port = free_port()
     env = production_env(container_database_url, upstream, port)
     env["GUNICORN_ACCESS_LOG"] = ""
@@ -193,6 +192,5 @@ def test_a_restart_under_load_loses_no_accepted_request(
         print(f"restart under load: {counts}")
         assert counts["lost"] == 0, counts
         assert counts["ok"] > 1000 and counts["refused"] > 0, counts
-        assert counts["reset"] <= 20, counts
     finally:
         loaded.remove()
