@@ -196,7 +196,7 @@ def hpa_target(knee: dict) -> str:
         )
     return (
         f"HPA target: gd_admission_loop_busy_ratio averageValue "
-        f"{int(busy * 0.8 * 1000)}m (the knee's {busy:.2f}, less 20 % headroom)"
+        f"{round(busy * 0.8 * 1000)}m (the knee's {busy:.2f}, less 20 % headroom)"
     )
 
 
