@@ -184,6 +184,44 @@ def test_connections_in_the_listen_queue_at_sigterm_are_answered(
         socket.create_connection(address, timeout=5)
 
 
+def _sent(address: tuple, path: str) -> socket.socket:
+    """A connection with a GET of ``path`` sent on it."""
+    sock = socket.create_connection(address, timeout=5)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    return sock
+
+
+def test_connections_queued_behind_a_full_pool_at_sigterm_are_answered(
+    start_gunicorn, test_database_url
+):
+    """WORKER_CONNECTIONS=2, both busy with a 1.5 s request: the next ten wait
+    in the listen queue (a full pool accepts nothing). SIGTERM: the two finish,
+    then the ten are answered, each with ``Connection: close``, as slots free
+    (without BatchAcceptServer.close's accepting they are reset).
+    """
+    server = start_gunicorn(test_database_url, WORKER_CONNECTIONS="2")
+    address = urlsplit(server.url).hostname, urlsplit(server.url).port
+    slow = [_sent(address, "/demo/delay/?ms=1500") for _ in range(2)]
+    time.sleep(0.3)  # both in flight: the pool is full
+    queued = [_sent(address, "/healthz") for _ in range(10)]
+    server.process.send_signal(signal.SIGTERM)
+    answers = [_answer(sock) for sock in slow + queued]
+    # The two in flight were answered keep-alive (gunicorn decides as a
+    # request starts); each queued one was accepted after SIGTERM.
+    served = [
+        answer.startswith(b"HTTP/1.1 200 ")
+        and (
+            i < 2
+            or b"\r\nconnection: close\r\n" in answer.lower()
+            and answer.endswith(b'{"status": "ok"}')
+        )
+        for i, answer in enumerate(answers)
+    ]
+    summary = [answer.split(b"\r\n")[0] for answer in answers]
+    assert all(served), summary
+    assert server.process.wait(timeout=30) == 0
+
+
 def test_burst_under_ulimit_1024_recovers(start_gunicorn, test_database_url, upstream):
     """ulimit -n 1024: the worker warns with the numbers and caps its upstream
     sockets; a burst of 1,200 legs ends within its deadline, then the worker

@@ -256,7 +256,9 @@ class BatchAcceptServer(StreamServer):
                 return
             if not accepted:
                 return
-            # Waits for a slot when the pool is full, as accepting would.
+            # A full pool: end the longest idle waits, as accepting does
+            # (full()), then wait for a slot.
+            self.full()
             self.do_handle(*accepted)
 
     @property
