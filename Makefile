@@ -9,7 +9,7 @@ SETS := base run loadtest dev
 
 .PHONY: install install-run install-loadtest run test test-django-suite lint format lock \
 	db-start db-stop db-status clean settings-docs bench-db bench-fanout bench-aggregate loadtest overload storm fairness \
-	capacity observe stack stack-test
+	capacity observe stack stack-test image image-test kube-test
 
 # A stamp per set and pinned file: a changed requirements/<set>.txt reinstalls.
 $(VENV)/.installed-%: requirements/%.txt
@@ -134,6 +134,25 @@ stack: install-run
 ## PgBouncer (skipped when missing); traffic, slow clients, restarts, kill -9.
 stack-test: install
 	$(PY) -m pytest tests/stack
+
+## The OCI image (Dockerfile) with podman or docker, whichever runs here; prints
+## its size. BASE_IMAGE overrides the base (default: a Debian-packaged one made
+## with debootstrap under root, else python:3.11-slim-bookworm); IMAGE the tag.
+IMAGE ?= localhost/gevent-django:latest
+image:
+	IMAGE=$(IMAGE) $(PYTHON) -m deploy.image build
+
+## The image run for real (tests/containers/test_image.py; builds it first):
+## non-root, read-only root, probes against PostgreSQL, drain, refusals, a
+## restart under load. Skipped with the reason where no engine runs.
+image-test: install
+	IMAGE=$(IMAGE) $(PY) -m pytest tests/containers/test_image.py
+
+## deploy/kubernetes/ validated offline (kubernetes-validate), the Dockerfile
+## linted (hadolint), then the app Deployment run by podman kube play.
+kube-test: install
+	$(PY) -m pytest tests/deploy
+	IMAGE=$(IMAGE) $(PY) -m pytest tests/containers/test_kube_play.py
 
 ## Prometheus on 127.0.0.1:9090 scraping `make run` (127.0.0.1:8000) every 5 s
 ## (deploy/prometheus/prometheus.yml); its data in .data/prometheus. Foreground.

@@ -10,17 +10,23 @@ import pytest
 import devtools.gunicorn
 from devtools.gunicorn import Server
 from devtools.processes import Processes
-from tests.helpers import LIVE_APPLICATION_NAME, POOL_SIZE, STACK_TESTS
+from tests.helpers import (
+    CONTAINER_TESTS,
+    LIVE_APPLICATION_NAME,
+    POOL_SIZE,
+    STACK_TESTS,
+)
 from tests.redis_server import redis_server  # noqa: F401  (a fixture)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """Leave tests/stack/ out unless a command-line path points into it."""
-    if collection_path != STACK_TESTS:
+    """Leave tests/stack/ and tests/containers/ out unless a command-line path
+    points into them."""
+    if collection_path not in (STACK_TESTS, CONTAINER_TESTS):
         return None
     for arg in config.args:
         path = Path(arg.split("::", 1)[0]).resolve()
-        if path == STACK_TESTS or STACK_TESTS in path.parents:
+        if path == collection_path or collection_path in path.parents:
             return None
     return True
 

@@ -177,11 +177,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.target and knee is not None:
         print(front_door(knee, args))
     print(sentence)
+    if knee is not None:
+        print(hpa_target(knee))
     print(
         f"report: {out / 'capacity.md'} (plots capacity.png, capacity-resources.png;"
         " data capacity.csv)"
     )
     return 0 if knee is not None else 1
+
+
+def hpa_target(knee: dict) -> str:
+    """The HPA's target (deploy/kubernetes/base/autoscaling.yaml): the knee's
+    event-loop busy ratio, less 20 % headroom for the pods still starting."""
+    busy = knee.get("resources", {}).get("loop_busy_mean")
+    if busy is None:
+        return (
+            "HPA target: unknown (no gd_admission_loop_busy_ratio scraped at the knee)"
+        )
+    return (
+        f"HPA target: gd_admission_loop_busy_ratio averageValue "
+        f"{round(busy * 0.8 * 1000)}m (the knee's {busy:.2f}, less 20 % headroom)"
+    )
 
 
 def serve(

@@ -166,6 +166,11 @@ def database_settings(
     return db, embedded
 
 
+if os.environ.get("DJANGO_SETTINGS_MODULE") == "settings.production":
+    # Production's required keys, checked before the embedded default below
+    # makes a password file: on a read-only root filesystem (the image) that
+    # write failed first, with an OSError naming no setting.
+    read_knobs(production=True)
 _default_db, EMBEDDED_PG_DATA_DIR = database_settings(embedded_pg.DEV_DATA_DIR)
 DATABASES = {"default": _default_db}
 

@@ -11,6 +11,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 # Run by `make stack-test` (a whole stack of their own, about half a minute),
 # not by `make test`: collected only when named on the command line.
 STACK_TESTS = BASE_DIR / "tests" / "stack"
+# Run by `make image-test` and `make kube-test` (they build and run the image).
+CONTAINER_TESTS = BASE_DIR / "tests" / "containers"
 # The live servers' database application_name and pool size (gunicorn_server).
 LIVE_APPLICATION_NAME = "gevent-django-live"
 POOL_SIZE = 20

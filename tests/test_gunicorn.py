@@ -1,8 +1,10 @@
 """The service end to end: real gunicorn, gevent worker, PostgreSQL, stub upstream."""
 
 import http.client
+import os
 import re
 import resource
+import signal
 import socket
 import time
 from pathlib import Path
@@ -120,6 +122,104 @@ def test_idle_and_slowloris_connections_do_not_lock_out_new_clients(
             sock.close()
     assert "are not enough: closed" in server.log.read_text()
     stop_process(server.process)
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (or an error's repr)."""
+    sock.settimeout(15)
+    received = b""
+    try:
+        while data := sock.recv(65536):
+            received += data
+    except OSError as exc:
+        return received + repr(exc).encode()
+    finally:
+        sock.close()
+    return received
+
+
+def test_connections_in_the_listen_queue_at_sigterm_are_answered(
+    start_gunicorn, test_database_url
+):
+    """SIGTERM while completed connections wait in the listen queue, their
+    requests sent: each gets its whole answer, with ``Connection: close``.
+
+    The worker is stopped (SIGSTOP) so nothing it would accept is: the kernel
+    completes the clients' connects (half before the master's SIGTERM, half
+    after the master closed its listener, the worker's still open) and queues
+    them. When the last listening descriptor closes, the kernel resets what is
+    still queued: gunicorn's worker closed its listener on SIGTERM with them
+    there, and all 40 were reset (ConnectionResetError) before the worker
+    accepted what was queued first (BatchAcceptServer.close).
+    """
+    server = start_gunicorn(test_database_url)
+    worker = worker_pid(server)
+    address = urlsplit(server.url).hostname, urlsplit(server.url).port
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    queued = []
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        for _ in range(20):
+            queued.append(socket.create_connection(address, timeout=5))
+            queued[-1].sendall(request)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the master has closed its listener, signalled the worker
+        for _ in range(20):
+            queued.append(socket.create_connection(address, timeout=5))
+            queued[-1].sendall(request)
+        time.sleep(1.0)  # the worker's 1 s check of whether to stop is due
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    answers = [_answer(sock) for sock in queued]
+    complete = [
+        answer
+        for answer in answers
+        if answer.startswith(b"HTTP/1.1 200 ")
+        and b"\r\nconnection: close\r\n" in answer.lower()
+        and answer.endswith(b'{"status": "ok"}')
+    ]
+    assert len(complete) == len(queued), answers
+    assert server.process.wait(timeout=30) == 0
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=5)
+
+
+def _sent(address: tuple, path: str) -> socket.socket:
+    """A connection with a GET of ``path`` sent on it."""
+    sock = socket.create_connection(address, timeout=5)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    return sock
+
+
+def test_connections_queued_behind_a_full_pool_at_sigterm_are_answered(
+    start_gunicorn, test_database_url
+):
+    """WORKER_CONNECTIONS=2, both busy with a 1.5 s request: the next ten wait
+    in the listen queue (a full pool accepts nothing). SIGTERM: the two finish,
+    then the ten are answered, each with ``Connection: close``, as slots free
+    (without BatchAcceptServer.close's accepting they are reset).
+    """
+    server = start_gunicorn(test_database_url, WORKER_CONNECTIONS="2")
+    address = urlsplit(server.url).hostname, urlsplit(server.url).port
+    slow = [_sent(address, "/demo/delay/?ms=1500") for _ in range(2)]
+    time.sleep(0.3)  # both in flight: the pool is full
+    queued = [_sent(address, "/healthz") for _ in range(10)]
+    server.process.send_signal(signal.SIGTERM)
+    answers = [_answer(sock) for sock in slow + queued]
+    # The two in flight were answered keep-alive (gunicorn decides as a
+    # request starts); each queued one was accepted after SIGTERM.
+    served = [
+        answer.startswith(b"HTTP/1.1 200 ")
+        and (
+            i < 2
+            or b"\r\nconnection: close\r\n" in answer.lower()
+            and answer.endswith(b'{"status": "ok"}')
+        )
+        for i, answer in enumerate(answers)
+    ]
+    summary = [answer.split(b"\r\n")[0] for answer in answers]
+    assert all(served), summary
+    assert server.process.wait(timeout=30) == 0
 
 
 def test_burst_under_ulimit_1024_recovers(start_gunicorn, test_database_url, upstream):

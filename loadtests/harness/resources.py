@@ -21,6 +21,8 @@ POOL_WAITING = "gd_db_pool_waiting"
 UPSTREAM_CONNECTIONS = "gd_upstream_connections"
 BULKHEAD = "gd_upstream_bulkhead_in_use"
 BREAKER_TRANSITIONS = "gd_upstream_breaker_transitions_total"
+# The HPA's metric (deploy/kubernetes/base/autoscaling.yaml).
+LOOP_BUSY = "gd_admission_loop_busy_ratio"
 
 
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
@@ -119,6 +121,12 @@ def host_busy(samples: list[Sample]) -> float | None:
     return (ends[-1][0] - ends[0][0]) / (ends[-1][1] - ends[0][1])
 
 
+def _mean(values: Iterable[float | None]) -> float | None:
+    """The mean of the values that are not None; None when there is none."""
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
 def metric_figures(scraped: list[Metrics]) -> dict:
     """The /metrics figures of a window's scrapes (at least one)."""
     first, last = scraped[0], scraped[-1]
@@ -136,6 +144,8 @@ def metric_figures(scraped: list[Metrics]) -> dict:
             total(m, POOL_CONNECTIONS, state="in_use") for m in scraped
         ),
         "db_size": highest(total(m, POOL_SIZE) for m in scraped),
+        # The mean over the window: what the adapter's 1-minute average sees.
+        "loop_busy_mean": _mean(total(m, LOOP_BUSY) for m in scraped),
         "db_waiting_max": highest(total(m, POOL_WAITING) for m in scraped),
         # Summed over upstreams for the report; the busiest one for utilisation,
         # since HTTP_POOL_MAXSIZE bounds each upstream on its own.

@@ -41,11 +41,21 @@ headers it had passed on to its client and no body, too late to retry the
 request on another instance (nginx's ``proxy_next_upstream`` works only while
 nothing was sent). With one write the proxy gets the whole answer or nothing.
 
+When the worker stops gracefully (SIGTERM, ``max_requests``), gunicorn closes
+its listening socket. Connections the kernel has already completed and queued
+there (their clients connected, most have sent a request) are reset when the
+last descriptor of that socket closes: a client that saw its connect succeed
+lost its request (1 in a container restart under 20 connections).
+``BatchAcceptServer.close`` first accepts what is queued and serves it as
+usual; gunicorn answers each with ``Connection: close`` since the worker is no
+longer alive. A connect after the close is refused, never accepted.
+
 Nothing here imports Django: gunicorn's master loads the worker class before
 forking, and the master must stay unpatched and Django-free.
 """
 
 import email.utils
+import functools
 import ipaddress
 import json
 import socket
@@ -216,6 +226,8 @@ class BatchAcceptServer(StreamServer):
     waiting = WaitingConnections()
     # gevent's BaseServer.full, and ours in its place (set_spawn).
     full: Callable[[], bool]
+    # gevent's: what serves an accepted connection (gunicorn's handler).
+    _handle: Callable[..., Any]
     pool_full: Callable[[], bool]
 
     def set_spawn(self, spawn: Any) -> None:
@@ -234,6 +246,42 @@ class BatchAcceptServer(StreamServer):
         self.waiting.reclaim(self.batch)
         return True
 
+    def close(self) -> None:
+        """Serve the connections queued on the listener, then close it.
+
+        Closing a listening socket's last descriptor makes the kernel reset
+        every connection still in its accept queue: completed, often with a
+        request sent, never read. gunicorn's worker closes its listener when
+        it stops; accepting what is queued first gets each its answer.
+        """
+        if not self.closed and self.started:
+            self._serve_queued()
+        super().close()
+
+    def _serve_queued(self) -> None:
+        # gunicorn's handler asks the listener for its name as the
+        # connection's greenlet starts, once close() has closed it: hand
+        # these connections the name instead of the listener.
+        handle = self._handle
+        if isinstance(handle, functools.partial) and handle.args:
+            name = handle.args[0].getsockname()
+            self._handle = functools.partial(
+                handle.func, _ClosedListener(name), *handle.args[1:]
+            )
+        while True:  # until EAGAIN: the listener's socket does not block
+            try:
+                accepted = self.do_read()
+            except ConnectionAbortedError:  # its client gave up while queued
+                continue
+            except OSError:  # out of descriptors: the rest cannot be taken
+                return
+            if not accepted:
+                return
+            # A full pool: end the longest idle waits, as accepting does
+            # (full()), then wait for a slot.
+            self.full()
+            self.do_handle(*accepted)
+
     @property
     def max_accept(self) -> int:
         """Connections accepted per wake-up of the listening socket."""
@@ -244,6 +292,17 @@ class BatchAcceptServer(StreamServer):
         # gunicorn's worker sets 1 when there are several workers; the batch
         # (1 included, when configured) is what this server uses instead.
         pass
+
+
+class _ClosedListener:
+    """A closed listener's name: what gunicorn's handler asks of it."""
+
+    def __init__(self, name: Any) -> None:
+        self._name = name
+
+    def getsockname(self) -> Any:
+        """The name the listener had."""
+        return self._name
 
 
 # This worker's servers (one per listening socket), for busy_connections.

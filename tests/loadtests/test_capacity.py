@@ -5,7 +5,13 @@ import csv
 import pytest
 
 from loadtests import capacity
-from loadtests.harness import capacity_report, resources_report, saturation, usl
+from loadtests.harness import (
+    capacity_report,
+    resources,
+    resources_report,
+    saturation,
+    usl,
+)
 
 
 def synthetic_steps() -> list[dict]:
@@ -183,3 +189,38 @@ def test_target_options_are_checked(argv, capsys):
         capacity.parse_args(argv)
     assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("busy", "target"), [(0.75, "600m"), (0.7, "560m"), (0.35, "280m"), (1.0, "800m")]
+)
+def test_hpa_target_is_the_knees_loop_busy_ratio_less_a_fifth(busy, target):
+    """The HPA target printed: the knee's mean busy ratio x 0.8, in milli-units
+    (rounded: 0.7 x 0.8 x 1000 is 559.99... in floating point)."""
+    knee = {"users": 40, "rps": 900.0, "resources": {"loop_busy_mean": busy}}
+    line = capacity.hpa_target(knee)
+    assert line.startswith(
+        f"HPA target: gd_admission_loop_busy_ratio averageValue {target} "
+    ), line
+    assert f"the knee's {busy:.2f}" in line
+
+
+@pytest.mark.parametrize("resources", [None, {}, {"loop_busy_mean": None}])
+def test_hpa_target_is_unknown_without_the_busy_ratio(resources):
+    """No busy ratio scraped at the knee: no made-up target."""
+    knee = {"users": 40, "rps": 900.0}
+    if resources is not None:
+        knee["resources"] = resources
+    assert capacity.hpa_target(knee).startswith("HPA target: unknown")
+
+
+def test_loop_busy_mean_is_the_windows_mean_over_the_scrapes_that_have_it():
+    """The knee's busy ratio: the mean of the window's scrapes of the gauge
+    (one livemax series per server), a scrape without it left out."""
+    scraped = [
+        {resources.LOOP_BUSY: [({}, 0.5)]},
+        {},
+        {resources.LOOP_BUSY: [({}, 0.7)]},
+    ]
+    assert resources.metric_figures(scraped)["loop_busy_mean"] == pytest.approx(0.6)
+    assert resources.metric_figures([{}])["loop_busy_mean"] is None
