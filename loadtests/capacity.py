@@ -190,9 +190,12 @@ def hpa_target(knee: dict) -> str:
     """The HPA's target (deploy/kubernetes/base/autoscaling.yaml): the knee's
     event-loop busy ratio, less 20 % headroom for the pods still starting."""
     busy = knee.get("resources", {}).get("loop_busy_mean")
-    if busy is None:
+    if not busy:
+        # 0 is the gauge never set: the loop is watched by admission control
+        # only, so a run with SHED_ENABLED=false scrapes zeros, not a ratio.
         return (
-            "HPA target: unknown (no gd_admission_loop_busy_ratio scraped at the knee)"
+            "HPA target: unknown (no gd_admission_loop_busy_ratio scraped at the "
+            "knee; the event loop is measured with admission control on)"
         )
     return (
         f"HPA target: gd_admission_loop_busy_ratio averageValue "

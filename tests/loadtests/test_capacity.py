@@ -205,9 +205,12 @@ def test_hpa_target_is_the_knees_loop_busy_ratio_less_a_fifth(busy, target):
     assert f"the knee's {busy:.2f}" in line
 
 
-@pytest.mark.parametrize("resources", [None, {}, {"loop_busy_mean": None}])
+@pytest.mark.parametrize(
+    "resources", [None, {}, {"loop_busy_mean": None}, {"loop_busy_mean": 0.0}]
+)
 def test_hpa_target_is_unknown_without_the_busy_ratio(resources):
-    """No busy ratio scraped at the knee: no made-up target."""
+    """No busy ratio scraped at the knee (or only zeros: admission off, the
+    gauge never set): no made-up target."""
     knee = {"users": 40, "rps": 900.0}
     if resources is not None:
         knee["resources"] = resources
