@@ -285,6 +285,25 @@ def flush_batched() -> None:
         flush()
 
 
+class PendingCounter:
+    """Increments of one counter child, held as a plain number until ``flush``
+    (one locked write to the shared file a flush, not one an increment)."""
+
+    def __init__(self, child: Counter) -> None:
+        self.child = child
+        self._count = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Count ``amount`` more."""
+        self._count += amount
+
+    def flush(self) -> None:
+        """Write what was counted since the last flush."""
+        if self._count:
+            self.child.inc(self._count)
+            self._count = 0.0
+
+
 class PendingHistogram:
     """Observations of one histogram child, held as plain numbers until ``flush``.
 

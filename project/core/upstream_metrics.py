@@ -23,6 +23,7 @@ from .metrics import (
     UPSTREAM_CALLS,
     UPSTREAM_CONNECTIONS,
     UPSTREAM_RETRIES,
+    PendingCounter,
     PendingHistogram,
     enabled,
 )
@@ -46,7 +47,9 @@ class UpstreamMeter:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.calls = {
-            outcome: UPSTREAM_CALLS.labels(upstream=upstream, outcome=outcome.value)
+            outcome: PendingCounter(
+                UPSTREAM_CALLS.labels(upstream=upstream, outcome=outcome.value)
+            )
             for outcome in CALL_OUTCOMES
         }
         self.duration = PendingHistogram(
@@ -64,19 +67,16 @@ class UpstreamMeter:
             state: BREAKER_TRANSITIONS.labels(upstream=upstream, state=state)
             for state in BREAKER_CODES
         }
-        self._pending_calls = dict.fromkeys(CALL_OUTCOMES, 0)
 
     def call(self, outcome: Status, seconds: float) -> None:
         """Count one attempt that reached the upstream, and its time."""
-        self._pending_calls[outcome] += 1
+        self.calls[outcome].inc()
         self.duration.observe(seconds)
 
     def flush(self) -> None:
         """Write the attempts counted since the last flush to the metrics."""
-        for outcome, count in self._pending_calls.items():
-            if count:
-                self.calls[outcome].inc(count)
-                self._pending_calls[outcome] = 0
+        for calls in self.calls.values():
+            calls.flush()
         self.duration.flush()
 
     def breaker_moved(self, state: str) -> None:

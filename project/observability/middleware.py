@@ -48,16 +48,13 @@ class _Series:
     """One (route, method, status class) series: its children and what is pending."""
 
     def __init__(self, labels: tuple[str, str, str]) -> None:
-        self.requests = metrics.REQUESTS.labels(*labels)
+        self.requests = metrics.PendingCounter(metrics.REQUESTS.labels(*labels))
         self.duration = metrics.PendingHistogram(
             metrics.REQUEST_DURATION.labels(*labels)
         )
-        self.count = 0
 
     def flush(self) -> None:
-        if self.count:
-            self.requests.inc(self.count)
-            self.count = 0
+        self.requests.flush()
         self.duration.flush()
 
 
@@ -84,7 +81,7 @@ class RequestTally:
         series = self._series.get(labels)
         if series is None:
             series = self._series[labels] = _Series(labels)
-        series.count += 1
+        series.requests.inc()
         series.duration.observe(seconds)
 
     def flush(self) -> None:
