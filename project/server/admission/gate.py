@@ -100,7 +100,7 @@ class GateConfig:
     interval_s: float = 0.1
     # While the event loop is busier than this share of an interval (the
     # refusals' own CPU left out) and more arrives than is served, the limit is
-    # capped at three times the concurrency the routes need (completion rate x
+    # capped at 1.5 times the concurrency the routes need (completion rate x
     # shortest latency): a saturated CPU serves no more for more in flight.
     cpu_target: float = 0.85
     # The limit also falls (never below the pool's size) when the oldest
@@ -379,7 +379,7 @@ class Gate:
             binding=binding,
             peak_in_flight=self._peak,
             floor=floor,
-            # A saturated CPU serves no more for more in flight: three times what
+            # A saturated CPU serves no more for more in flight: 1.5 times what
             # the current mix needs (needed.py), never less.
             cap=self._cpu_cap(need) if cpu_congested and need and piling else None,
         )

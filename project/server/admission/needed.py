@@ -10,9 +10,10 @@ concurrency the worker's current mix needs. With the CPU
 saturated, the gate caps its limit at ``HEADROOM`` times that.
 
 The shortest latency is learned only while the CPU is not saturated, and
-held while it is: under processor sharing every request is slowed, even the
-luckiest, so a minimum taken then includes the queueing it is meant to leave
-out, the cap follows the in-flight count up and nothing is capped (seen: an
+while it is only a shorter one replaces it: under processor sharing every
+request is slowed, even the luckiest, so a minimum taken then includes the
+queueing it is meant to leave out, the cap follows the in-flight count up and
+nothing is capped (seen: an
 open model at twice one worker's W1 capacity answered in 4.6 s at p95). If
 the held value is too low (an upstream got slower meanwhile), the cap starves
 the CPU, the CPU stops being saturated and the new latency is learned: BBR
@@ -23,18 +24,20 @@ This is the bandwidth-delay product BBR and Kratos' BBR limiter use
 one minimum over a mix of a 1 ms route and a 10 s one would starve the slow
 one. Unlike a limit lowered step by step on a busy CPU, it cannot fall below
 what the work needs when a worker is merely at capacity, or when a
-neighbour's load makes the loop look busy: the limit stays at three times the
+neighbour's load makes the loop look busy: the limit stays at half again the
 concurrency that is being served.
 """
 
 from collections import deque
 
-# Three times the need. A busy CPU shares itself among what is in flight, so
-# below capacity the in-flight count is the need times the slowdown, 1/(1 -
-# utilisation): with twice the need the cap bound at half load and refused 4.8 %
-# of an open model at 0.8x one worker's W1 capacity. At 3x the load, three
-# times the need keeps an admitted request near 3 R (W1: about 150 ms).
-HEADROOM = 3.0
+# Half again the need. The cap binds only while work piles up (gate.py), so
+# below capacity, where a busy CPU's in-flight count floats at the need times
+# the slowdown, 1/(1 - utilisation), it is not applied (an open model at 0.8x
+# one worker's W1 capacity: 0 refusals). At 3x an open model it sets what an
+# admitted request waits: three times the need kept W1's answers at 170 ms
+# p50 and 1 s p99, half the goodput within 250 ms lost; 1.5x keeps them near
+# 90 ms (make overload).
+HEADROOM = 1.5
 # Intervals each route's shortest latency is remembered (2 s at 100 ms).
 WINDOW = 20
 # Routes tracked; past this, new paths share one entry (paths are the
@@ -85,8 +88,15 @@ class NeededConcurrency:
             entry.recent.append(
                 (entry.completions, entry.shortest if learning else INF)
             )
-            if not learning and entry.held == INF:
-                entry.held = entry.shortest  # a route new under saturation
+            if not learning and entry.shortest < entry.held:
+                # A shorter latency under saturation is still an upper bound
+                # on the unqueued one: only a longer one is queueing. Held
+                # instead, a minimum learned in the first intervals of a
+                # burst (the busy fraction is smoothed, so saturation is read
+                # a few intervals late) was kept for good: W1 at 3x an open
+                # model held 110 ms for its 50 ms, the cap let 180 in flight
+                # and admitted answers took 180 ms at p50.
+                entry.held = entry.shortest
             entry.completions = 0
             entry.shortest = INF
             # The rate is over the intervals in which the route completed

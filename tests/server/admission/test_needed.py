@@ -79,6 +79,19 @@ def test_the_shortest_latency_is_held_while_the_cpu_is_saturated():
     assert learned == pytest.approx(400 * 0.08)
 
 
+def test_a_shorter_latency_under_saturation_replaces_the_held_one():
+    """A minimum learned while a burst was already queueing (saturation is
+    read a few intervals late) is not kept for good: the shorter latencies
+    the cap brings back lower it, and longer ones never raise it."""
+    needed = NeededConcurrency()
+    interval(needed, w1=(40, 0.11))  # learned with the queueing of a burst
+    for latency in (0.09, 0.5, 0.06, 0.3):
+        for _ in range(40):
+            needed.completed("w1", latency)
+        held = needed.needed(0.1, learning=False)
+    assert held == pytest.approx(400 * 0.06)
+
+
 def test_a_route_first_seen_under_saturation_counts_from_what_it_shows():
     """No latency learned yet: the one it shows is used, not nothing."""
     needed = NeededConcurrency()
