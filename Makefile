@@ -45,13 +45,12 @@ test-django-suite: install
 loadtest: install-loadtest
 	$(PY) -m loadtests.loadtest $(LOADTEST_ARGS)
 
-## The overload scenarios of loadtests/guards.toml (on demand: one worker at 0.8x
-## and 3x its capacity, measured first with SHED_ENABLED=false by a short step
-## load, 40 s each, W1 and W2; about 5 minutes). Add
-## OVERLOAD_ARGS="--env SHED_ENABLED=false" to see the same load unprotected.
-OVERLOAD_SCENARIOS := W1-busy,W1-overload,W2-busy,W2-overload
+## One worker under an open model at 0.8x and 3x its capacity (measured first
+## with SHED_ENABLED=false), W1 and W2, 3 rounds, each with the defaults and 3x
+## with admission off; h2load (Debian: nghttp2-client) drives it (about 12
+## minutes). OVERLOAD_ARGS passes options, e.g. OVERLOAD_ARGS="--workloads W2".
 overload: install-loadtest
-	$(PY) -m loadtests.loadtest --scenarios $(OVERLOAD_SCENARIOS) $(OVERLOAD_ARGS)
+	$(PY) -m loadtests.openloop $(OVERLOAD_ARGS)
 
 ## Shed storm (issue 23): W1, W2 and AGG at 1 worker x 40 and 2 workers x 100 and
 ## x 400 keep-alive connections that retry at once (wrk, else a gevent client),
