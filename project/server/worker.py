@@ -33,6 +33,10 @@ Every request (but exempt routes: probes, metrics) passes admission control
 (``project/server/admission``) after gunicorn has parsed it and before the WSGI
 application sees it: over the worker's adaptive limit it waits briefly for a
 slot or gets a canned 503 at once, for a fraction of a millisecond of CPU.
+A client connection's reads run first in each event-loop turn
+(``read_first``): on a saturated worker a turn runs every ready upstream
+answer and request before the loop polls again, and a request read at the
+turn's end waited through all of it to be admitted or refused.
 
 A response's headers and its first body bytes go out in one write
 (``OneWriteResponse``): gunicorn writes them separately, and a worker killed
@@ -82,6 +86,7 @@ from project.core.disconnect import client_gone_at_once
 from project.core.request_context import DEADLINE_KEY
 from project.core.route_priority import Priority, RoutePriorities, traffic_class
 from project.server.admission import runtime as admission
+from project.server.admission.loop_busy import HIGHEST_PRIORITY
 from project.server.admission.refusal_budget import came_back_at_once
 
 # New connections a worker accepts each time its listening socket wakes it.
@@ -309,6 +314,18 @@ class _ClosedListener:
 SERVERS: list[BatchAcceptServer] = []
 
 
+def read_first(sock: Any) -> None:
+    """Have the event loop wake ``sock``'s reader before the other watchers
+    ready in the same turn (libev runs pending watchers by priority).
+
+    A client's next request is then admitted or refused before the turn's
+    upstream answers and responses are worked through. One worker at 3x its
+    W1 capacity (open model, ``make overload``): refusals' p99 20/22/17 ms ->
+    15/13/15 ms in the same rounds, goodput unchanged.
+    """
+    sock._read_event.priority = HIGHEST_PRIORITY
+
+
 def write_json_error(
     sock: socket.socket, status_int: int, reason: str, mesg: str
 ) -> None:
@@ -455,6 +472,11 @@ class GeventWorker(ggevent.GeventWorker):
         )
         self._last_reclaim_log = now
         self._unlogged_reclaims = 0
+
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        """Serve a connection as gunicorn does, its reads first in each loop turn."""
+        read_first(client)
+        super().handle(listener, client, addr)
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
         """Admit the request (or refuse it), then serve it as gunicorn does,

@@ -3,8 +3,9 @@
 import time
 
 import gevent
+import gevent.socket
 
-from project.server.worker import OneWriteResponse, WaitingConnections
+from project.server.worker import OneWriteResponse, WaitingConnections, read_first
 
 
 def _waiter(registry: WaitingConnections, seconds: float, log: list) -> None:
@@ -99,3 +100,30 @@ def test_headers_and_body_leave_in_one_write():
     assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: 11" in head
     assert body == b"hello world"
     assert response.headers_sent and response.sent == 11
+
+
+def test_a_client_read_runs_first_in_its_loop_turn():
+    """A client's socket and twenty upstream ones become readable in the same
+    loop turn: the client's reader runs first, wherever libev (which works
+    through a turn's ready watchers newest first) would have put it."""
+    order = []
+    pairs = [gevent.socket.socketpair() for _ in range(21)]
+    read_first(pairs[0][0])
+
+    def reader(name: object, sock: gevent.socket.socket) -> None:
+        sock.recv(1)
+        order.append(name)
+
+    names = ["client", *range(20)]
+    readers = [
+        gevent.spawn(reader, n, ours) for n, (ours, _) in zip(names, pairs, strict=True)
+    ]
+    gevent.sleep(0.01)  # every reader waits in recv
+    for _, peer in pairs:  # sends that do not block: no loop turn between them
+        peer.send(b"x")
+    gevent.joinall(readers, timeout=2)
+    for pair in pairs:
+        for sock in pair:
+            sock.close()
+    assert len(order) == 21
+    assert order[0] == "client"
