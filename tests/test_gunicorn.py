@@ -36,6 +36,9 @@ def test_worker_is_gevent_and_patched(gunicorn_server):
     # What the worker loaded is frozen out of the collector's full passes.
     frozen = re.search(r"frozen=(\d+)", log)
     assert frozen and int(frozen.group(1)) > 10000
+    # And the collector runs far less often than Python's default (700).
+    thresholds = re.search(r"gc=(\d+),(\d+),(\d+)", log)
+    assert thresholds and int(thresholds.group(1)) >= 10000
 
 
 def _keep_calling(url: str, until: float) -> tuple[float, int]:
