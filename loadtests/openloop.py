@@ -18,7 +18,7 @@ answers come within a connection's interval (242 ms at 1,650 req/s).
 For each workload (W1, W2; one worker, the stub upstream started once):
 
 1. capacity with ``SHED_ENABLED=false``: a closed loop of 40 connections
-   gives a first estimate, then open-model rates of 0.5x to 1.0x of it in
+   gives a first estimate, then open-model rates of 0.5x to 1.3x of it in
    steps of 0.1x, up to the last one that keeps p99 within the SLO, every
    answer 2xx and at least 95 % of the offered rate;
 2. ``--rounds`` rounds, each with fresh gunicorns, the order alternating:
@@ -65,7 +65,7 @@ MIN_CONNECTION_RPS = 2.0
 STAGGER_S = 0.01
 # The closed loop of the first capacity estimate, and the ladder over it.
 PROBE_CONNECTIONS = 40
-LADDER = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+LADDER = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
 LADDER_SECONDS = 8.0
 MIN_ACHIEVED = 0.95
 # A run h2load has not finished in this many times its planned length (an
