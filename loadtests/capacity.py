@@ -15,6 +15,9 @@
    throughput for ``--beyond-seconds``, which shows what the server's admission
    control makes of overload: the share refused, the admitted requests' p99,
    how fast refusals come back and the goodput (answers within the SLO).
+   For W1 and W2 the open model is h2load's when it is on PATH (Debian's
+   nghttp2-client, ``openloop.py``): Locust's on the server's own cores
+   reaches about half of 3x a two-worker W1 knee. Otherwise Locust's.
 
 During the step load the server's /metrics and CPU are scraped
 (``harness/scrape.py``); each step gets resource figures and the knee a
@@ -43,12 +46,14 @@ Usage: ``python -m loadtests.capacity [--scenario W1] [--target-rps 2000]
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from devtools.cli import add_env_option
 from devtools.processes import Processes
+from loadtests import openloop
 from loadtests.harness import (
     guards,
     observe,
@@ -340,6 +345,13 @@ def beyond_the_knee(
 ) -> str:
     """Open model at ``--beyond`` x the knee's req/s; the overload line (Markdown)."""
     rate = args.beyond * knee["rps"]
+    offered = f"{args.beyond:g} x {knee['rps']:.0f} req/s"
+    path = OPEN_MODEL_PATHS.get(args.scenario)
+    if path and shutil.which("h2load"):
+        measured = openloop.run_open(host + path, rate, args.beyond_seconds, 5.0)
+        text = "Beyond the knee: " + open_model_sentence(measured, knee, offered, args)
+        print(text, flush=True)
+        return "\n" + text + "\n"
     run = run_locust(
         processes,
         [scenario_file(spec)],
@@ -350,12 +362,39 @@ def beyond_the_knee(
         options=["--arrival-rate", f"{rate:.1f}", "--slo-ms", str(args.slo_p95_ms)],
         local_processes=args.processes,
     )
-    offered = f"{args.beyond:g} x {knee['rps']:.0f} req/s"
     text = "Beyond the knee: " + overload_sentence(
         run.stats, guards.main_endpoint(spec), knee, offered, args
     )
     print(text, flush=True)
     return "\n" + text + "\n"
+
+
+# The request of each scenario h2load can send (no headers, no random ids).
+OPEN_MODEL_PATHS = {
+    "W1": "/demo/fan-out/?http=10&ms=50",
+    "W2": "/demo/slow-sql/?x=7&ms=50",
+}
+
+
+def open_model_sentence(
+    run: openloop.Run, knee: dict, offered: str, args: argparse.Namespace
+) -> str:
+    """``overload_sentence`` for an h2load run."""
+    if not run.rows:
+        return "no steady-state figures."
+    good = run.goodput_within(args.slo_p95_ms)
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f} ms"
+
+    return (
+        f"{offered} offered (open model, h2load, {args.beyond_seconds:g} s, "
+        f"{run.achieved_rps:.0f} req/s sent): sheds "
+        f"{run.refused / len(run.rows):.1%}, admitted p99 {ms(run.p(99))} (at the "
+        f"knee {ms(knee.get('p99_ms'))}), refusals p99 {ms(run.p(99, ok=False))}; "
+        f"goodput {good:.0f} req/s within {args.slo_p95_ms:g} ms "
+        f"({good / knee['rps']:.0%} of the knee)."
+    )
 
 
 def overload_sentence(

@@ -97,7 +97,11 @@ class Run:
     @property
     def goodput(self) -> float:
         """2xx answered within the SLO, a second."""
-        return sum(1 for ms in self._latencies(True) if ms <= SLO_MS) / self.seconds
+        return self.goodput_within(SLO_MS)
+
+    def goodput_within(self, slo_ms: float) -> float:
+        """2xx answered within ``slo_ms``, a second."""
+        return sum(1 for ms in self._latencies(True) if ms <= slo_ms) / self.seconds
 
     @property
     def refused(self) -> int:

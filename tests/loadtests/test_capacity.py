@@ -12,6 +12,7 @@ from loadtests.harness import (
     saturation,
     usl,
 )
+from loadtests.openloop import Run
 
 
 def synthetic_steps() -> list[dict]:
@@ -227,3 +228,21 @@ def test_loop_busy_mean_is_the_windows_mean_over_the_scrapes_that_have_it():
     ]
     assert resources.metric_figures(scraped)["loop_busy_mean"] == pytest.approx(0.6)
     assert resources.metric_figures([{}])["loop_busy_mean"] is None
+
+
+def test_beyond_the_knee_sentence_from_h2load():
+    """The same figures from an h2load run: 2xx within the SLO are goodput,
+    later ones are admitted but not good."""
+    args = capacity.parse_args(["--slo-p95-ms", "200", "--beyond-seconds", "10"])
+    rows = [(0.0, 200, 80.0)] * 1800 + [(0.0, 200, 300.0)] * 200
+    rows += [(0.0, 503, 4.0)] * 6000
+    run = Run(800.0, 10.0, rows)
+    knee = {"rps": 200.0, "p99_ms": 70.0}
+    sentence = capacity.open_model_sentence(run, knee, "4 x 200 req/s", args)
+    assert sentence == (
+        "4 x 200 req/s offered (open model, h2load, 10 s, 800 req/s sent): sheds "
+        "75.0%, admitted p99 300 ms (at the knee 70 ms), refusals p99 4 ms; "
+        "goodput 180 req/s within 200 ms (90% of the knee)."
+    )
+    empty = Run(800.0, 10.0, [])
+    assert capacity.open_model_sentence(empty, knee, "", args).startswith("no ")
