@@ -47,7 +47,7 @@ loadtest: install-loadtest
 
 ## One worker under an open model at 0.8x and 3x its capacity (measured first
 ## with SHED_ENABLED=false), W1 and W2, 3 rounds, each with the defaults and 3x
-## with admission off; h2load (Debian: nghttp2-client) drives it (about 12
+## with admission off; h2load (Debian: nghttp2-client) drives it (about 15
 ## minutes). OVERLOAD_ARGS passes options, e.g. OVERLOAD_ARGS="--workloads W2".
 overload: install-loadtest
 	$(PY) -m loadtests.openloop $(OVERLOAD_ARGS)
