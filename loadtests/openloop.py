@@ -147,15 +147,18 @@ def parse_log(
     ]
 
 
-def connections_for(rate: float) -> int:
+def connections_for(rate: float, most: int = MAX_CONNECTIONS) -> int:
     """Connections for an open model at ``rate``: each sends at least
-    ``MIN_CONNECTION_RPS``, at most ``MAX_CONNECTIONS`` of them."""
-    return max(MIN_CONNECTIONS, min(MAX_CONNECTIONS, int(rate / MIN_CONNECTION_RPS)))
+    ``MIN_CONNECTION_RPS``, at most ``most`` of them."""
+    return max(MIN_CONNECTIONS, min(most, int(rate / MIN_CONNECTION_RPS)))
 
 
-def h2load_command(url: str, rate: float, duration: float, log: Path) -> list[str]:
-    """h2load's command line for an open model at ``rate`` req/s for ``duration`` s."""
-    connections = connections_for(rate)
+def h2load_command(
+    url: str, rate: float, duration: float, log: Path, most: int = MAX_CONNECTIONS
+) -> list[str]:
+    """h2load's command line for an open model at ``rate`` req/s for ``duration``
+    s, on at most ``most`` connections."""
+    connections = connections_for(rate, most)
     per_connection = rate / connections
     # All connections started within one of their request intervals.
     per_stagger = max(1, round(connections * per_connection * STAGGER_S))
@@ -172,11 +175,14 @@ def h2load_command(url: str, rate: float, duration: float, log: Path) -> list[st
     ]
 
 
-def run_open(url: str, rate: float, seconds: float, warmup: float) -> Run:
-    """Drive ``url`` at ``rate`` req/s; the run's measured window."""
+def run_open(
+    url: str, rate: float, seconds: float, warmup: float, most: int = MAX_CONNECTIONS
+) -> Run:
+    """Drive ``url`` at ``rate`` req/s on at most ``most`` connections; the
+    run's measured window."""
     with tempfile.TemporaryDirectory(prefix="openloop-") as tmp:
         log = Path(tmp) / "h2load.tsv"
-        command = h2load_command(url, rate, warmup + seconds, log)
+        command = h2load_command(url, rate, warmup + seconds, log, most)
         try:
             subprocess.run(
                 command,

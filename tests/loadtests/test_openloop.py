@@ -65,6 +65,7 @@ def test_connections_grow_with_the_rate_within_bounds():
     assert openloop.connections_for(10) == openloop.MIN_CONNECTIONS
     assert openloop.connections_for(450) == 225
     assert openloop.connections_for(1650) == openloop.MAX_CONNECTIONS
+    assert openloop.connections_for(2445, most=1800) == 1222
 
 
 def test_connections_start_staggered_over_one_request_interval():
