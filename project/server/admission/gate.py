@@ -64,7 +64,7 @@ from project.core.route_priority import Priority
 
 from .fair_line import FairLine
 from .limit import AdaptiveLimit, LimitConfig
-from .needed import HEADROOM, NeededConcurrency
+from .needed import HEADROOM, OPEN_MODEL_HEADROOM, NeededConcurrency
 from .refusal_budget import REFUSAL_COST_S, RefusalBudget
 
 LIMIT = "limit"
@@ -101,7 +101,8 @@ class GateConfig:
     # While the event loop is busier than this share of an interval (the
     # refusals' own CPU left out) and more arrives than is served, the limit is
     # capped at 1.5 times the concurrency the routes need (completion rate x
-    # shortest latency): a saturated CPU serves no more for more in flight.
+    # shortest latency; three times when what piles up is retries at once): a
+    # saturated CPU serves no more for more in flight.
     cpu_target: float = 0.85
     # The limit also falls (never below the pool's size) when the oldest
     # database checkout has waited longer than this and longer each interval at
@@ -370,6 +371,10 @@ class Gate:
         retried = sum(r for _, r, _ in self._flow)
         served = sum(c for _, _, c in self._flow)
         piling = arrived > PILING_UP * max(served, 1)
+        new_work = arrived - retried
+        new_work_piling = new_work >= MIN_NEW_WORK and new_work > PILING_UP * max(
+            served, 1
+        )
         floor = 0
         if pool_line and self._pool_size:
             # Below the pool's size the pool idles while requests wait here.
@@ -380,8 +385,13 @@ class Gate:
             peak_in_flight=self._peak,
             floor=floor,
             # A saturated CPU serves no more for more in flight: 1.5 times what
-            # the current mix needs (needed.py), never less.
-            cap=self._cpu_cap(need) if cpu_congested and need and piling else None,
+            # the current mix needs (needed.py) when new work piles up, three
+            # times when retries at once do, never less.
+            cap=(
+                self._cpu_cap(need, new_work_piling)
+                if cpu_congested and need and piling
+                else None
+            ),
         )
         # CoDel's drop state: entered when a wait ran out (the line grew past
         # what the timeout allows), left once the line has emptied, unless new
@@ -397,10 +407,6 @@ class Gate:
         # work; a closed loop's new requests follow its answers, an open
         # model's do not. A line that stands but is served in time is not
         # overload: it never enters the mode.
-        new_work = arrived - retried
-        new_work_piling = new_work >= MIN_NEW_WORK and new_work > PILING_UP * max(
-            served, 1
-        )
         self.overloaded = self._timeouts_now or (
             self.overloaded and (not self._emptied or new_work_piling)
         )
@@ -465,10 +471,11 @@ class Gate:
         if held > self._top_held:
             self._top_held = held
 
-    def _cpu_cap(self, need: float) -> int:
+    def _cpu_cap(self, need: float, open_model: bool) -> int:
         # At most halved a tick: the first intervals of a burst complete few
         # of the requests they admitted, and their need reads low.
-        return max(math.ceil(HEADROOM * need), self.limit.value // 2)
+        headroom = OPEN_MODEL_HEADROOM if open_model else HEADROOM
+        return max(math.ceil(headroom * need), self.limit.value // 2)
 
     def _under_share(self, client: str) -> bool:
         """Whether ``client`` holds less than its share while another holds more."""

@@ -7,7 +7,8 @@ over the last couple of seconds (per 100 ms interval, fan-outs complete in
 lumps: a quiet interval read as the rate halved the limit), X over the
 intervals the route was completing in, and the sum over routes is the
 concurrency the worker's current mix needs. With the CPU
-saturated, the gate caps its limit at ``HEADROOM`` times that.
+saturated, the gate caps its limit at ``OPEN_MODEL_HEADROOM`` or
+``HEADROOM`` times that.
 
 The shortest latency is learned only while the CPU is not saturated, and
 while it is only a shorter one replaces it: under processor sharing every
@@ -24,20 +25,26 @@ This is the bandwidth-delay product BBR and Kratos' BBR limiter use
 one minimum over a mix of a 1 ms route and a 10 s one would starve the slow
 one. Unlike a limit lowered step by step on a busy CPU, it cannot fall below
 what the work needs when a worker is merely at capacity, or when a
-neighbour's load makes the loop look busy: the limit stays at half again the
-concurrency that is being served.
+neighbour's load makes the loop look busy: the limit stays at least half
+again the concurrency that is being served.
 """
 
 from collections import deque
 
-# Half again the need. The cap binds only while work piles up (gate.py), so
-# below capacity, where a busy CPU's in-flight count floats at the need times
-# the slowdown, 1/(1 - utilisation), it is not applied (an open model at 0.8x
-# one worker's W1 capacity: 0 refusals). At 3x an open model it sets what an
-# admitted request waits: three times the need kept W1's answers at 170 ms
-# p50 and 1 s p99, half the goodput within 250 ms lost; 1.5x keeps them near
-# 90 ms (make overload).
-HEADROOM = 1.5
+# The cap binds only while work piles up (gate.py), so below capacity, where a
+# busy CPU's in-flight count floats at the need times the slowdown, 1/(1 -
+# utilisation), it is not applied (an open model at 0.8x one worker's W1
+# capacity: 0 refusals). Piling up, it sets what an admitted request waits.
+# New requests piling up (an open model at 3x): half again the need. Three
+# times kept W1's admitted answers at 170 ms p50 and 1 s p99, half the goodput
+# within 250 ms lost; 1.5x keeps them near 90 ms (make overload).
+OPEN_MODEL_HEADROOM = 1.5
+# Retries at once piling up (a closed loop that ignores Retry-After, whose
+# retries the refusal budget holds back): three times. Its clients wait for
+# their answers, so latency cannot run away, and a tight cap cost AGG's
+# 2 x 400 wrk storm its throughput (1.5x: 0.43-0.86x of admission off in the
+# same rounds, 3x: 0.83-0.95x).
+HEADROOM = 3.0
 # Intervals each route's shortest latency is remembered (2 s at 100 ms).
 WINDOW = 20
 # Routes tracked; past this, new paths share one entry (paths are the

@@ -276,6 +276,22 @@ def test_a_saturated_cpu_caps_the_limit_when_work_piles_up():
     assert all(b >= a // 2 for a, b in zip([1000, *values], values, strict=False))
 
 
+def test_retries_at_once_piling_up_leave_three_times_the_need():
+    """The same load where the excess is retries at once (a closed loop that
+    ignores Retry-After): its clients wait for their answers, so the cap
+    stays at three times the need, not 1.5."""
+    now = [0.0]
+    gate = saturated_gate(now)
+    for tick in range(1, 20):
+        served(gate, "/w1", 40, 0.05)
+        gate._arrivals += 80
+        for _ in range(80):
+            gate.retried_at_once()
+        now[0] = tick * 0.1
+        gate.tick()
+    assert gate.limit.value == 60
+
+
 def test_a_saturated_cpu_below_capacity_is_not_capped():
     """Busy, but what arrives is served (an open model at 0.8x, a closed
     loop): the in-flight count floats at the need times the slowdown and the
