@@ -25,7 +25,7 @@ from urllib.parse import urlencode, urlsplit
 import gevent
 from geventhttpclient.response import HTTPParseError
 
-from ..request_context import with_request_id_header
+from ..request_context import current_request_id
 from ..status import Status
 from ..upstream_metrics import upstream_meter
 from .pool import Client, get_pool
@@ -85,8 +85,8 @@ def http_get(
     client = get_pool(scheme, host, port)
     if max_body_bytes is None:
         max_body_bytes = MAX_BODY_BYTES
-    headers = with_request_id_header(headers)  # the upstream logs can be joined to ours
-    request = client._build_request("GET", target, headers=headers, chunked=False)
+    # X-Request-ID: the upstream's logs can be joined to ours.
+    request = client.get_request(target, headers, current_request_id())
     meter = client.meter if upstream is None else upstream_meter(upstream)
     if meter is None:
         return _call(client, request, timeout, max_body_bytes)
