@@ -179,7 +179,7 @@ def _exchange(client: Client, request: bytes, limits: HeaderLimits) -> LimitedRe
 def _read_body(answer: LimitedResponse, max_body_bytes: int) -> bytes:
     """The identity-encoded body; the socket is pooled again only if read cleanly."""
     try:
-        encoding = answer.get("content-encoding", "identity")
+        encoding = answer.content_encoding()
         if encoding != "identity":
             raise UpstreamProtocolError(
                 f"upstream sent a {encoding!r}-encoded body (only identity is accepted)"
