@@ -133,21 +133,24 @@ def _outcome(exc: BaseException) -> Status:
 
 def _split(url: str, params: dict[str, Any] | None) -> tuple[str, str, int | None, str]:
     """Scheme, host, port and request target of ``url`` plus ``params``."""
-    scheme, host, port, path, query = _origin_and_path(url)
-    if params:
-        query = f"{query}&{urlencode(params)}" if query else urlencode(params)
-    target = f"{path}?{query}" if query else path
-    return scheme, host, port, target
+    if not params:
+        return _split_url(url)
+    scheme, host, port, target = _split_url(url)
+    path, _, query = target.partition("?")  # a path holds no "?"
+    query = f"{query}&{urlencode(params)}" if query else urlencode(params)
+    return scheme, host, port, f"{path}?{query}"
 
 
 @functools.lru_cache(maxsize=1024)
-def _origin_and_path(url: str) -> tuple[str, str, int | None, str, str]:
+def _split_url(url: str) -> tuple[str, str, int | None, str]:
     """``url`` split once: a fan-out calls the same few URLs thousands of times
     a second, and ``urlsplit`` was 1 % of a W1 worker's CPU."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("upstream URL must be absolute http(s)")
-    return parts.scheme, parts.hostname, parts.port, parts.path or "/", parts.query
+    path = parts.path or "/"
+    target = f"{path}?{parts.query}" if parts.query else path
+    return parts.scheme, parts.hostname, parts.port, target
 
 
 def _exchange(client: Client, request: bytes, limits: HeaderLimits) -> LimitedResponse:

@@ -160,3 +160,18 @@ def test_ten_upstream_calls_run_concurrently(upstream):
     results = fan_out(legs, deadline=Deadline(5), max_concurrency=100)
     assert time.monotonic() - started < 2.0
     assert [r.value for r in results] == [200] * 10
+
+
+@pytest.mark.parametrize(
+    "url, params, target",
+    [
+        ("http://h:1/p?a=1", None, "/p?a=1"),
+        ("http://h:1/p?a=1", {"b": "x y"}, "/p?a=1&b=x+y"),
+        ("http://h:1/p", {"b": 2}, "/p?b=2"),
+        ("http://h:1", None, "/"),
+        ("http://h:1?", {}, "/"),
+    ],
+)
+def test_url_and_params_make_the_request_target(url, params, target):
+    """The URL is split once; parameters join its query."""
+    assert client._split(url, params) == ("http", "h", 1, target)
