@@ -165,7 +165,7 @@ def _exchange(client: Client, request: bytes, limits: HeaderLimits) -> LimitedRe
     while True:
         sock, reused = pool.checkout()
         try:
-            sock.sendall(request)
+            _send(sock, request)
         except BaseException as exc:
             pool.release_socket(sock)
             if reused and isinstance(exc, BrokenPipeError | ConnectionResetError):
@@ -177,6 +177,16 @@ def _exchange(client: Client, request: bytes, limits: HeaderLimits) -> LimitedRe
         except NoAnswer:
             if not reused:
                 raise
+
+
+def _send(sock: Any, data: bytes) -> None:
+    """``sock.sendall(data)``, in one ``send`` when the kernel takes it all (a
+    request always fits an empty socket's buffer): gevent's ``sendall`` asks
+    the kernel for the buffer's size (``SO_SNDBUF``) on every call, a system
+    call that was 0.7 % of a W1 worker."""
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
 
 
 def _read_body(answer: LimitedResponse, max_body_bytes: int) -> bytes:
