@@ -71,12 +71,13 @@ def request_id_scope(request_id: str | None) -> Iterator[str | None]:
         _current.reset(token)
 
 
-def with_request_id_header(headers: dict[str, str] | None) -> dict[str, str] | None:
-    """``headers`` plus ``X-Request-ID`` when a request id is current.
+def with_request_id_header(
+    headers: dict[str, str] | None, request_id: str | None
+) -> dict[str, str] | None:
+    """``headers`` plus ``X-Request-ID: request_id`` (none when it is None).
 
     A header the caller set itself wins; ``headers`` is never changed in place.
     """
-    request_id = _current.get()
     if request_id is None:
         return headers
     if headers and any(name.lower() == "x-request-id" for name in headers):

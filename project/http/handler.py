@@ -65,11 +65,15 @@ def _copy(match: ResolverMatch) -> ResolverMatch:
 def get_wsgi_application() -> CachingWSGIHandler:
     """Set Django up and return the WSGI callable (``django.core.wsgi``'s, with
     the handler above and the pool backend's request receivers in the place of
-    Django's, ``pg_pool.receivers``)."""
+    Django's, ``pg_pool.receivers``, and the request signals dispatched for
+    less, ``request_signals``)."""
     import django
 
     from project.core.pg_pool import receivers
 
+    from . import request_signals
+
     django.setup(set_prefix=False)
     receivers.install()
+    request_signals.install()
     return CachingWSGIHandler()

@@ -54,15 +54,14 @@ def test_scope_sets_and_restores_and_refuses_an_invalid_id():
         pass
 
 
-def test_header_added_only_in_a_request_and_never_over_the_callers():
-    assert with_request_id_header(None) is None
-    with request_id_scope("rid-1"):
-        assert with_request_id_header(None) == {"X-Request-ID": "rid-1"}
-        given = {"Authorization": "Bearer t"}
-        assert with_request_id_header(given) == {**given, "X-Request-ID": "rid-1"}
-        assert given == {"Authorization": "Bearer t"}  # not changed in place
-        own = {"x-request-id": "mine"}
-        assert with_request_id_header(own) == own
+def test_header_added_only_with_an_id_and_never_over_the_callers():
+    assert with_request_id_header(None, None) is None
+    assert with_request_id_header(None, "rid-1") == {"X-Request-ID": "rid-1"}
+    given = {"Authorization": "Bearer t"}
+    assert with_request_id_header(given, "rid-1") == {**given, "X-Request-ID": "rid-1"}
+    assert given == {"Authorization": "Bearer t"}  # not changed in place
+    own = {"x-request-id": "mine"}
+    assert with_request_id_header(own, "rid-1") == own
 
 
 def test_sql_comment_leads_str_and_bytes_only_in_a_request():

@@ -15,6 +15,7 @@ from project.core.deadline import Deadline
 from project.core.fanout import Leg, fan_out
 from project.core.outbound import pool as http_pool
 from project.core.outbound.client import http_get
+from project.core.request_context import with_request_id_header
 
 
 def _stats(upstream: str) -> dict:
@@ -175,3 +176,42 @@ def test_clients_waiting_for_connections_take_turns(upstream, fresh_pools):
         greenlets.append(gevent.spawn(leg, "polite"))
         gevent.joinall(greenlets, raise_error=True)
     assert order.index("polite") == 2
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [None, {}, {"Authorization": "Bearer t"}, {"x-request-id": "mine"}],
+    ids=["none", "empty", "auth", "own id"],
+)
+@pytest.mark.parametrize("request_id", [None, "rid-1", "a" * 64])
+def test_request_is_what_the_builder_writes(fresh_pools, headers, request_id):
+    """A remembered head with the id put in is the builder's request, byte for byte."""
+    client = http_pool.get_pool("http", "127.0.0.1", 9)
+    for _ in range(2):  # built, then remembered
+        for target in ("/delay?ms=50", "/other"):
+            built = client._build_request(
+                "GET",
+                target,
+                headers=with_request_id_header(headers, request_id),
+                chunked=False,
+            )
+            assert client.get_request(target, headers, request_id) == built
+
+
+def test_request_id_that_is_not_plain_ascii_goes_the_builders_way(fresh_pools):
+    """The builder's checks stand: a tab passes, a line break is refused."""
+    client = http_pool.get_pool("http", "127.0.0.1", 9)
+    assert "X-Request-ID: a\tb\r\n" in client.get_request("/", None, "a\tb")
+    with pytest.raises(ValueError, match="invalid value"):
+        client.get_request("/", None, "a\r\nHost: evil")
+
+
+def test_remembered_heads_are_bounded(fresh_pools, monkeypatch):
+    """Past the bound the oldest head goes; what is left still builds right."""
+    monkeypatch.setattr(http_pool, "MAX_REQUEST_HEADS", 3)
+    client = http_pool.get_pool("http", "127.0.0.1", 9)
+    for n in range(5):
+        assert f"GET /item?id={n} HTTP/1.1\r\n" in client.get_request(
+            f"/item?id={n}", None, "rid"
+        )
+    assert len(client._heads) == 3
