@@ -391,18 +391,14 @@ def open_model_sentence(
     """``overload_sentence`` for an h2load run."""
     if not run.rows:
         return "no steady-state figures."
-    good = run.goodput_within(args.slo_p95_ms)
-
-    def ms(value: float | None) -> str:
-        return "-" if value is None else f"{value:.0f} ms"
-
-    return (
-        f"{offered} offered (open model, h2load, {args.beyond_seconds:g} s, "
-        f"{run.achieved_rps:.0f} req/s sent): sheds "
-        f"{run.refused / len(run.rows):.1%}, admitted p99 {ms(run.p(99))} (at the "
-        f"knee {ms(knee.get('p99_ms'))}), refusals p99 {ms(run.p(99, ok=False))}; "
-        f"goodput {good:.0f} req/s within {args.slo_p95_ms:g} ms "
-        f"({good / knee['rps']:.0%} of the knee)."
+    return _overload_line(
+        offered,
+        f"h2load, {args.beyond_seconds:g} s, {run.achieved_rps:.0f} req/s sent",
+        run.refused / len(run.rows),
+        (run.p(99), run.p(99, ok=False)),
+        run.goodput_within(args.slo_p95_ms),
+        knee,
+        args,
     )
 
 
@@ -420,17 +416,35 @@ def overload_sentence(
     total = admitted["requests"] + refused["requests"]
     if not total:
         return "no steady-state figures."
-    share = refused["requests"] / total
+    return _overload_line(
+        offered,
+        f"{args.beyond_seconds:g} s",
+        refused["requests"] / total,
+        (admitted["p99_ms"], refused["p99_ms"]),
+        good["rps"],
+        knee,
+        args,
+    )
 
+
+def _overload_line(
+    offered: str,
+    how: str,
+    share: float,
+    p99s: tuple[float | None, float | None],
+    goodput: float,
+    knee: dict,
+    args: argparse.Namespace,
+) -> str:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.0f} ms"
 
+    admitted, refusals = p99s
     return (
-        f"{offered} offered (open model, {args.beyond_seconds:g} s): "
-        f"sheds {share:.1%}, admitted p99 {ms(admitted['p99_ms'])} "
-        f"(at the knee {ms(knee.get('p99_ms'))}), refusals p99 "
-        f"{ms(refused['p99_ms'])}; goodput {good['rps']:.0f} req/s within "
-        f"{args.slo_p95_ms:g} ms ({good['rps'] / knee['rps']:.0%} of the knee)."
+        f"{offered} offered (open model, {how}): sheds {share:.1%}, admitted p99 "
+        f"{ms(admitted)} (at the knee {ms(knee.get('p99_ms'))}), refusals p99 "
+        f"{ms(refusals)}; goodput {goodput:.0f} req/s within {args.slo_p95_ms:g} ms "
+        f"({goodput / knee['rps']:.0%} of the knee)."
     )
 
 
