@@ -50,6 +50,7 @@ from devtools.cli import add_env_option
 from devtools.processes import Processes
 from loadtests.harness.guards import GUARD_FAILED
 from loadtests.harness.paths import REPORTS
+from loadtests.harness.resources_report import cell
 from loadtests.harness.servers import database_url, start_server
 from loadtests.storm import ADMISSION, SLO_MS, WORKLOADS, median
 
@@ -270,9 +271,6 @@ def verdict(workload: Workload) -> tuple[bool, str]:
 def table(workloads: list[Workload]) -> str:
     """The Markdown table: per workload and load, medians over rounds."""
 
-    def fig(value: float | None, spec: str = ".0f") -> str:
-        return "-" if value is None else format(value, spec)
-
     lines = [
         "| run | offered/s | achieved/s | goodput/s | x capacity | refused "
         "| refusals p99 ms | 2xx p50 ms | 2xx p99 ms |",
@@ -284,10 +282,11 @@ def table(workloads: list[Workload]) -> str:
             share = m["goodput"] / w.capacity if m["goodput"] is not None else None
             lines.append(
                 f"| {w.name} {load} {'defaults' if label == 'on' else 'admission off'} "
-                f"| {LOADS[load] * w.capacity:.0f} | {fig(m['achieved'])} "
-                f"| {fig(m['goodput'])} | {fig(share, '.2f')} | {m['refused']} "
-                f"| {fig(m['refusal_p99'], '.1f')} | {fig(m['p50'])} "
-                f"| {fig(m['p99'])} |"
+                f"| {LOADS[load] * w.capacity:.0f} | {cell(m['achieved'], '{:.0f}')} "
+                f"| {cell(m['goodput'], '{:.0f}')} | {cell(share, '{:.2f}')} "
+                f"| {m['refused']} "
+                f"| {cell(m['refusal_p99'], '{:.1f}')} | {cell(m['p50'], '{:.0f}')} "
+                f"| {cell(m['p99'], '{:.0f}')} |"
             )
     return "\n".join(lines)
 
@@ -349,7 +348,7 @@ class Bench:
         """Stop the server at ``url``."""
         self.processes.stop(self.processes.servers.pop(url))
 
-    def capacity(self, name: str, args: argparse.Namespace) -> float:
+    def capacity(self, name: str) -> float:
         """The highest open-model rate one worker sustains with admission off."""
         url = self.serve(name, "off")
         path = url + WORKLOADS[name].path
@@ -375,17 +374,12 @@ class Bench:
             self.stop(url)
 
     def measure(
-        self, name: str, load: str, label: str, args: argparse.Namespace
+        self, name: str, label: str, rate: float, args: argparse.Namespace
     ) -> Run:
-        """One fresh server driven at ``load`` times the capacity."""
+        """One fresh server with admission ``label`` driven at ``rate`` req/s."""
         url = self.serve(name, label)
         try:
-            return run_open(
-                url + WORKLOADS[name].path,
-                LOADS[load] * args.capacities[name],
-                args.seconds,
-                args.warmup,
-            )
+            return run_open(url + WORKLOADS[name].path, rate, args.seconds, args.warmup)
         finally:
             self.stop(url)
 
@@ -403,13 +397,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     workloads = [Workload(name) for name in args.workloads]
-    args.capacities = {}
     plan = (("0.8x", "on"), ("3x", "on"), ("3x", "off"))
     with Processes(log_dir=REPORTS / f"{stamp}-openloop") as processes:
         bench = Bench(processes, processes.start_upstream(), dict(args.env))
         for w in workloads:
-            w.capacity = args.capacity or bench.capacity(w.name, args)
-            args.capacities[w.name] = w.capacity
+            w.capacity = args.capacity or bench.capacity(w.name)
             print(f"{w.name}: capacity with admission off {w.capacity:.0f} req/s")
             if not w.capacity:
                 continue
@@ -417,7 +409,9 @@ def main(argv: list[str] | None = None) -> int:
                 order = plan if number % 2 == 0 else tuple(reversed(plan))
                 runs = {}
                 for load, label in order:
-                    run = runs[(load, label)] = bench.measure(w.name, load, label, args)
+                    run = runs[(load, label)] = bench.measure(
+                        w.name, label, LOADS[load] * w.capacity, args
+                    )
                     print(run_line(w.name, load, label, run, w.capacity), flush=True)
                 w.rounds.append(runs)
     print()

@@ -47,6 +47,7 @@ from devtools.cli import add_env_option
 from devtools.processes import Processes
 from loadtests.harness.guards import GUARD_FAILED
 from loadtests.harness.paths import REPORTS
+from loadtests.harness.resources_report import cell
 from loadtests.harness.servers import database_url, start_server
 
 SLO_MS = 250.0
@@ -335,9 +336,6 @@ def verdict(case: Case) -> tuple[bool, str]:
 def table(cases: list[Case]) -> str:
     """The Markdown table of every case: medians over rounds, refusals summed."""
 
-    def fig(value: float | None, spec: str) -> str:
-        return "-" if value is None else format(value, spec)
-
     lines = [
         "| case | 2xx/s on | 2xx/s off | on/off | refused on | p99 on ms "
         "| p99 off ms | errors | result |",
@@ -350,10 +348,10 @@ def table(cases: list[Case]) -> str:
         ok, why = verdict(case)
         errors = sum(r[k].errors for r in case.rounds for k in ADMISSION)
         lines.append(
-            f"| {case.name} | {fig(on, '.1f')} | {fig(off, '.1f')} "
-            f"| {fig(ratio, '.2f')} | {sum(r['on'].refused for r in case.rounds)} "
-            f"| {fig(median([r['on'].p99_ms for r in case.rounds]), '.0f')} "
-            f"| {fig(median([r['off'].p99_ms for r in case.rounds]), '.0f')} "
+            f"| {case.name} | {cell(on, '{:.1f}')} | {cell(off, '{:.1f}')} "
+            f"| {cell(ratio, '{:.2f}')} | {sum(r['on'].refused for r in case.rounds)} "
+            f"| {cell(median([r['on'].p99_ms for r in case.rounds]), '{:.0f}')} "
+            f"| {cell(median([r['off'].p99_ms for r in case.rounds]), '{:.0f}')} "
             f"| {errors} | {'PASS' if ok else 'FAIL: ' + why} |"
         )
     return "\n".join(lines)
