@@ -182,3 +182,130 @@ def test_shed_enabled_false_lets_everything_in(start_gunicorn, test_database_url
         lambda _: timed_get(server.url, "/demo/delay/?ms=300"), range(30)
     )
     assert {status for _, status, *_ in burst} == {200}
+
+
+class _Connection:
+    """A raw keep-alive connection that reads answers by Content-Length."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+        self.buffer = b""
+
+    def answer(self) -> tuple[int, dict[str, str], bytes]:
+        """The next answer: status, headers (lower-case names), body."""
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        while len(self.buffer) < length:
+            self._fill()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return int(lines[0].split()[1]), headers, body
+
+    def closed(self) -> bool:
+        """Whether the server closed the connection (nothing more follows)."""
+        return not self.buffer and self.sock.recv(1) == b""
+
+    def _fill(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed before the answer ended")
+        self.buffer += data
+
+
+def _hold_the_slot(url: str, ms: int) -> gevent.Greenlet:
+    # From another loopback address: the fair share lends it nothing.
+    parts = urlsplit(url)
+
+    def hold() -> int:
+        with socket.create_connection(
+            (parts.hostname, parts.port), timeout=10, source_address=("127.0.0.2", 0)
+        ) as sock:
+            sock.sendall(
+                f"GET /demo/delay/?ms={ms} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
+            )
+            return int(sock.recv(65536).split()[1])
+
+    holder = gevent.spawn(hold)
+    gevent.sleep(0.2)
+    return holder
+
+
+def test_refusals_read_before_gunicorns_parser_keep_the_connections_framing(
+    start_gunicorn, test_database_url
+):
+    """With the only slot held, requests are refused from their scanned head
+    (``raw_head``): pipelined requests on one connection each get their 503
+    and the connection stays usable; a probe is parsed and served; once the
+    slot is free the same connection's request is served."""
+    # One slot, so that one slow request makes the gate contended.
+    server = start_gunicorn(test_database_url, SHED_MAX_LIMIT="1")
+    holder = _hold_the_slot(server.url, 1500)
+    connection = _Connection(server.url)
+    connection.sock.sendall(
+        b"GET /demo/delay/?ms=1 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        b"GET /demo/delay/?ms=2 HTTP/1.1\r\nHost: localhost\r\n"
+        b"X-Request-Timeout-Ms: 50\r\n\r\n"
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
+    first, second, probe = connection.answer(), connection.answer(), connection.answer()
+    assert first[0] == 503 and first[1]["connection"] == "keep-alive"
+    assert json.loads(first[2])["reason"] in {"limit", "queue"}
+    assert second[0] == 503 and json.loads(second[2])["reason"] == "deadline"
+    assert probe[0] == 200
+    assert holder.get(timeout=5) == 200
+    connection.sock.sendall(
+        b"GET /demo/delay/?ms=1 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
+    assert connection.answer()[0] == 200
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /demo/delay/?ms=1 HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Length: 36\r\n\r\n"
+        b"GET /demo/delay/?ms=9 HTTP/1.1\r\n\r\n\r\n",
+        b"POST /demo/delay/?ms=1 HTTP/1.1\r\nHost: localhost\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+        b"24\r\nGET /demo/delay/?ms=9 HTTP/1.1\r\n\r\n\r\n\r\n0\r\n\r\n",
+    ],
+)
+def test_a_refused_request_with_a_body_closes_its_connection(
+    start_gunicorn, test_database_url, request_bytes
+):
+    """A body left unread must never be read as the next request (smuggled):
+    refused from its scanned head, a request with a body is answered with
+    ``Connection: close`` and nothing after it on the connection is served."""
+    # One slot, so that one slow request makes the gate contended.
+    server = start_gunicorn(test_database_url, SHED_MAX_LIMIT="1")
+    holder = _hold_the_slot(server.url, 1000)
+    connection = _Connection(server.url)
+    connection.sock.sendall(request_bytes)
+    status, headers, _ = connection.answer()
+    assert status == 503 and headers["connection"] == "close"
+    assert connection.closed()
+    assert holder.get(timeout=5) == 200
+
+
+def test_a_malformed_head_under_contention_gets_gunicorns_json_400(
+    start_gunicorn, test_database_url
+):
+    """A head the scan does not take goes to gunicorn's parser as before."""
+    # One slot, so that one slow request makes the gate contended.
+    server = start_gunicorn(test_database_url, SHED_MAX_LIMIT="1")
+    holder = _hold_the_slot(server.url, 1000)
+    connection = _Connection(server.url)
+    connection.sock.sendall(
+        b"GET /demo/delay/ HTTP/1.1\r\nHost: localhost\r\n folded\r\n\r\n"
+    )
+    status, headers, body = connection.answer()
+    assert status == 400
+    assert json.loads(body)["error"] == "bad request"
+    assert holder.get(timeout=5) == 200

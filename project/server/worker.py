@@ -30,9 +30,11 @@ admission counts against it; a header that is not valid goes there too, and
 the middleware answers it with a 400 naming the header.
 
 Every request (but exempt routes: probes, metrics) passes admission control
-(``project/server/admission``) after gunicorn has parsed it and before the WSGI
-application sees it: over the worker's adaptive limit it waits briefly for a
-slot or gets a canned 503 at once, for a fraction of a millisecond of CPU.
+(``project/server/admission``) before the WSGI application sees it: over the
+worker's adaptive limit it waits briefly for a slot or gets a canned 503 at
+once. While the gate is contended, only the request's head is scanned
+(``raw_head``) and gunicorn parses what is admitted, so a refusal costs no
+parse.
 A client connection's reads run first in each event-loop turn
 (``read_first``): on a saturated worker a turn runs every ready upstream
 answer and request before the loop polls again, and a request read at the
@@ -71,8 +73,9 @@ from typing import Any
 
 import gevent
 from gevent.server import StreamServer
-from gunicorn import util
+from gunicorn import http, util
 from gunicorn.http import wsgi
+from gunicorn.http.errors import ParseException
 from gunicorn.workers import ggevent
 
 from project.core.caller import caller_scope
@@ -85,9 +88,11 @@ from project.core.deadline import (
 from project.core.disconnect import client_gone_at_once
 from project.core.request_context import DEADLINE_KEY
 from project.core.route_priority import Priority, RoutePriorities, traffic_class
+from project.server import raw_head
 from project.server.admission import runtime as admission
 from project.server.admission.loop_busy import HIGHEST_PRIORITY
 from project.server.admission.refusal_budget import came_back_at_once
+from project.server.raw_head import RawHead
 
 # New connections a worker accepts each time its listening socket wakes it.
 # gunicorn's own gevent worker accepts 1 when there are several workers; on
@@ -478,6 +483,14 @@ class GeventWorker(ggevent.GeventWorker):
         read_first(client)
         super().handle(listener, client, addr)
 
+    def handle_error(
+        self, req: Any, client: Any, addr: Any, exc: BaseException
+    ) -> None:
+        """gunicorn's error answer; for a ``RawHead``, its parsed request (or none)."""
+        if type(req) is RawHead:
+            req = req.parsed
+        super().handle_error(req, client, addr, exc)
+
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
         """Admit the request (or refuse it), then serve it as gunicorn does,
         as its client (``project.core.caller``: upstream shares by client)."""
@@ -489,10 +502,22 @@ class GeventWorker(ggevent.GeventWorker):
         priority = (gate.routes if gate else self._routes()).priority(req.path)
         with caller_scope(client=client, traffic_class=traffic_class(priority)):
             if gate is None or priority is Priority.EXEMPT:
+                req = self._parsed(req, sock, addr)
                 return super().handle_request(listener_name, req, sock, addr)
             return self._admitted(
                 gate, priority, client, arrived, due, listener_name, req, sock, addr
             )
+
+    def _parsed(self, req: Any, sock: Any, addr: Any) -> Any:
+        """gunicorn's request for ``req``; a ``RawHead`` is parsed now, and a
+        head gunicorn rejects is answered as gunicorn answers it."""
+        if type(req) is not RawHead:
+            return req
+        try:
+            return req.parse()
+        except ParseException as exc:
+            self.handle_error(None, sock, addr, exc)
+            raise StopIteration() from exc
 
     def _routes(self) -> RoutePriorities:
         # Admission off: the routes' priorities still name their traffic class.
@@ -544,6 +569,7 @@ class GeventWorker(ggevent.GeventWorker):
             raise StopIteration()
         started = time.monotonic()
         try:
+            req = self._parsed(req, sock, addr)
             return super().handle_request(listener_name, req, sock, addr)
         finally:
             gate.gate.leave(client, req.path, time.monotonic() - started)
@@ -560,4 +586,5 @@ class GeventWorker(ggevent.GeventWorker):
         util.write_error = write_json_error
         util.http_date = CachedHttpDate()
         wsgi.Response = OneWriteResponse  # wsgi.create() looks the name up per request
+        http.get_parser = raw_head.get_parser  # base_async looks it up per connection
         super().run()

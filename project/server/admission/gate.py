@@ -299,6 +299,10 @@ class Gate:
             return self._refuse(DEADLINE, priority, later)
         return Decision(None, waited)
 
+    def contended(self) -> bool:
+        """Whether a request arriving now might wait or be refused."""
+        return self.in_flight >= self.limit.value or self.queued > 0
+
     def leave(self, client: str = "", route: str = "", seconds: float = 0.0) -> None:
         """Release an admitted request's slot (to the next waiter, if any);
         a served request names its ``route`` and how long it took."""

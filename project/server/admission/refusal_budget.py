@@ -1,9 +1,11 @@
 """How many refusals a worker answers per second: a token bucket for storms.
 
-A refusal is cheap but not free: reading and parsing the request and writing
-the canned 503 cost one worker about 100 µs of CPU here (it answers 10,000 a
-second at 100 % of its core under wrk, keep-alive). A client that retries at
-once turns each refusal into the next request, so a worker that answers
+A refusal is cheap but not free: reading and scanning the request's head
+(``raw_head``) and writing the canned 503 cost one worker about 60 µs of CPU
+here, where gunicorn's own worker answering a canned 503 from a bare WSGI
+callable costs about 110 (``python -m loadtests.refusal_cost``, medians of 3
+rounds; 87 µs while gunicorn parsed every refused request). A client that
+retries at once turns each refusal into the next request, so a worker that answers
 refusals as fast as they arrive spends its core on them: on main before this
 budget, one worker under 40 such connections served 0.13x the 2xx/s it served
 with admission off (87,000 refusals in 10 s).
@@ -24,8 +26,11 @@ their deadline (15 s) at three times its knee.
 
 from collections.abc import Callable
 
-# CPU per refusal on this machine (see above).
-REFUSAL_COST_S = 100e-6
+# CPU per refusal on this machine (see above). The gate takes this much per
+# refusal off the busy fraction: at 100 µs, W1 at 3x an open model read its
+# saturated CPU as under the 0.85 target, the cap came and went, and admitted
+# answers took 190-315 ms at p50 (goodput 208-388/s; at 50 µs: 481-601/s).
+REFUSAL_COST_S = 60e-6
 # Outside a storm: as many as the worker could answer at all.
 REFUSALS_PER_S = 1.0 / REFUSAL_COST_S
 # During a storm: 1 % of the worker.
