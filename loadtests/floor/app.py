@@ -77,3 +77,28 @@ def application(
         [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
     )
     return [body]
+
+
+REFUSAL = json.dumps(
+    {"error": "overloaded", "reason": "limit", "detail": "the rival of a refusal"}
+).encode()
+
+
+def refusing(
+    environ: dict[str, Any], start_response: Callable[..., Any]
+) -> Iterable[bytes]:
+    """A canned 503 for every path but ``/healthz`` (200, to say it is up):
+    what gunicorn's own worker spends on a refusal at the least
+    (``python -m loadtests.refusal_cost``)."""
+    if environ.get("PATH_INFO") == "/healthz":
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+    start_response(
+        "503 Service Unavailable",
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(REFUSAL))),
+            ("Retry-After", "1"),
+        ],
+    )
+    return [REFUSAL]

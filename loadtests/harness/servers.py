@@ -182,6 +182,20 @@ def start_floor(processes: Processes, *, upstream: str, workers: int = 2) -> str
     )
 
 
+def start_refusing(processes: Processes) -> str:
+    """Start one worker of the floor's canned 503 (``loadtests/floor``,
+    ``refusing``) under gunicorn's stock gevent worker; return its URL."""
+    return _start_stock_gevent(
+        processes,
+        python=sys.executable,
+        package="loadtests.floor",
+        app="app:refusing",
+        probe="/healthz",
+        workers=1,
+        env={},
+    )
+
+
 def start_pg3pool(
     processes: Processes,
     *,
