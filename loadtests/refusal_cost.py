@@ -124,17 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         def service(tree: Path) -> Callable[[], str]:
             env = {"DEMO_UPSTREAM_URL": upstream, "SHED_MAX_LIMIT": PINNED_LIMIT}
 
-            def start() -> str:
-                url = start_server(
-                    processes,
-                    database_url=database_url(),
-                    workers=1,
-                    env=env,
-                    tree=tree,
-                )
-                return url + WORKLOADS["W1"].path
-
-            return start
+            return lambda: start_server(
+                processes, database_url=database_url(), workers=1, env=env, tree=tree
+            )
 
         servers = {
             "this tree": service(BASE_DIR),
@@ -144,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             servers[str(args.tree)] = service(args.tree)
         for number in range(args.rounds):
             for name, start in servers.items():
-                url = start()
-                base = url.split("/demo/", 1)[0]
+                base = start()
                 holders = (
                     SlotHolders(base + HOLD_PATH, int(PINNED_LIMIT))
                     if name != RIVAL
@@ -154,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     time.sleep(1.0)  # the holders are in
                     master = processes.servers[base].pid
+                    url = base + WORKLOADS["W1"].path
                     cost = refusal_cost(url, master, args.rates, args.seconds)
                 finally:
                     if holders is not None:

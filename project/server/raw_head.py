@@ -1,10 +1,9 @@
 """A request's head read before gunicorn parses it, so a refusal skips the parse.
 
 At three times its W1 capacity a worker refuses two requests for each it
-serves, and a refusal cost 120 µs of its CPU where a bare gevent server
-answers the same canned 503 for 24 µs (one worker, 2,000 req/s, h2load): most
-of the difference was gunicorn's request parser, its header timeout and its
-socket reads, spent on requests about to be refused. While the admission gate
+serves, and a refusal cost 87 µs of its CPU while gunicorn parsed every
+request (62 µs with the scan below; ``python -m loadtests.refusal_cost``,
+medians of 3 rounds), CPU the admitted requests need. While the admission gate
 is contended (a refusal is possible), ``AdmissionParser`` reads the next
 request's head itself and scans only what admission needs (the path, the
 version, the deadline, forwarding and framing headers); the worker decides on
