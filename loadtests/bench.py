@@ -1,7 +1,8 @@
 """``make bench-*``: one workload on several servers, side by side, in rounds.
 
 Each round starts every server in turn on loopback (2 workers, the project's
-``gunicorn.conf.py``), drives it with Locust at each user level, and stops it;
+``gunicorn.conf.py``), warms it with a short run it discards (``WARMUP_S``),
+drives it with Locust at each user level, and stops it;
 the stub upstream, when the workload needs one, serves every round. Then it
 prints the medians over rounds and the ratios measured in the same round, so a
 comparison on a noisy machine compares runs made side by side. Every process
@@ -116,7 +117,7 @@ def start(
     if server.mode == PG3POOL:
         return start_pg3pool(
             processes,
-            database_url=url,
+            database_url=workload.server_database_url(url),
             pool_size=int(server.env["DB_POOL_SIZE"]),
             workers=WORKERS,
             env={**workload.server_env(upstream), **server.env},
@@ -139,6 +140,29 @@ def start(
     )
 
 
+# Seconds of load, at the first user level, that a fresh server gets before it is
+# measured. Connections are placed when a run starts and kept to its end; on a
+# cold server a burst of them lands on whichever worker is ready first (one
+# pg3pool worker took 90 of 100 while the other opened its pool, and served
+# half its budget for the whole run). After this both workers are warm: 49/51.
+WARMUP_S = 3
+
+
+def measure_warm(
+    workload: Workload,
+    target: Target,
+    users_levels: list[int],
+    seconds: int,
+    run_dir: Path,
+) -> list[tuple[int, dict]]:
+    """A discarded warm-up run, then one measured run per user level."""
+    workload.measure(target, users_levels[0], WARMUP_S, run_dir / "warmup")
+    return [
+        (users, workload.measure(target, users, seconds, run_dir / f"u{users}"))
+        for users in users_levels
+    ]
+
+
 def run_rounds(
     workload: Workload,
     servers: list[Server],
@@ -154,9 +178,11 @@ def run_rounds(
             for index, server in enumerate(servers):
                 base = start(processes, server, workload, upstream, url)
                 target = Target(processes, base, upstream, url)
-                for users in args.users:
-                    report_dir = workdir / f"r{round_number}-s{index}-u{users}"
-                    result = workload.measure(target, users, args.seconds, report_dir)
+                run_dir = workdir / f"r{round_number}-s{index}"
+                levels = measure_warm(
+                    workload, target, args.users, args.seconds, run_dir
+                )
+                for users, result in levels:
                     results.setdefault((server.label, users), []).append(result)
                     line = progress_line(
                         workload, round_number, server.label, users, result

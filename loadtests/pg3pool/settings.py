@@ -1,13 +1,14 @@
 """Django settings of the psycopg 3 rival: one database, Django's own pool.
 
-``DATABASE_URL`` is the bench's database; ``DB_POOL_SIZE`` the connections per
-worker (min and max, the budget ``gevent pool 32`` runs on); every connection
-is named ``DB_APPLICATION_NAME`` so the bench's sampler counts them, and gets
-the service's session settings, so both answer the same query on the same terms.
+``DATABASE_URL`` is the bench's database, its ``application_name`` query (as
+the service reads it) the name on every connection, so the bench's sampler
+counts them; ``DB_POOL_SIZE`` the connections per worker (min and max, the
+budget ``gevent pool 32`` runs on). Every connection gets the service's session
+settings, so both answer the same query on the same terms.
 """
 
 import os
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 SECRET_KEY = "!!!psycopg 3 rival, not a deployment!!!"
 DEBUG = False
@@ -43,7 +44,9 @@ DATABASES = {
         "HOST": unquote(_url.hostname or ""),
         "PORT": str(_url.port or ""),
         "OPTIONS": {
-            "application_name": os.environ.get("DB_APPLICATION_NAME", "pg3pool"),
+            "application_name": parse_qs(_url.query).get(
+                "application_name", ["pg3pool"]
+            )[0],
             "connect_timeout": 5,
             "options": SERVER_OPTIONS,
             "pool": {"min_size": _size, "max_size": _size, "timeout": POOL_TIMEOUT_S},

@@ -188,3 +188,22 @@ def test_tables_print_medians_and_same_round_ratios(capsys) -> None:
     out = capsys.readouterr().out
     assert "| 10 | this tree | 180 | 50 | 90 | 0 | 0 | 2.00 | 100 | 0 |" in out
     assert "| 10 | this tree / asyncio | 1.80x | 2.00x |" in out
+
+
+def test_each_server_is_warmed_before_it_is_measured(tmp_path) -> None:
+    """A short run at the first user level comes first and is discarded: on a
+    cold server the first burst of connections lands on one worker and stays."""
+    calls: list[tuple[int, int, str]] = []
+
+    class Recording:
+        def measure(self, target, users, seconds, report_dir) -> dict:
+            calls.append((users, seconds, report_dir.name))
+            return {"users": users}
+
+    levels = bench.measure_warm(Recording(), None, [100, 400], 10, tmp_path)
+    assert calls == [
+        (100, bench.WARMUP_S, "warmup"),
+        (100, 10, "u100"),
+        (400, 10, "u400"),
+    ]
+    assert levels == [(100, {"users": 100}), (400, {"users": 400})]

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from devtools.gunicorn import with_query
 from devtools.processes import Processes
 from loadtests.harness import pg3pool_venv
 from loadtests.harness.paths import LOADTESTS
@@ -55,9 +56,10 @@ def rival(rival_python, test_database_url):
     with Processes() as processes:
         yield start_pg3pool(
             processes,
-            database_url=test_database_url,
+            database_url=with_query(
+                test_database_url, {"application_name": APPLICATION_NAME}
+            ),
             pool_size=POOL_SIZE,
-            env={"DB_APPLICATION_NAME": APPLICATION_NAME},
         )
 
 
