@@ -2,17 +2,28 @@
 
 ``Processes`` is a context manager: everything started through it (the stub
 upstream, gunicorn, Locust, the stack's services) is stopped when the block
-ends, newest first, by the process handle it was started with.
+ends, newest first, by the process handle it was started with. That includes
+a block ended by SIGTERM (``timeout``, CI, ``kill``): Python's default for it
+exits without unwinding, and a ``make storm`` stopped that way left its
+gunicorn, stub upstream and wrk running.
 """
 
 import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any, Self
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# What a process ended by SIGTERM exits with (128 + 15), as if not caught.
+SIGTERM_EXIT = 143
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(SIGTERM_EXIT)
 
 
 def stop(process: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -34,12 +45,25 @@ class Processes:
         self.started: list[subprocess.Popen] = []
         # Servers by base URL, for callers that watch their workers.
         self.servers: dict[str, subprocess.Popen] = {}
+        self._sigterm_before: Any = None
 
     def __enter__(self) -> Self:
+        # The outermost block of the main thread turns SIGTERM into SystemExit,
+        # so every block unwinds and stops what it started.
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        ):
+            self._sigterm_before = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.stop_all()
+        try:
+            self.stop_all()
+        finally:
+            if self._sigterm_before is not None:
+                signal.signal(signal.SIGTERM, self._sigterm_before)
+                self._sigterm_before = None
 
     def stop_all(self) -> None:
         """Stop everything started here, newest first."""
