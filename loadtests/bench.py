@@ -172,7 +172,8 @@ def run_rounds(
 ) -> Results:
     """Every server in every round at every user level; each run's figures."""
     results: Results = {}
-    with Processes() as processes:
+    # Servers' output kept: start_gunicorn waits for every worker in it.
+    with Processes(log_dir=workdir / "servers") as processes:
         upstream = processes.start_upstream() if workload.needs_upstream else ""
         for round_number in range(1, args.rounds + 1):
             for index, server in enumerate(servers):
