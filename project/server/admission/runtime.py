@@ -154,6 +154,7 @@ def install(worker_connections: int) -> WorkerAdmission | None:
     gate = Gate(
         config_from_settings(settings, worker_connections),
         cpu=busy.sample,
+        cpu_or_waiting=lambda: busy.busy_or_waiting,
         pool_wait=longest_checkout_wait,
         pool_size=total_size,
     )

@@ -292,6 +292,47 @@ def test_retries_at_once_piling_up_leave_three_times_the_need():
     assert gate.limit.value == 60
 
 
+def starved_gate(now: list[float]) -> Gate:
+    """A gate of 1000 whose loop reads 0.7 busy, 0.95 with the time it waited
+    for a CPU the host's other processes held."""
+    return Gate(
+        GateConfig(limit=LimitConfig(maximum=1000)),
+        cpu=lambda: 0.7,
+        cpu_or_waiting=lambda: 0.95,
+        clock=lambda: now[0],
+    )
+
+
+def test_a_worker_starved_of_cpu_is_capped_when_new_work_piles_up():
+    """Waits for a CPU look idle to the loop: an open model at 3x whose worker
+    reads 0.7 busy is capped all the same once its waits are counted."""
+    now = [0.0]
+    gate = starved_gate(now)
+    for tick in range(1, 20):
+        served(gate, "/w1", 40, 0.05)
+        gate._arrivals += 80
+        now[0] = tick * 0.1
+        gate.tick()
+    assert gate.limit.value == 30
+    assert gate.verdict.congested
+
+
+def test_a_starved_worker_in_a_retry_storm_is_not_capped():
+    """The same worker under a closed loop that retries at once (the host full
+    of wrk): its waits for a CPU do not cap it, the loop's own reading does
+    (0.7, under the target), so it keeps its limit."""
+    now = [0.0]
+    gate = starved_gate(now)
+    for tick in range(1, 20):
+        served(gate, "/w1", 40, 0.05)
+        gate._arrivals += 80
+        for _ in range(80):
+            gate.retried_at_once()
+        now[0] = tick * 0.1
+        gate.tick()
+    assert gate.limit.value == 1000
+
+
 def test_a_saturated_cpu_below_capacity_is_not_capped():
     """Busy, but what arrives is served (an open model at 0.8x, a closed
     loop): the in-flight count floats at the need times the slowdown and the

@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import gevent
 
+from project.server.admission import loop_busy
 from project.server.admission.loop_busy import LoopBusy
 
 
@@ -66,3 +67,35 @@ def test_half_busy_reads_about_half():
             gevent.sleep(0.01)
 
     assert 0.3 < busy_while(work) < 0.7
+
+
+def test_waiting_for_a_cpu_while_polling_is_busy_or_waiting(tmp_path):
+    """A poll that ended only when the kernel ran the worker again looked idle:
+    ``busy_or_waiting`` takes the run-queue wait the kernel reports off the
+    idle time (an idle loop that waited 150 ms of 200 for a CPU: about 0.75),
+    ``sample`` still reads the loop alone."""
+    schedstat = tmp_path / "schedstat"
+    schedstat.write_text("1000 5000000000 10\n")
+    busy = LoopBusy(schedstat=str(schedstat))
+    busy.start()
+    try:
+        gevent.sleep(0.01)
+        busy.sample()
+        gevent.sleep(0.2)
+        schedstat.write_text("1000 5150000000 12\n")
+        assert busy.sample() < 0.2
+        assert 0.6 < busy.busy_or_waiting < 0.9
+        gevent.sleep(0.2)  # no further wait: idle again
+        busy.sample()
+        assert busy.busy_or_waiting < 0.2
+    finally:
+        busy.stop()
+
+
+def test_the_threads_own_schedstat_is_read_on_linux():
+    """The kernel's counter for the calling thread, in seconds and growing."""
+    path = loop_busy._schedstat_path()
+    assert path is not None
+    first = loop_busy._run_queue_s(path)
+    assert first >= 0.0
+    assert loop_busy._run_queue_s(path) >= first
