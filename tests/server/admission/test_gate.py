@@ -282,14 +282,21 @@ def test_retries_at_once_piling_up_leave_three_times_the_need():
     stays at three times the need, not 1.5."""
     now = [0.0]
     gate = saturated_gate(now)
+    three_times_the_load(gate, now, retries=True)
+    assert gate.limit.value == 60
+
+
+def three_times_the_load(gate: Gate, now: list[float], *, retries: bool) -> None:
+    """Two seconds of 400 completions a second (50 ms each) and twice as many
+    other arrivals: new requests, or ``retries`` at once."""
     for tick in range(1, 20):
         served(gate, "/w1", 40, 0.05)
         gate._arrivals += 80
-        for _ in range(80):
-            gate.retried_at_once()
+        if retries:
+            for _ in range(80):
+                gate.retried_at_once()
         now[0] = tick * 0.1
         gate.tick()
-    assert gate.limit.value == 60
 
 
 def starved_gate(now: list[float]) -> Gate:
@@ -308,11 +315,7 @@ def test_a_worker_starved_of_cpu_is_capped_when_new_work_piles_up():
     reads 0.7 busy is capped all the same once its waits are counted."""
     now = [0.0]
     gate = starved_gate(now)
-    for tick in range(1, 20):
-        served(gate, "/w1", 40, 0.05)
-        gate._arrivals += 80
-        now[0] = tick * 0.1
-        gate.tick()
+    three_times_the_load(gate, now, retries=False)
     assert gate.limit.value == 30
     assert gate.verdict.congested
 
@@ -323,13 +326,7 @@ def test_a_starved_worker_in_a_retry_storm_is_not_capped():
     (0.7, under the target), so it keeps its limit."""
     now = [0.0]
     gate = starved_gate(now)
-    for tick in range(1, 20):
-        served(gate, "/w1", 40, 0.05)
-        gate._arrivals += 80
-        for _ in range(80):
-            gate.retried_at_once()
-        now[0] = tick * 0.1
-        gate.tick()
+    three_times_the_load(gate, now, retries=True)
     assert gate.limit.value == 1000
 
 
