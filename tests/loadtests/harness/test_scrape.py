@@ -2,11 +2,13 @@
 
 import http.server
 import math
+import subprocess
 import sys
 import threading
 import time
 from contextlib import contextmanager
 
+import psutil
 import pytest
 from prometheus_client import (
     CollectorRegistry,
@@ -213,3 +215,35 @@ def test_cpu_of_given_pids():
     assert len(workers) == 2 and min(workers.values()) > 0.25
     assert set(proxy) == {master.pid, *workers}
     assert scrape.proxy_cpu(None) == {} and scrape.workers_cpu([]) == {}
+
+
+SPIN = """
+import sys, time
+sys.stdin.readline()
+start = time.process_time()
+while time.process_time() - start < 0.003:
+    pass
+print("done", flush=True)
+time.sleep(30)
+"""
+
+
+def test_cpu_is_read_finer_than_the_kernel_s_10_ms_ticks():
+    """3 ms of CPU reads as about 3 ms, not 0 or 10 (the ticks of
+    /proc/<pid>/stat, which a short step of a light proxy falls between)."""
+    with Processes() as processes:
+        child = processes.popen(
+            [sys.executable, "-c", SPIN],
+            "spin",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(0.5)  # its start-up CPU is done
+        process = psutil.Process(child.pid)
+        before = scrape.processes_cpu([process])[child.pid]
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "done"
+        spent = scrape.processes_cpu([process])[child.pid] - before
+    assert 0.0025 <= spent < 0.009, spent
