@@ -3,7 +3,7 @@
 Counters and histograms are cumulative, so a window's figure is the
 difference between its first and last samples (quantiles of that difference
 are exact to a bucket, as Prometheus' ``histogram_quantile``); gauges are the
-highest value any sample in the window saw. Worker CPU comes from psutil, so
+highest value any sample in the window saw. Worker CPU comes from /proc, so
 it is known even when ``/metrics`` is not, and unknown when no pid was given
 to sample it from. Pure functions, unit-tested.
 """
