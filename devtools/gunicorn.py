@@ -108,7 +108,7 @@ def start_gunicorn(
         cwd=tree,
         **popen_kwargs,
     )
-    server = Server(f"http://127.0.0.1:{port}", process, processes.log_path(name))
+    server = Server(f"http://127.0.0.1:{port}", process, log)
     try:
         wait_for_http(server.url + ready, process)
         if log is not None:

@@ -15,7 +15,6 @@ so they compare with the step and steady windows the Locust process records
 (``steady.json``'s ``clock`` is that process's origin).
 """
 
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -25,6 +24,8 @@ from typing import Self
 import psutil
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+
+from project.core.schedstat import process_cpu_s
 
 METRICS_PATH = "/metrics"
 PREFIX = "gd_"
@@ -64,27 +65,6 @@ def parse(text: str) -> Metrics:
     return metrics
 
 
-def _cpu_s(pid: int) -> float | None:
-    """CPU seconds so far of all of ``pid``'s threads, to the nanosecond.
-
-    The kernel's ``/proc/<pid>/task/<tid>/schedstat`` (time on a CPU) rather
-    than ``/proc/<pid>/stat``'s user and system times, which psutil reads and
-    which move in 10 ms ticks: an nginx serving 200 requests in a short step
-    read 0 ticks, "0.000 ms CPU per request". None where there is no
-    schedstat (a kernel built without it).
-    """
-    total = 0
-    try:
-        for task in os.scandir(f"/proc/{pid}/task"):
-            with open(f"{task.path}/schedstat", "rb") as f:
-                total += int(f.read().split()[0])
-    except FileNotFoundError:
-        return None  # no schedstat, or a thread (or the process) that ended
-    except (OSError, ValueError, IndexError):
-        return None
-    return total / 1e9
-
-
 def processes_cpu(processes: list[psutil.Process]) -> dict[int, float]:
     """CPU seconds so far of each of ``processes``, by pid.
 
@@ -93,7 +73,9 @@ def processes_cpu(processes: list[psutil.Process]) -> dict[int, float]:
     """
     cpu = {}
     for process in processes:
-        seconds = _cpu_s(process.pid)
+        # To the nanosecond: psutil reads /proc/<pid>/stat's 10 ms ticks, and
+        # an nginx serving 200 requests in a short step read 0 of them.
+        seconds = process_cpu_s(process.pid)
         if seconds is None:
             try:
                 times = process.cpu_times()

@@ -21,30 +21,16 @@ only while new work piles up (gate.py says why).
 """
 
 import os
-import threading
 import time
 from typing import Any
 
 import gevent
 
+from project.core.schedstat import read_ns, thread_path
+
 # libev's EV_MINPRI and EV_MAXPRI.
 LOWEST_PRIORITY = -2
 HIGHEST_PRIORITY = 2
-
-
-def _schedstat_path() -> str | None:
-    """The calling thread's schedstat file, None where the kernel has none."""
-    path = f"/proc/self/task/{threading.get_native_id()}/schedstat"
-    return path if os.path.exists(path) else None
-
-
-def _run_queue_s(path: str) -> float:
-    """Seconds the thread has waited runnable for a CPU (0 if unreadable)."""
-    try:
-        with open(path, "rb") as f:
-            return int(f.read().split()[1]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 class LoopBusy:
@@ -86,9 +72,11 @@ class LoopBusy:
         before.start(self._before_poll)
         after.start(self._after_poll)
         self._watchers = [before, after]
-        self._schedstat = self._schedstat or _schedstat_path()
+        if self._schedstat is None:
+            path = thread_path()
+            self._schedstat = path if os.path.exists(path) else None
         if self._schedstat is not None:
-            self._run_queue = _run_queue_s(self._schedstat)
+            self._run_queue = self._run_queue_s(self._schedstat)
         self._since = time.perf_counter()
 
     def stop(self) -> None:
@@ -111,6 +99,12 @@ class LoopBusy:
             self._idle += waited
             self._polling_since = 0.0
 
+    @staticmethod
+    def _run_queue_s(path: str) -> float:
+        # Seconds the thread has waited runnable for a CPU (0 if unreadable).
+        times = read_ns(path)
+        return times[1] / 1e9 if times is not None else 0.0
+
     def sample(self) -> float:
         """The busy fraction (0 to 1) since the previous sample."""
         now = time.perf_counter()
@@ -124,7 +118,7 @@ class LoopBusy:
         # neighbours take its CPU reads busier than it is.
         waited = 0.0
         if self._schedstat is not None:
-            run_queue = _run_queue_s(self._schedstat)
+            run_queue = self._run_queue_s(self._schedstat)
             waited, self._run_queue = run_queue - self._run_queue, run_queue
         if wall <= 0.0 or not self._primed:
             self.busy_or_waiting = 0.0

@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import gevent
 
-from project.server.admission import loop_busy
+from project.core import schedstat
 from project.server.admission.loop_busy import LoopBusy
 
 
@@ -94,8 +94,8 @@ def test_waiting_for_a_cpu_while_polling_is_busy_or_waiting(tmp_path):
 
 def test_the_threads_own_schedstat_is_read_on_linux():
     """The kernel's counter for the calling thread, in seconds and growing."""
-    path = loop_busy._schedstat_path()
+    path = schedstat.thread_path()
     assert path is not None
-    first = loop_busy._run_queue_s(path)
+    first = LoopBusy._run_queue_s(path)
     assert first >= 0.0
-    assert loop_busy._run_queue_s(path) >= first
+    assert LoopBusy._run_queue_s(path) >= first
