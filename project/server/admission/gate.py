@@ -89,6 +89,23 @@ MIN_NEW_WORK = 10
 STORM_MIN_REFUSALS = 10
 # Fair-share borrowing stops at this multiple of the limit in flight.
 BORROW_CEILING = 2
+# Queueing out of the loop's sight: new work piling up while completions take
+# this many times their routes' shortest latency. Two W1 workers at 3x their
+# knee, the stub upstream saturated on the same cores: 366 and 596 in flight
+# against a need of 37 and 42 within half a second, the loops 80 % busy, so no
+# CPU rule fired; every answer took 2 s and goodput was 4 req/s. Latency, not
+# in-flight over need (the same by Little's law once steady): a burst of
+# arrivals the worker serves at once has not completed yet. Three times, not
+# the cap's 1.5: below capacity a busy worker's answers are slowed too.
+QUEUEING = 3.0
+# While queueing holds the need's latencies, a probe every PROBE_EVERY_S caps
+# the limit at PROBE_SHARE of the need for PROBE_S and learns them afresh, so an
+# upstream that really got slower is learned instead of starved (BBR's
+# ProbeRTT: every 10 s, 200 ms at 4 packets; Envoy's adaptive concurrency pins
+# its limit low for its minRTT window the same way).
+PROBE_EVERY_S = 10.0
+PROBE_S = 0.3
+PROBE_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -224,6 +241,13 @@ class Gate:
         self._pool_growing_before = False
         self._pool_wait_before = 0.0
         self._storm_before = False
+        # Queueing out of sight (QUEUEING): since when the next probe is due,
+        # until when one runs, and the limit to give back when it ends.
+        self._queueing = False
+        self._probe_due = 0.0
+        self._probe_until = 0.0
+        self._limit_before_probe = 0
+        self._probe_cap = 0
         # (arrivals, retries at once, completions) of the last intervals: is
         # work piling up?
         self._flow: deque[tuple[int, int, int]] = deque(maxlen=FLOW_WINDOW)
@@ -397,8 +421,17 @@ class Gate:
         # follow its answers) capped work the worker could still do
         # (W1 2x400: 0.89 / 0.99 of admission off, against 1.22 / 1.17).
         starved = new_work_piling and self.busy_or_waiting >= cfg.cpu_target
+        # Queueing out of sight: new work piles up and answers take several
+        # times their shortest latency, so requests wait somewhere the loop does
+        # not (an upstream the host starves, a neighbour holding the CPU). The
+        # shortest latencies are held while it lasts (learned then, they would
+        # include the wait) and relearned by the probes.
+        queueing = self._queueing = new_work_piling and (
+            self._queueing or self.needed.inflation >= QUEUEING
+        )
+        probing = self._probe_rtt(now, queueing)
         need = self.need = self.needed.needed(
-            elapsed, learning=not (cpu_congested or starved)
+            elapsed, learning=probing or not (cpu_congested or starved or queueing)
         )
         floor = 0
         if pool_line and self._pool_size:
@@ -413,8 +446,10 @@ class Gate:
             # the current mix needs (needed.py) when new work piles up, three
             # times when retries at once do, never less.
             cap=(
-                self._cpu_cap(need, new_work_piling)
-                if need and ((cpu_congested and piling) or starved)
+                self._probe_cap
+                if probing
+                else self._cpu_cap(need, new_work_piling)
+                if need and ((cpu_congested and piling) or starved or queueing)
                 else None
             ),
         )
@@ -451,7 +486,7 @@ class Gate:
         self.budget.adapt(storm=at_once and self._storm_before)
         self._storm_before = at_once
         self.verdict = Verdict(
-            busy, pool_wait, cpu_congested or starved or pool_line, binding
+            busy, pool_wait, cpu_congested or starved or queueing or pool_line, binding
         )
         self._last_tick = now
         self._reset_interval()
@@ -497,6 +532,24 @@ class Gate:
         held = self.held[client] = self.held[client] + 1
         if held > self._top_held:
             self._top_held = held
+
+    def _probe_rtt(self, now: float, queueing: bool) -> bool:
+        # Whether this interval is a probe; the limit is given back at its end.
+        if self._probe_until and (now >= self._probe_until or not queueing):
+            self._probe_until = 0.0
+            self.limit.value = max(self.limit.value, self._limit_before_probe)
+        if not queueing:
+            self._probe_due = 0.0
+            return False
+        if not self._probe_due:
+            self._probe_due = now + PROBE_EVERY_S
+        elif not self._probe_until and now >= self._probe_due:
+            self._probe_until = now + PROBE_S
+            self._probe_due = self._probe_until + PROBE_EVERY_S
+            self._limit_before_probe = self.limit.value
+            # Of the need held so far: the probe's own learning moves it.
+            self._probe_cap = max(1, math.ceil(PROBE_SHARE * self.need))
+        return bool(self._probe_until)
 
     def _cpu_cap(self, need: float, open_model: bool) -> int:
         # At most halved a tick: the first intervals of a burst complete few

@@ -7,8 +7,10 @@ over the last couple of seconds (per 100 ms interval, fan-outs complete in
 lumps: a quiet interval read as the rate halved the limit), X over the
 intervals the route was completing in, and the sum over routes is the
 concurrency the worker's current mix needs. With the CPU
-saturated, the gate caps its limit at ``OPEN_MODEL_HEADROOM`` or
-``HEADROOM`` times that.
+saturated, or answers slowed to several times their shortest latency
+(``inflation``: requests queue somewhere the loop cannot see), while work piles
+up, the gate caps its limit at ``OPEN_MODEL_HEADROOM`` or ``HEADROOM`` times
+that.
 
 The shortest latency is learned only while the CPU is not saturated, and
 while it is only a shorter one replaces it: under processor sharing every
@@ -18,7 +20,10 @@ nothing is capped (seen: an
 open model at twice one worker's W1 capacity answered in 4.6 s at p95). If
 the held value is too low (an upstream got slower meanwhile), the cap starves
 the CPU, the CPU stops being saturated and the new latency is learned: BBR
-drains to re-measure its minimum RTT (ProbeRTT); here the cap does it.
+drains to re-measure its minimum RTT (ProbeRTT); here the cap does it. Where
+the wait is out of the worker (a saturated upstream), a cap does not end it,
+so the gate probes: every 10 s it halves the need's worth of slots for 0.3 s
+and learns what the answers take then (gate.py, ``PROBE_EVERY_S``).
 
 This is the bandwidth-delay product BBR and Kratos' BBR limiter use
 (max delivery rate x min RTT), per route rather than for the whole worker:
@@ -47,6 +52,8 @@ OPEN_MODEL_HEADROOM = 1.5
 HEADROOM = 3.0
 # Intervals each route's shortest latency is remembered (2 s at 100 ms).
 WINDOW = 20
+# Intervals over which ``inflation`` is read (half a second, as piling up).
+INFLATION_WINDOW = 5
 # Routes tracked; past this, new paths share one entry (paths are the
 # server's routes, but a client can send any).
 MAX_ROUTES = 256
@@ -55,10 +62,11 @@ INF = float("inf")
 
 
 class _Route:
-    __slots__ = ("completions", "held", "recent", "shortest")
+    __slots__ = ("completions", "held", "recent", "seconds", "shortest")
 
     def __init__(self) -> None:
         self.completions = 0
+        self.seconds = 0.0
         self.shortest = INF
         # (completions, shortest latency or INF when not learning) of each
         # recent interval; the shortest latency last learned.
@@ -72,6 +80,17 @@ class NeededConcurrency:
     def __init__(self) -> None:
         self._routes: dict[str, _Route] = {}
         self._intervals: deque[float] = deque(maxlen=WINDOW)
+        # (seconds the completions took, seconds they would take at their
+        # routes' shortest latency) of the last INFLATION_WINDOW intervals.
+        self._latencies: deque[tuple[float, float]] = deque(maxlen=INFLATION_WINDOW)
+
+    @property
+    def inflation(self) -> float:
+        """How many times their routes' shortest latency the last half
+        second's completions took, on the whole (1.0 when unknown)."""
+        took = sum(seconds for seconds, _ in self._latencies)
+        unqueued = sum(shortest for _, shortest in self._latencies)
+        return took / unqueued if unqueued else 1.0
 
     def completed(self, route: str, seconds: float) -> None:
         """Count one completion of ``route`` that took ``seconds``."""
@@ -81,6 +100,7 @@ class NeededConcurrency:
                 route = OTHER
             entry = self._routes.setdefault(route, _Route())
         entry.completions += 1
+        entry.seconds += seconds
         if seconds < entry.shortest:
             entry.shortest = seconds
 
@@ -90,8 +110,12 @@ class NeededConcurrency:
         ``learning`` (the CPU saturated): each route's shortest latency is
         the one last learned."""
         self._intervals.append(elapsed)
-        total = 0.0
+        total = took = unqueued = 0.0
         for entry in self._routes.values():
+            if entry.held < INF:
+                took += entry.seconds
+                unqueued += entry.completions * entry.held
+            entry.seconds = 0.0
             entry.recent.append(
                 (entry.completions, entry.shortest if learning else INF)
             )
@@ -123,4 +147,5 @@ class NeededConcurrency:
                 entry.held = learned
             if completions and entry.held < INF:
                 total += completions / sum(busy) * entry.held
+        self._latencies.append((took, unqueued))
         return total

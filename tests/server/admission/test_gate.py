@@ -330,6 +330,83 @@ def test_a_starved_worker_in_a_retry_storm_is_not_capped():
     assert gate.limit.value == 1000
 
 
+def queueing_gate(now: list[float]) -> Gate:
+    """A gate of 1000 whose loop reads 0.6 busy, 0.7 with its waits for a CPU
+    (none of the CPU rules fires), 300 requests in flight, and a second of
+    400 answers a second in 50 ms (20 needed) behind it."""
+    gate = Gate(
+        GateConfig(limit=LimitConfig(maximum=1000)),
+        cpu=lambda: 0.6,
+        cpu_or_waiting=lambda: 0.7,
+        clock=lambda: now[0],
+    )
+    for _ in range(300):
+        gate.enter(Priority.NORMAL, FAR)
+    drive(gate, now, 1.0, 0.05, 0)
+    return gate
+
+
+def drive(
+    gate: Gate, now: list[float], seconds: float, latency: float, new: int
+) -> list[int]:
+    """``seconds`` of 400 completions a second taking ``latency`` each and
+    ``new`` more new arrivals an interval; the limit after each interval."""
+    limits = []
+    for _ in range(round(seconds / 0.1)):
+        served(gate, "/w1", 40, latency)
+        gate._arrivals += new
+        gate._contended = gate._contended or new > 0  # they found no free slot
+        now[0] += 0.1
+        gate.tick()
+        limits.append(gate.limit.value)
+    return limits
+
+
+def test_new_work_piling_with_answers_slowed_is_capped_with_the_cpu_idle():
+    """Three times the load arriving and answers taking 200 ms where they took
+    50: requests wait somewhere the loop cannot see (a saturated upstream), so
+    the limit is capped at 1.5 times the need all the same."""
+    now = [0.0]
+    gate = queueing_gate(now)
+    assert gate.limit.value == 1000  # the burst of 300 was served in 50 ms
+    drive(gate, now, 2.0, 0.2, 80)
+    assert gate.limit.value == 30
+    assert gate.verdict.congested
+
+
+def test_a_burst_served_in_time_is_not_capped():
+    """Arrivals outpacing answers that still take their shortest latency (a
+    burst the worker has room for): nothing waits, the limit stays."""
+    now = [0.0]
+    gate = queueing_gate(now)
+    drive(gate, now, 2.0, 0.05, 80)
+    assert gate.limit.value == 1000
+
+
+def test_slowed_answers_without_new_work_piling_up_are_not_capped():
+    """A closed loop (arrivals follow answers) whose answers slowed: nothing
+    piles up, the limit stays."""
+    now = [0.0]
+    gate = queueing_gate(now)
+    drive(gate, now, 2.0, 0.2, 0)
+    assert gate.limit.value == 1000
+
+
+def test_a_probe_learns_an_upstream_that_really_got_slower():
+    """Capped at 1.5 x 20, then every answer takes 500 ms: the held 50 ms would
+    starve the worker (what BBR's ProbeRTT is for). Within PROBE_EVERY_S the
+    limit drops to half the need for a probe, learns 500 ms, and the cap rises
+    to what 400/s at 500 ms need."""
+    now = [0.0]
+    gate = queueing_gate(now)
+    drive(gate, now, 1.0, 0.2, 80)
+    assert gate.limit.value == 30
+    limits = drive(gate, now, 10.0, 0.5, 80)
+    assert min(limits) <= 11  # the probe: half the held need of 20 and a bit
+    limits += drive(gate, now, 4.0, 0.5, 80)
+    assert limits[-1] >= 250  # 400/s x 0.5 s = 200 needed, 1.5 x that
+
+
 def test_a_saturated_cpu_below_capacity_is_not_capped():
     """Busy, but what arrives is served (an open model at 0.8x, a closed
     loop): the in-flight count floats at the need times the slowdown and the
