@@ -392,6 +392,18 @@ def test_slowed_answers_without_new_work_piling_up_are_not_capped():
     assert gate.limit.value == 1000
 
 
+def test_a_saturated_closed_loop_whose_answers_slowed_is_capped():
+    """Nothing piles up (arrivals follow answers), but the CPU is saturated and
+    answers take 200 ms where they took 50 (h2load's open model once every
+    connection waits): capped at three times the need, 20 at 400/s x 50 ms."""
+    now = [0.0]
+    gate = saturated_gate(now)
+    drive(gate, now, 1.0, 0.05, 0)
+    assert gate.limit.value == 1000
+    drive(gate, now, 2.0, 0.2, 0)
+    assert gate.limit.value == 60
+
+
 def test_a_probe_learns_an_upstream_that_really_got_slower():
     """Capped at 1.5 x 20, then every answer takes 500 ms: the held 50 ms would
     starve the worker (what BBR's ProbeRTT is for). Within PROBE_EVERY_S the
