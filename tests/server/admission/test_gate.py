@@ -404,6 +404,19 @@ def test_a_saturated_closed_loop_whose_answers_slowed_is_capped():
     assert gate.limit.value == 60
 
 
+def test_a_saturated_closed_loop_retrying_at_once_is_left_to_the_budget():
+    """The same, its clients retrying refusals at once (wrk), refusals held back
+    so nothing piles up: not capped on slowness alone."""
+    now = [0.0]
+    gate = saturated_gate(now)
+    drive(gate, now, 1.0, 0.05, 0)
+    for _ in range(20):
+        for _ in range(10):
+            gate.retried_at_once()
+        drive(gate, now, 0.1, 0.2, 0)
+    assert gate.limit.value == 1000
+
+
 def test_a_probe_learns_an_upstream_that_really_got_slower():
     """Capped at 1.5 x 20, then every answer takes 500 ms: the held 50 ms would
     starve the worker (what BBR's ProbeRTT is for). Within PROBE_EVERY_S the
