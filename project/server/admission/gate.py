@@ -435,11 +435,14 @@ class Gate:
         # for an answer (one W1 worker at 3x: 400 in flight for a need of 40,
         # answers in 0.9 s, nothing refused, goodput 0.2x); capped at three
         # times the need, its answers keep that. Below capacity answers are not
-        # slowed so far (W1 at 0.8x: 1.1-1.4x). Not while retries at once come:
+        # slowed so far (W1 at 0.8x: 1.1-1.4x). Against the typical latency,
+        # not the shortest: nothing piling up is no evidence of overload, and
+        # a path whose requests ask for 10 ms or 5 s is not slowed by its mix.
+        # Not while retries at once come:
         # a storm that piles up is capped already, and one whose refusals are
         # held back would only be refused more (AGG 2x400 under wrk: 28,000
         # refusals where 18,000 were, 0.92x of admission off where 0.95x was).
-        slowed = not retried and self.needed.inflation >= QUEUEING
+        slowed = not retried and self.needed.slowdown >= QUEUEING
         probing = self._probe_rtt(now, queueing)
         need = self.need = self.needed.needed(
             elapsed, learning=probing or not (cpu_congested or starved or queueing)

@@ -7,10 +7,11 @@ over the last couple of seconds (per 100 ms interval, fan-outs complete in
 lumps: a quiet interval read as the rate halved the limit), X over the
 intervals the route was completing in, and the sum over routes is the
 concurrency the worker's current mix needs. With the CPU
-saturated, or answers slowed to several times their shortest latency
-(``inflation``: requests queue somewhere the loop cannot see), while work piles
-up, the gate caps its limit at ``OPEN_MODEL_HEADROOM`` or ``HEADROOM`` times
-that.
+saturated while work piles up, or answers slowed to several times their
+shortest latency (``inflation``: requests queue somewhere the loop cannot
+see) while new work does, or a saturated CPU's answers slowed to several times
+their typical latency (``slowdown``), the gate caps its limit at
+``OPEN_MODEL_HEADROOM`` or ``HEADROOM`` times that.
 
 The shortest latency is learned only while the CPU is not saturated, and
 while it is only a shorter one replaces it: under processor sharing every
@@ -62,7 +63,15 @@ INF = float("inf")
 
 
 class _Route:
-    __slots__ = ("completions", "held", "recent", "seconds", "shortest")
+    __slots__ = (
+        "completions",
+        "held",
+        "learned",
+        "recent",
+        "seconds",
+        "shortest",
+        "typical",
+    )
 
     def __init__(self) -> None:
         self.completions = 0
@@ -72,6 +81,10 @@ class _Route:
         # recent interval; the shortest latency last learned.
         self.recent: deque[tuple[int, float]] = deque(maxlen=WINDOW)
         self.held = INF
+        # (completions, seconds they took) of the recent intervals that were
+        # learning; their mean, the route's typical unqueued latency.
+        self.learned: deque[tuple[int, float]] = deque(maxlen=WINDOW)
+        self.typical = INF
 
 
 class NeededConcurrency:
@@ -81,16 +94,29 @@ class NeededConcurrency:
         self._routes: dict[str, _Route] = {}
         self._intervals: deque[float] = deque(maxlen=WINDOW)
         # (seconds the completions took, seconds they would take at their
-        # routes' shortest latency) of the last INFLATION_WINDOW intervals.
-        self._latencies: deque[tuple[float, float]] = deque(maxlen=INFLATION_WINDOW)
+        # routes' shortest latency, at their typical one) of the last
+        # INFLATION_WINDOW intervals.
+        self._latencies: deque[tuple[float, float, float]] = deque(
+            maxlen=INFLATION_WINDOW
+        )
 
     @property
     def inflation(self) -> float:
         """How many times their routes' shortest latency the last half
         second's completions took, on the whole (1.0 when unknown)."""
-        took = sum(seconds for seconds, _ in self._latencies)
-        unqueued = sum(shortest for _, shortest in self._latencies)
+        took = sum(seconds for seconds, _, _ in self._latencies)
+        unqueued = sum(shortest for _, shortest, _ in self._latencies)
         return took / unqueued if unqueued else 1.0
+
+    @property
+    def slowdown(self) -> float:
+        """How many times their routes' typical latency (the mean while
+        learning) the last half second's completions took (1.0 when unknown).
+        Unlike ``inflation``, a route whose requests differ (a path whose
+        query asks for 10 ms or 5 s) does not read as slowed."""
+        took = sum(seconds for seconds, _, _ in self._latencies)
+        typical = sum(typical for _, _, typical in self._latencies)
+        return took / typical if typical else 1.0
 
     def completed(self, route: str, seconds: float) -> None:
         """Count one completion of ``route`` that took ``seconds``."""
@@ -110,11 +136,17 @@ class NeededConcurrency:
         ``learning`` (the CPU saturated): each route's shortest latency is
         the one last learned."""
         self._intervals.append(elapsed)
-        total = took = unqueued = 0.0
+        total = took = unqueued = typical = 0.0
         for entry in self._routes.values():
-            if entry.held < INF:
+            if entry.held < INF and entry.typical < INF:
                 took += entry.seconds
                 unqueued += entry.completions * entry.held
+                typical += entry.completions * entry.typical
+            if learning and entry.completions:
+                entry.learned.append((entry.completions, entry.seconds))
+                entry.typical = sum(s for _, s in entry.learned) / sum(
+                    c for c, _ in entry.learned
+                )
             entry.seconds = 0.0
             entry.recent.append(
                 (entry.completions, entry.shortest if learning else INF)
@@ -147,5 +179,5 @@ class NeededConcurrency:
                 entry.held = learned
             if completions and entry.held < INF:
                 total += completions / sum(busy) * entry.held
-        self._latencies.append((took, unqueued))
+        self._latencies.append((took, unqueued, typical))
         return total

@@ -404,6 +404,19 @@ def test_a_saturated_closed_loop_whose_answers_slowed_is_capped():
     assert gate.limit.value == 60
 
 
+def test_a_saturated_closed_loop_of_mixed_requests_is_not_read_as_slowed():
+    """One path whose requests ask for 10 ms or 1 s (a query parameter): its
+    answers take 10 times its shortest latency with nothing waiting. Measured
+    against its typical latency it is not slowed, so not capped."""
+    now = [0.0]
+    gate = saturated_gate(now)
+    for _ in range(30):
+        served(gate, "/w1", 4, 1.0)
+        drive(gate, now, 0.1, 0.01, 0)  # 40 more at 10 ms
+    assert gate.needed.inflation > 5
+    assert gate.limit.value == 1000
+
+
 def test_a_saturated_closed_loop_retrying_at_once_is_left_to_the_budget():
     """The same, its clients retrying refusals at once (wrk), refusals held back
     so nothing piles up: not capped on slowness alone."""
