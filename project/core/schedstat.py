@@ -36,7 +36,7 @@ def process_cpu_s(pid: int) -> float | None:
     total = 0
     read_any = False
     for tid in tasks:
-        times = read_ns(f"/proc/{pid}/task/{tid}/schedstat")
+        times = read_ns(thread_path(pid, int(tid)))
         if times is not None:
             total += times[0]
             read_any = True

@@ -63,6 +63,7 @@ from gevent.event import Event
 from project.core.route_priority import Priority
 
 from .fair_line import FairLine
+from .latency_probe import LatencyProbe
 from .limit import AdaptiveLimit, LimitConfig
 from .needed import HEADROOM, OPEN_MODEL_HEADROOM, NeededConcurrency
 from .refusal_budget import REFUSAL_COST_S, RefusalBudget
@@ -98,14 +99,6 @@ BORROW_CEILING = 2
 # arrivals the worker serves at once has not completed yet. Three times, not
 # the cap's 1.5: below capacity a busy worker's answers are slowed too.
 QUEUEING = 3.0
-# While queueing holds the need's latencies, a probe every PROBE_EVERY_S caps
-# the limit at PROBE_SHARE of the need for PROBE_S and learns them afresh, so an
-# upstream that really got slower is learned instead of starved (BBR's
-# ProbeRTT: every 10 s, 200 ms at 4 packets; Envoy's adaptive concurrency pins
-# its limit low for its minRTT window the same way).
-PROBE_EVERY_S = 10.0
-PROBE_S = 0.3
-PROBE_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -241,13 +234,9 @@ class Gate:
         self._pool_growing_before = False
         self._pool_wait_before = 0.0
         self._storm_before = False
-        # Queueing out of sight (QUEUEING): since when the next probe is due,
-        # until when one runs, and the limit to give back when it ends.
+        # Queueing out of sight (QUEUEING), and its probes.
         self._queueing = False
-        self._probe_due = 0.0
-        self._probe_until = 0.0
-        self._limit_before_probe = 0
-        self._probe_cap = 0
+        self._probe = LatencyProbe()
         # (arrivals, retries at once, completions) of the last intervals: is
         # work piling up?
         self._flow: deque[tuple[int, int, int]] = deque(maxlen=FLOW_WINDOW)
@@ -425,7 +414,7 @@ class Gate:
         # times their shortest latency, so requests wait somewhere the loop does
         # not (an upstream the host starves, a neighbour holding the CPU). The
         # shortest latencies are held while it lasts (learned then, they would
-        # include the wait) and relearned by the probes.
+        # include the wait) and relearned by probes (latency_probe.py).
         queueing = self._queueing = new_work_piling and (
             self._queueing or self.needed.inflation >= QUEUEING
         )
@@ -443,7 +432,7 @@ class Gate:
         # held back would only be refused more (AGG 2x400 under wrk: 28,000
         # refusals where 18,000 were, 0.92x of admission off where 0.95x was).
         slowed = not retried and self.needed.slowdown >= QUEUEING
-        probing = self._probe_rtt(now, queueing)
+        probing = self._probe.step(now, queueing, self.need, self.limit)
         need = self.need = self.needed.needed(
             elapsed, learning=probing or not (cpu_congested or starved or queueing)
         )
@@ -460,7 +449,7 @@ class Gate:
             # the current mix needs (needed.py) when new work piles up, three
             # times when retries at once do, never less.
             cap=(
-                self._probe_cap
+                self._probe.cap
                 if probing
                 else self._cpu_cap(need, new_work_piling)
                 if need
@@ -547,24 +536,6 @@ class Gate:
         held = self.held[client] = self.held[client] + 1
         if held > self._top_held:
             self._top_held = held
-
-    def _probe_rtt(self, now: float, queueing: bool) -> bool:
-        # Whether this interval is a probe; the limit is given back at its end.
-        if self._probe_until and (now >= self._probe_until or not queueing):
-            self._probe_until = 0.0
-            self.limit.value = max(self.limit.value, self._limit_before_probe)
-        if not queueing:
-            self._probe_due = 0.0
-            return False
-        if not self._probe_due:
-            self._probe_due = now + PROBE_EVERY_S
-        elif not self._probe_until and now >= self._probe_due:
-            self._probe_until = now + PROBE_S
-            self._probe_due = self._probe_until + PROBE_EVERY_S
-            self._limit_before_probe = self.limit.value
-            # Of the need held so far: the probe's own learning moves it.
-            self._probe_cap = max(1, math.ceil(PROBE_SHARE * self.need))
-        return bool(self._probe_until)
 
     def _cpu_cap(self, need: float, open_model: bool) -> int:
         # At most halved a tick: the first intervals of a burst complete few

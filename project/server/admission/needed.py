@@ -24,7 +24,7 @@ the CPU, the CPU stops being saturated and the new latency is learned: BBR
 drains to re-measure its minimum RTT (ProbeRTT); here the cap does it. Where
 the wait is out of the worker (a saturated upstream), a cap does not end it,
 so the gate probes: every 10 s it halves the need's worth of slots for 0.3 s
-and learns what the answers take then (gate.py, ``PROBE_EVERY_S``).
+and learns what the answers take then (latency_probe.py).
 
 This is the bandwidth-delay product BBR and Kratos' BBR limiter use
 (max delivery rate x min RTT), per route rather than for the whole worker:
@@ -104,9 +104,7 @@ class NeededConcurrency:
     def inflation(self) -> float:
         """How many times their routes' shortest latency the last half
         second's completions took, on the whole (1.0 when unknown)."""
-        took = sum(seconds for seconds, _, _ in self._latencies)
-        unqueued = sum(shortest for _, shortest, _ in self._latencies)
-        return took / unqueued if unqueued else 1.0
+        return self._took_over(1)
 
     @property
     def slowdown(self) -> float:
@@ -114,9 +112,13 @@ class NeededConcurrency:
         learning) the last half second's completions took (1.0 when unknown).
         Unlike ``inflation``, a route whose requests differ (a path whose
         query asks for 10 ms or 5 s) does not read as slowed."""
-        took = sum(seconds for seconds, _, _ in self._latencies)
-        typical = sum(typical for _, _, typical in self._latencies)
-        return took / typical if typical else 1.0
+        return self._took_over(2)
+
+    def _took_over(self, index: int) -> float:
+        # Seconds the completions took over the reference at ``index``.
+        took = sum(interval[0] for interval in self._latencies)
+        reference = sum(interval[index] for interval in self._latencies)
+        return took / reference if reference else 1.0
 
     def completed(self, route: str, seconds: float) -> None:
         """Count one completion of ``route`` that took ``seconds``."""
