@@ -525,44 +525,70 @@ def pool_gate(wait: list[float], size: int = 0) -> Gate:
     return gate
 
 
+def pool_tick(gate: Gate, new: int, completed: int) -> None:
+    """One interval in which ``new`` requests arrived and ``completed`` ended."""
+    gate._arrivals += new
+    gate._completions += completed
+    gate.tick()
+
+
+# An open model past the pool's pace: more arrives than completes.
+OPEN = (20, 10)
+
+
 def test_a_standing_pool_line_that_does_not_grow_is_not_congestion():
     """More clients than connections in a closed loop: a 30 ms line, steady.
     The limit stays (moved to the gate, the line would only turn into 503s)."""
     wait = [0.03]
     gate = pool_gate(wait)
     for _ in range(10):
-        gate.tick()
+        pool_tick(gate, *OPEN)
         assert not gate.verdict.congested
     assert gate.limit.value == 100
 
 
 def test_a_growing_pool_line_lowers_the_limit_down_to_the_pool_s_size():
-    """Growing at two ticks running (one slow checkout is a burst): the limit
-    falls, never below the number of connections."""
+    """Growing at two ticks running (one slow checkout is a burst) while new
+    work piles up: the limit falls, never below the number of connections."""
     wait = [0.03]
     gate = pool_gate(wait, size=8)
-    gate.tick()
-    gate.tick()  # steady
+    pool_tick(gate, *OPEN)
+    pool_tick(gate, *OPEN)  # steady
     wait[0] = 0.05
-    gate.tick()
+    pool_tick(gate, *OPEN)
     assert gate.limit.value == 100  # one tick of growth
     wait[0] = 0.08
-    gate.tick()
+    pool_tick(gate, *OPEN)
     assert gate.limit.value == 9
     for _ in range(30):
         wait[0] *= 1.5
-        gate.tick()
+        pool_tick(gate, *OPEN)
     assert gate.limit.value == 8  # the pool's size, not below
 
 
 def test_a_pool_line_longer_than_a_request_may_wait_here_is_congestion():
-    """A line standing past the queue timeout, growing or not, lowers the limit."""
+    """A line standing past the queue timeout while new work piles up, growing
+    or not, lowers the limit."""
     wait = [0.15]
     gate = pool_gate(wait, size=4)
-    gate.tick()
-    gate.tick()
+    pool_tick(gate, *OPEN)
+    pool_tick(gate, *OPEN)
     assert gate.verdict.congested
     assert gate.limit.value == 9
+
+
+def test_a_closed_loop_s_long_pool_line_is_not_congestion():
+    """225 clients a worker on 32 connections (AGG under wrk): a 440 ms line
+    that stands, and grows at times, while each answer brings the next
+    request. Lowering the limit below the clients would turn the line into
+    refusals and retries; it stays."""
+    wait = [0.44]
+    gate = pool_gate(wait, size=32)
+    for tick in range(30):
+        wait[0] = 0.44 * 1.3 ** (tick % 3)  # growing two ticks running at times
+        pool_tick(gate, 30, 30)
+        assert not gate.verdict.congested
+    assert gate.limit.value == 100
 
 
 def test_the_limit_is_never_lowered_by_idle_capacity():
