@@ -241,6 +241,8 @@ class Gate:
         # work piling up?
         self._flow: deque[tuple[int, int, int]] = deque(maxlen=FLOW_WINDOW)
         self._greenlet: gevent.Greenlet | None = None
+        # No control interval has ended yet (the CPU average's start).
+        self._fresh = True
         self._reset_interval()
 
     # --- the request path ---------------------------------------------------
@@ -359,7 +361,16 @@ class Gate:
         refusing = self._refused_count * REFUSAL_COST_S / elapsed
         cpu = max(0.0, (self._cpu() if self._cpu else 0.0) - refusing)
         # Smoothed: a burst of arrivals that keeps the loop busy for a tick or
-        # two (a hundred slow, cheap requests at once) is not congestion.
+        # two (a hundred slow, cheap requests at once) is not congestion. The
+        # first reading is the average's start, not a step up from idle: from
+        # 0, a fresh worker under 3x its W1 capacity read past the target only
+        # at its sixth tick, had taken in 400 requests by then (answered in
+        # 0.8 s), and h2load's connections, each that far behind, sent their
+        # missed requests at once on each answer: the storm budget took that
+        # for retries and held refusals for a second ever after (goodput
+        # 0.66-0.77x, refusals' p99 1 s, in 6 runs of 15).
+        if self._fresh:
+            self.busy = self.busy_or_waiting = cpu
         busy = self.busy = CPU_SMOOTHING * cpu + (1 - CPU_SMOOTHING) * self.busy
         # Read after cpu(): the same interval, its waits for a CPU counted.
         waiting = (
@@ -368,6 +379,7 @@ class Gate:
         self.busy_or_waiting = (
             CPU_SMOOTHING * waiting + (1 - CPU_SMOOTHING) * self.busy_or_waiting
         )
+        self._fresh = False
         pool_wait = self._pool_wait() if self._pool_wait else 0.0
         # The pool's line is backed up when it grows past the target at two
         # ticks running (one slow checkout in a burst is not a queue), or
@@ -545,9 +557,12 @@ class Gate:
 
     def _cpu_cap(self, need: float, open_model: bool) -> int:
         # At most halved a tick: the first intervals of a burst complete few
-        # of the requests they admitted, and their need reads low.
+        # of the requests they admitted, and their need reads low. Halved from
+        # what ran, not from a limit never reached: a fresh worker's limit of
+        # 1000 took four ticks to come down to the 150 it held.
         headroom = OPEN_MODEL_HEADROOM if open_model else HEADROOM
-        return max(math.ceil(headroom * need), self.limit.value // 2)
+        ran = min(self.limit.value, max(self._peak, 1))
+        return max(math.ceil(headroom * need), ran // 2)
 
     def _under_share(self, client: str) -> bool:
         """Whether ``client`` holds less than its share while another holds more."""

@@ -144,7 +144,11 @@ class NeededConcurrency:
                 took += entry.seconds
                 unqueued += entry.completions * entry.held
                 typical += entry.completions * entry.typical
-            if learning and entry.completions:
+            # A route first seen with the CPU saturated (a fresh worker under
+            # overload) takes its first interval's mean, its earliest answers,
+            # until it is learned: an upper bound, so it can only read too
+            # little slowdown, never too much.
+            if entry.completions and (learning or entry.typical == INF):
                 entry.learned.append((entry.completions, entry.seconds))
                 entry.typical = sum(s for _, s in entry.learned) / sum(
                     c for c, _ in entry.learned

@@ -273,7 +273,35 @@ def test_a_saturated_cpu_caps_the_limit_when_work_piles_up():
         gate.tick()
         values.append(gate.limit.value)
     assert values[-1] == 30
-    assert all(b >= a // 2 for a, b in zip([1000, *values], values, strict=False))
+
+
+def test_the_cpu_cap_halves_at_most_what_ran_in_a_tick():
+    """A fresh worker (limit 1000) with 150 in flight, saturated from its
+    first tick while new work piles up: each tick's cut is at most half of
+    what ran, not of a limit never reached, down to 1.5 times the need."""
+    now = [0.0]
+    gate = saturated_gate(now)
+    for _ in range(150):
+        gate.enter(Priority.NORMAL, FAR)
+    limits = []
+    for tick in range(1, 4):
+        for _ in range(40):  # 400/s in 50 ms: 20 needed
+            gate.leave("", "/w1", 0.05)
+        gate._arrivals += 120
+        now[0] = tick * 0.1
+        gate.tick()
+        limits.append(gate.limit.value)
+    assert limits == [75, 37, 30]
+
+
+def test_a_fresh_worker_s_first_reading_is_its_busy_fraction():
+    """The smoothed busy fraction starts at the first reading, not at 0: a
+    worker saturated from its start reads so at its first tick."""
+    gate = Gate(GateConfig(), cpu=lambda: 0.95)
+    gate.tick()
+    assert gate.busy == pytest.approx(0.95)
+    gate.tick()
+    assert gate.busy == pytest.approx(0.95)
 
 
 def test_retries_at_once_piling_up_leave_three_times_the_need():
