@@ -241,8 +241,8 @@ class Gate:
         # work piling up?
         self._flow: deque[tuple[int, int, int]] = deque(maxlen=FLOW_WINDOW)
         self._greenlet: gevent.Greenlet | None = None
-        # No control interval has ended yet (the CPU average's start).
-        self._fresh = True
+        # Control intervals ended (the first starts the CPU average).
+        self._ticks = 0
         self._reset_interval()
 
     # --- the request path ---------------------------------------------------
@@ -369,7 +369,7 @@ class Gate:
         # missed requests at once on each answer: the storm budget took that
         # for retries and held refusals for a second ever after (goodput
         # 0.66-0.77x, refusals' p99 1 s, in 6 runs of 15).
-        if self._fresh:
+        if not self._ticks:
             self.busy = self.busy_or_waiting = cpu
         busy = self.busy = CPU_SMOOTHING * cpu + (1 - CPU_SMOOTHING) * self.busy
         # Read after cpu(): the same interval, its waits for a CPU counted.
@@ -379,7 +379,7 @@ class Gate:
         self.busy_or_waiting = (
             CPU_SMOOTHING * waiting + (1 - CPU_SMOOTHING) * self.busy_or_waiting
         )
-        self._fresh = False
+        self._ticks += 1
         pool_wait = self._pool_wait() if self._pool_wait else 0.0
         # The pool's line is backed up when it grows past the target at two
         # ticks running (one slow checkout in a burst is not a queue), or
@@ -410,6 +410,23 @@ class Gate:
         new_work_piling = new_work >= MIN_NEW_WORK and new_work > PILING_UP * max(
             served, 1
         )
+        if self._ticks <= FLOW_WINDOW:
+            # The worker's first intervals: a closed loop's clients all come in
+            # the first, so the window reads arrivals past completions for half
+            # a second with nothing piling up, and a saturated worker's cap
+            # cut the limit below its clients (W1 2x100 under wrk: 2,401
+            # refusals while admission off met its SLO). The first interval
+            # is that opening burst whatever the load, and after it the latest
+            # interval decides: a closed loop's arrivals follow its answers,
+            # an open model's keep coming.
+            latest = PILING_UP * max(self._completions, 1)
+            opening = self._ticks == 1
+            piling = piling and not opening and self._arrivals > latest
+            new_work_piling = (
+                new_work_piling
+                and not opening
+                and self._arrivals - self._retries_now > latest
+            )
         # A backed-up pool line is congestion only while new work piles up. A
         # closed loop of more clients than connections keeps a line as long as
         # its clients make it, however long that is, and it never grows:

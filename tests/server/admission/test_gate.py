@@ -277,8 +277,9 @@ def test_a_saturated_cpu_caps_the_limit_when_work_piles_up():
 
 def test_the_cpu_cap_halves_at_most_what_ran_in_a_tick():
     """A fresh worker (limit 1000) with 150 in flight, saturated from its
-    first tick while new work piles up: each tick's cut is at most half of
-    what ran, not of a limit never reached, down to 1.5 times the need."""
+    first tick while new work piles up: after the opening interval (a burst,
+    whatever the load), each tick's cut is at most half of what ran, not of a
+    limit never reached, down to 1.5 times the need."""
     now = [0.0]
     gate = saturated_gate(now)
     for _ in range(150):
@@ -291,7 +292,22 @@ def test_the_cpu_cap_halves_at_most_what_ran_in_a_tick():
         now[0] = tick * 0.1
         gate.tick()
         limits.append(gate.limit.value)
-    assert limits == [75, 37, 30]
+    assert limits == [1000, 55, 30]
+
+
+def test_a_closed_loop_s_opening_burst_is_not_capped():
+    """A fresh worker saturated from its first tick by a closed loop of 50
+    (wrk): all 50 came in the first interval, then each answer brings the
+    next request. Nothing piles up, so the limit stays above the clients."""
+    now = [0.0]
+    gate = saturated_gate(now)
+    for _ in range(25):
+        gate.enter(Priority.NORMAL, FAR)  # in flight across the ticks
+    for tick in range(1, 11):
+        served(gate, "/w1", 25 if tick == 1 else 45, 0.055)
+        now[0] = tick * 0.1
+        gate.tick()
+        assert gate.limit.value >= 50, tick
 
 
 def test_a_fresh_worker_s_first_reading_is_its_busy_fraction():
