@@ -25,6 +25,7 @@ from urllib.parse import urlencode, urlsplit
 import gevent
 from geventhttpclient.response import HTTPParseError
 
+from .. import loop_turns
 from ..request_context import current_request_id
 from ..status import Status
 from ..upstream_metrics import upstream_meter
@@ -108,6 +109,9 @@ def _call(
     try:
         with gevent.Timeout(timeout, _TotalTimeout):
             answer = _exchange(client, request.encode("latin-1"), HEADER_LIMITS)
+            # Its headers came in this turn's IO phase; the rest waits for the
+            # loop's next poll while the worker sheds (loop_turns.py).
+            loop_turns.yield_to_loop()
             content = _read_body(answer, max_body_bytes)
     except Exception as exc:
         error = _call_error(exc, timeout)

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from project.core import loop_turns
 from project.core.route_priority import RoutePriorities
 
 from .gate import Gate, GateConfig
@@ -139,6 +140,15 @@ def config_from_settings(settings: Any, worker_connections: int) -> GateConfig:
     )
 
 
+def after_tick(gate: Gate, shed_log: ShedLog, gate_metrics: GateMetrics | None) -> None:
+    """After each control interval: the log, the loop's turns (short while
+    shedding, ``loop_turns``) and the metrics."""
+    shed_log.on_tick(gate, time.monotonic())
+    loop_turns.shorten(gate.shedding())
+    if gate_metrics is not None:
+        gate_metrics.on_tick(gate)
+
+
 def install(worker_connections: int) -> WorkerAdmission | None:
     """Build, start and publish this worker's gate (None: ``SHED_ENABLED`` off)."""
     global _current
@@ -160,13 +170,7 @@ def install(worker_connections: int) -> WorkerAdmission | None:
     )
     shed_log = ShedLog()
     gate_metrics = GateMetrics() if metrics.enabled() else None
-
-    def on_tick(gate: Gate) -> None:
-        shed_log.on_tick(gate, time.monotonic())
-        if gate_metrics is not None:
-            gate_metrics.on_tick(gate)
-
-    gate.start(on_tick)
+    gate.start(lambda gate: after_tick(gate, shed_log, gate_metrics))
     _current = WorkerAdmission(
         gate,
         routes=RoutePriorities.parse(settings.SHED_ROUTES),

@@ -4,6 +4,7 @@ import logging
 
 from django.test import override_settings
 
+from project.core import loop_turns
 from project.core.route_priority import Priority
 from project.server.admission import runtime
 from project.server.admission.gate import Gate, GateConfig
@@ -88,3 +89,17 @@ def test_gate_metrics_count_borrowed_and_deferred_admissions():
     assert sample("gd_admission_borrowed_total") - before[0] == 3
     assert sample("gd_admission_deferred_total") - before[1] == 2
     assert sample("gd_admission_needed") == 7.5
+
+
+def test_turns_are_short_while_the_worker_sheds():
+    """A refusal shortens the loop's turns (loop_turns) until the worker has
+    not refused for ready_hold_s."""
+    gate = refusing_gate()
+    try:
+        runtime.after_tick(gate, runtime.ShedLog(), None)
+        assert loop_turns.short()
+        gate._last_refusal = -1e9
+        runtime.after_tick(gate, runtime.ShedLog(), None)
+        assert not loop_turns.short()
+    finally:
+        loop_turns.shorten(False)
