@@ -101,6 +101,11 @@ BORROW_CEILING = 2
 QUEUEING = 3.0
 
 
+def _outpaces(arrived: int, served: int) -> bool:
+    """Whether ``arrived`` requests outnumber the ``served`` by ``PILING_UP``."""
+    return arrived > PILING_UP * max(served, 1)
+
+
 @dataclass(frozen=True)
 class GateConfig:
     """The gate's targets and timeouts (``SHED_MAX_LIMIT`` and
@@ -405,11 +410,9 @@ class Gate:
         arrived = sum(a for a, _, _ in self._flow)
         retried = sum(r for _, r, _ in self._flow)
         served = sum(c for _, _, c in self._flow)
-        piling = arrived > PILING_UP * max(served, 1)
+        piling = _outpaces(arrived, served)
         new_work = arrived - retried
-        new_work_piling = new_work >= MIN_NEW_WORK and new_work > PILING_UP * max(
-            served, 1
-        )
+        new_work_piling = new_work >= MIN_NEW_WORK and _outpaces(new_work, served)
         if self._ticks <= FLOW_WINDOW:
             # The worker's first intervals: a closed loop's clients all come in
             # the first, so the window reads arrivals past completions for half
@@ -419,13 +422,16 @@ class Gate:
             # is that opening burst whatever the load, and after it the latest
             # interval decides: a closed loop's arrivals follow its answers,
             # an open model's keep coming.
-            latest = PILING_UP * max(self._completions, 1)
-            opening = self._ticks == 1
-            piling = piling and not opening and self._arrivals > latest
+            after_opening = self._ticks > 1
+            piling = (
+                piling
+                and after_opening
+                and _outpaces(self._arrivals, self._completions)
+            )
             new_work_piling = (
                 new_work_piling
-                and not opening
-                and self._arrivals - self._retries_now > latest
+                and after_opening
+                and _outpaces(self._arrivals - self._retries_now, self._completions)
             )
         # A backed-up pool line is congestion only while new work piles up. A
         # closed loop of more clients than connections keeps a line as long as
