@@ -65,7 +65,12 @@ from project.core.route_priority import Priority
 from .fair_line import FairLine
 from .latency_probe import LatencyProbe
 from .limit import AdaptiveLimit, LimitConfig
-from .needed import HEADROOM, OPEN_MODEL_HEADROOM, NeededConcurrency
+from .needed import (
+    HEADROOM,
+    OPEN_MODEL_HEADROOM,
+    OUT_OF_SIGHT_HEADROOM,
+    NeededConcurrency,
+)
 from .refusal_budget import REFUSAL_COST_S, RefusalBudget
 
 LIMIT = "limit"
@@ -487,12 +492,17 @@ class Gate:
             peak_in_flight=self._peak,
             floor=floor,
             # A saturated CPU serves no more for more in flight: 1.5 times what
-            # the current mix needs (needed.py) when new work piles up, three
-            # times when retries at once do, never less.
+            # the current mix needs (needed.py) when new work piles up (twice
+            # when the wait is out of the loop's sight and its CPU is not
+            # short), three times when retries at once do, never less.
             cap=(
                 self._probe.cap
                 if probing
-                else self._cpu_cap(need, new_work_piling)
+                else self._cpu_cap(
+                    need,
+                    new_work_piling,
+                    out_of_sight=queueing and not (cpu_congested or starved),
+                )
                 if need
                 and ((cpu_congested and (piling or slowed)) or starved or queueing)
                 else None
@@ -578,12 +588,17 @@ class Gate:
         if held > self._top_held:
             self._top_held = held
 
-    def _cpu_cap(self, need: float, open_model: bool) -> int:
+    def _cpu_cap(self, need: float, open_model: bool, *, out_of_sight: bool) -> int:
         # At most halved a tick: the first intervals of a burst complete few
         # of the requests they admitted, and their need reads low. Halved from
         # what ran, not from a limit never reached: a fresh worker's limit of
         # 1000 took four ticks to come down to the 150 it held.
-        headroom = OPEN_MODEL_HEADROOM if open_model else HEADROOM
+        if not open_model:
+            headroom = HEADROOM
+        elif out_of_sight:
+            headroom = OUT_OF_SIGHT_HEADROOM
+        else:
+            headroom = OPEN_MODEL_HEADROOM
         ran = min(self.limit.value, max(self._peak, 1))
         return max(math.ceil(headroom * need), ran // 2)
 

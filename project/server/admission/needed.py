@@ -45,6 +45,15 @@ from collections import deque
 # times kept W1's admitted answers at 170 ms p50 and 1 s p99, half the goodput
 # within 250 ms lost; 1.5x keeps them near 90 ms (make overload).
 OPEN_MODEL_HEADROOM = 1.5
+# New requests piling up while the loop has CPU to spare and answers are slowed
+# out of its sight (the upstream, or the host's other processes): twice the
+# need. Here more in flight does not lengthen the loop's own turns; at 1.5x the
+# cap held answers near 1.5 times their shortest latency, below what the same
+# workers answered in at their knee. Two W1 workers at 3x their knee (make
+# capacity, loops 0.3-0.7 busy, the stub at 0.7 of a core): 88-91 % of the knee
+# within 200 ms, against 78-83 % at 1.5x; one CPU-bound worker at 3x keeps 1.5x
+# (2x there: p99 300-560 ms, goodput within 250 ms 0.62-0.79x of 1.5x's).
+OUT_OF_SIGHT_HEADROOM = 2.0
 # Retries at once piling up (a closed loop that ignores Retry-After, whose
 # retries the refusal budget holds back): three times. Its clients wait for
 # their answers, so latency cannot run away, and a tight cap cost AGG's

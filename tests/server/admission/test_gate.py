@@ -409,13 +409,26 @@ def drive(
 def test_new_work_piling_with_answers_slowed_is_capped_with_the_cpu_idle():
     """Three times the load arriving and answers taking 200 ms where they took
     50: requests wait somewhere the loop cannot see (a saturated upstream), so
-    the limit is capped at 1.5 times the need all the same."""
+    the limit is capped all the same, at twice the need: the loop has CPU to
+    spare, and more in flight does not lengthen its turns."""
     now = [0.0]
     gate = queueing_gate(now)
     assert gate.limit.value == 1000  # the burst of 300 was served in 50 ms
     drive(gate, now, 2.0, 0.2, 80)
-    assert gate.limit.value == 30
+    assert gate.limit.value == 40
     assert gate.verdict.congested
+
+
+def test_slowed_answers_on_a_saturated_cpu_are_capped_at_half_again_the_need():
+    """The same slowed answers and new work piling up on a loop busy past its
+    target: the wait is the loop's own, so the cap is the CPU's, 1.5 times
+    the need (more in flight would only lengthen every turn)."""
+    now = [0.0]
+    gate = saturated_gate(now)
+    drive(gate, now, 1.0, 0.05, 0)
+    drive(gate, now, 2.0, 0.2, 80)
+    assert gate._queueing
+    assert gate.limit.value == 30
 
 
 def test_a_burst_served_in_time_is_not_capped():
@@ -475,18 +488,18 @@ def test_a_saturated_closed_loop_retrying_at_once_is_left_to_the_budget():
 
 
 def test_a_probe_learns_an_upstream_that_really_got_slower():
-    """Capped at 1.5 x 20, then every answer takes 500 ms: the held 50 ms would
+    """Capped at 2 x 20, then every answer takes 500 ms: the held 50 ms would
     starve the worker (what BBR's ProbeRTT is for). Within PROBE_EVERY_S the
     limit drops to half the need for a probe, learns 500 ms, and the cap rises
     to what 400/s at 500 ms need."""
     now = [0.0]
     gate = queueing_gate(now)
     drive(gate, now, 1.0, 0.2, 80)
-    assert gate.limit.value == 30
+    assert gate.limit.value == 40
     limits = drive(gate, now, 10.0, 0.5, 80)
     assert min(limits) <= 11  # the probe: half the held need of 20 and a bit
     limits += drive(gate, now, 4.0, 0.5, 80)
-    assert limits[-1] >= 250  # 400/s x 0.5 s = 200 needed, 1.5 x that
+    assert limits[-1] >= 250  # 400/s x 0.5 s = 200 needed, 2 x that
 
 
 def test_a_saturated_cpu_below_capacity_is_not_capped():
