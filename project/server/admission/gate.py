@@ -111,6 +111,18 @@ def _outpaces(arrived: int, served: int) -> bool:
     return arrived > PILING_UP * max(served, 1)
 
 
+def _outpaces_without_burst(flow: list[tuple[int, int]]) -> bool:
+    """Whether arrivals outnumber completions by ``PILING_UP`` over the
+    intervals of ``flow`` (arrived, served), the one with the most arrivals
+    left out (a single interval: never)."""
+    if len(flow) < 2:
+        return False
+    burst = max(flow)
+    arrived = sum(a for a, _ in flow) - burst[0]
+    served = sum(c for _, c in flow) - burst[1]
+    return _outpaces(arrived, served)
+
+
 @dataclass(frozen=True)
 class GateConfig:
     """The gate's targets and timeouts (``SHED_MAX_LIMIT`` and
@@ -406,38 +418,29 @@ class Gate:
         binding = self._contended or self._peak >= self.limit.value
         rate = self._completions / elapsed
         # Work piling up: more arrived over the last half second than was
-        # served. Below capacity a busy CPU's in-flight count floats at the
-        # need times the slowdown, 1/(1 - utilisation), and capping it there
-        # refused 11 % of an open model at 0.8x one worker's W1 capacity; only
-        # arrivals outpacing completions (3x the load, a retry storm) call
-        # for the cap. A closed loop never piles up: arrivals follow answers.
+        # served, even without its busiest interval. Below capacity a busy
+        # CPU's in-flight count floats at the need times the slowdown, 1/(1 -
+        # utilisation), and capping it there refused 11 % of an open model at
+        # 0.8x one worker's W1 capacity; only arrivals outpacing completions
+        # (3x the load, a retry storm) call for the cap. A closed loop never
+        # piles up: arrivals follow answers. But its clients arrive in one
+        # burst (a fresh worker's first interval, or a few hundred new
+        # connections later), which the window reads as piling for half a
+        # second while nothing piles after it: a saturated worker's cap cut
+        # the limit below its clients (W1 2x100 under wrk on fresh workers:
+        # 2,401 refusals while admission off met its SLO; W2, a closed loop
+        # of 400 on two workers of 32 connections after one of 100: 3,500
+        # refusals in 10 s). An open model's and a storm's arrivals keep
+        # coming in every interval. Not the latest intervals alone: an open
+        # model's completions come in lumps and many of its arrivals read as
+        # retries at once, so a single interval can read either way.
         self._flow.append((self._arrivals, self._retries_now, self._completions))
-        arrived = sum(a for a, _, _ in self._flow)
         retried = sum(r for _, r, _ in self._flow)
-        served = sum(c for _, _, c in self._flow)
-        piling = _outpaces(arrived, served)
-        new_work = arrived - retried
-        new_work_piling = new_work >= MIN_NEW_WORK and _outpaces(new_work, served)
-        if self._ticks <= FLOW_WINDOW:
-            # The worker's first intervals: a closed loop's clients all come in
-            # the first, so the window reads arrivals past completions for half
-            # a second with nothing piling up, and a saturated worker's cap
-            # cut the limit below its clients (W1 2x100 under wrk: 2,401
-            # refusals while admission off met its SLO). The first interval
-            # is that opening burst whatever the load, and after it the latest
-            # interval decides: a closed loop's arrivals follow its answers,
-            # an open model's keep coming.
-            after_opening = self._ticks > 1
-            piling = (
-                piling
-                and after_opening
-                and _outpaces(self._arrivals, self._completions)
-            )
-            new_work_piling = (
-                new_work_piling
-                and after_opening
-                and _outpaces(self._arrivals - self._retries_now, self._completions)
-            )
+        piling = _outpaces_without_burst([(a, c) for a, _, c in self._flow])
+        new_work = [(a - r, c) for a, r, c in self._flow]
+        new_work_piling = sum(
+            a for a, _ in new_work
+        ) >= MIN_NEW_WORK and _outpaces_without_burst(new_work)
         # A backed-up pool line is congestion only while new work piles up. A
         # closed loop of more clients than connections keeps a line as long as
         # its clients make it, however long that is, and it never grows:

@@ -310,6 +310,26 @@ def test_a_closed_loop_s_opening_burst_is_not_capped():
         assert gate.limit.value >= 50, tick
 
 
+def test_a_closed_loop_s_later_burst_of_clients_is_not_capped():
+    """A saturated worker serving a closed loop of 50 gets 150 more clients in
+    one interval (a load test ramping from 100 to 400 connections): the window
+    reads arrivals past completions for half a second, but after the burst
+    each answer brings the next request. Nothing piles up, so the limit stays
+    above the 200 clients."""
+    now = [0.0]
+    gate = saturated_gate(now)
+    for _ in range(50):
+        gate.enter(Priority.NORMAL, FAR)  # the first clients, in flight
+    for tick in range(1, 31):
+        if tick == 11:
+            for _ in range(150):
+                gate.enter(Priority.NORMAL, FAR)  # the new clients, in flight
+        served(gate, "/w1", 45, 0.055)
+        now[0] = tick * 0.1
+        gate.tick()
+        assert gate.limit.value >= 200, tick
+
+
 def test_a_fresh_worker_s_first_reading_is_its_busy_fraction():
     """The smoothed busy fraction starts at the first reading, not at 0: a
     worker saturated from its start reads so at its first tick."""
