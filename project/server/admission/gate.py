@@ -106,12 +106,7 @@ BORROW_CEILING = 2
 QUEUEING = 3.0
 
 
-def _outpaces(arrived: int, served: int) -> bool:
-    """Whether ``arrived`` requests outnumber the ``served`` by ``PILING_UP``."""
-    return arrived > PILING_UP * max(served, 1)
-
-
-def _outpaces_without_burst(flow: list[tuple[int, int]]) -> bool:
+def _piling_up(flow: list[tuple[int, int]]) -> bool:
     """Whether arrivals outnumber completions by ``PILING_UP`` over the
     intervals of ``flow`` (arrived, served), the one with the most arrivals
     left out (a single interval: never)."""
@@ -120,7 +115,7 @@ def _outpaces_without_burst(flow: list[tuple[int, int]]) -> bool:
     burst = max(flow)
     arrived = sum(a for a, _ in flow) - burst[0]
     served = sum(c for _, c in flow) - burst[1]
-    return _outpaces(arrived, served)
+    return arrived > PILING_UP * max(served, 1)
 
 
 @dataclass(frozen=True)
@@ -263,8 +258,8 @@ class Gate:
         # work piling up?
         self._flow: deque[tuple[int, int, int]] = deque(maxlen=FLOW_WINDOW)
         self._greenlet: gevent.Greenlet | None = None
-        # Control intervals ended (the first starts the CPU average).
-        self._ticks = 0
+        # No control interval has ended yet (the CPU average's start).
+        self._fresh = True
         self._reset_interval()
 
     # --- the request path ---------------------------------------------------
@@ -391,7 +386,7 @@ class Gate:
         # missed requests at once on each answer: the storm budget took that
         # for retries and held refusals for a second ever after (goodput
         # 0.66-0.77x, refusals' p99 1 s, in 6 runs of 15).
-        if not self._ticks:
+        if self._fresh:
             self.busy = self.busy_or_waiting = cpu
         busy = self.busy = CPU_SMOOTHING * cpu + (1 - CPU_SMOOTHING) * self.busy
         # Read after cpu(): the same interval, its waits for a CPU counted.
@@ -401,7 +396,7 @@ class Gate:
         self.busy_or_waiting = (
             CPU_SMOOTHING * waiting + (1 - CPU_SMOOTHING) * self.busy_or_waiting
         )
-        self._ticks += 1
+        self._fresh = False
         pool_wait = self._pool_wait() if self._pool_wait else 0.0
         # The pool's line is backed up when it grows past the target at two
         # ticks running (one slow checkout in a burst is not a queue), or
@@ -436,11 +431,11 @@ class Gate:
         # retries at once, so a single interval can read either way.
         self._flow.append((self._arrivals, self._retries_now, self._completions))
         retried = sum(r for _, r, _ in self._flow)
-        piling = _outpaces_without_burst([(a, c) for a, _, c in self._flow])
+        piling = _piling_up([(a, c) for a, _, c in self._flow])
         new_work = [(a - r, c) for a, r, c in self._flow]
-        new_work_piling = sum(
-            a for a, _ in new_work
-        ) >= MIN_NEW_WORK and _outpaces_without_burst(new_work)
+        new_work_piling = sum(a for a, _ in new_work) >= MIN_NEW_WORK and _piling_up(
+            new_work
+        )
         # A backed-up pool line is congestion only while new work piles up. A
         # closed loop of more clients than connections keeps a line as long as
         # its clients make it, however long that is, and it never grows:
