@@ -1,5 +1,7 @@
 """The database families move with the pool's and the queries' own traffic."""
 
+import gc
+
 import gevent
 import pytest
 from django.test import override_settings
@@ -62,6 +64,18 @@ def test_pool_events_are_counted():
     assert events("created") == before["created"] + 2
     assert events("discarded") == before["discarded"] + 2
     assert events("reclaimed") == reclaimed + 1
+
+
+def test_a_pool_collected_before_the_flush_has_its_changes_written():
+    """What a pool counted between the last flush and its end is not lost."""
+    created = sample("gd_db_pool_events_total", event="created")
+    size = sample("gd_db_pool_size")
+    pool = make_pool(size=3)
+    pool.checkout(FakeConnection, timeout=1)
+    del pool
+    gc.collect()
+    assert sample("gd_db_pool_events_total", event="created") == created + 1
+    assert sample("gd_db_pool_size") == size + 3
 
 
 def test_switched_off_the_pool_keeps_its_counters_only():

@@ -293,7 +293,7 @@ def test_wait_histogram_counts_every_checkout():
     waiter.join()
     buckets = pool.stats.wait_ms_buckets
     assert sum(buckets) == 2
-    assert buckets[0] == 1  # the first one did not wait
+    assert sum(buckets[:3]) == 1  # the first one did not wait (within 1 ms)
     assert pool.stats.wait_ms_sum >= 50
 
 

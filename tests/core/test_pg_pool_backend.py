@@ -41,6 +41,20 @@ def pool_of(wrapper):
     return pool
 
 
+def test_settings_changed_in_place_reach_the_next_connection():
+    """Parameters are derived once per settings, and again when they change,
+    in place too (as tests and ``connection.copy()`` users do)."""
+    wrapper = pooled_wrapper()
+    first = pool_of(wrapper)
+    wrapper.close()
+    assert pool_of(wrapper) is first  # unchanged settings: the same pool
+    wrapper.close()
+    wrapper.settings_dict["OPTIONS"]["application_name"] = "pool-test-renamed"
+    assert pool_of(wrapper) is not first
+    assert one(wrapper, "SHOW application_name") == "pool-test-renamed"
+    wrapper.close()
+
+
 def test_session_changes_are_reset_before_the_next_user():
     """SET, temp tables, advisory locks, PREPARE and LISTEN stay with their user."""
     first = pooled_wrapper("pool-test-reset", pool_size=1)

@@ -15,13 +15,18 @@ from psycopg2 import extensions
 from .pool import ConnectionPool
 from .pools import (
     POOL_OPTIONS,
-    PoolKeys,
+    PoolKey,
+    SettingsMemo,
     checkout_wait,
     close_idle_connections,
     pool_for,
+    pool_key,
 )
 from .receivers import mark_wrapper_made
 from .session import TrackedConnection, TrackingCursor
+
+# Every wrapper's (Django makes one per greenlet): see ``SettingsMemo``.
+_DERIVED = SettingsMemo()
 
 
 class DatabaseCreation(creation.DatabaseCreation):
@@ -43,13 +48,21 @@ class DatabaseWrapper(base.DatabaseWrapper):
         super().__init__(*args, **kwargs)
         mark_wrapper_made()  # the request signals' receivers look for it
         self._from_pool: ConnectionPool | None = None
-        self._pool_keys = PoolKeys()
         # Set while Django closes a connection it judged unusable: discard it.
         self._discard_on_close = False
         self._closing_if_unusable = False
 
     def get_connection_params(self) -> dict[str, Any]:
         """Connection parameters without our pool options, with session tracking."""
+        return dict(self._derived()[0])
+
+    def _derived(self) -> tuple[dict[str, Any], PoolKey]:
+        """The connection parameters and pool key of these settings (made once)."""
+        return _DERIVED.get(
+            self.alias, (self.settings_dict, self.timezone_name), self._derive
+        )
+
+    def _derive(self) -> tuple[dict[str, Any], PoolKey]:
         params = super().get_connection_params()
         for option in POOL_OPTIONS:
             params.pop(option, None)
@@ -57,12 +70,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
         # Django's default cursor for psycopg2 (its ``base.Cursor``).
         if params.get("cursor_factory") is extensions.cursor:
             params["cursor_factory"] = TrackingCursor
-        return params
+        return params, self._key(params)
 
-    def _pool(self, conn_params: dict[str, Any]) -> ConnectionPool:
-        """This process's pool for these parameters and the options applied after."""
+    def _key(self, conn_params: dict[str, Any]) -> PoolKey:
+        """The pool key: these parameters and the options applied after connecting."""
         options = self.settings_dict["OPTIONS"]
-        key = self._pool_keys.key(
+        return pool_key(
             {
                 **conn_params,
                 "_isolation_level": options.get("isolation_level"),
@@ -70,7 +83,13 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 "_time_zone": self.timezone_name,
             }
         )
-        return pool_for(key, options)
+
+    def _pool(self, conn_params: dict[str, Any]) -> ConnectionPool:
+        """This process's pool for these parameters and the options applied after."""
+        params, key = self._derived()
+        if conn_params != params:
+            key = self._key(conn_params)
+        return pool_for(key, self.settings_dict["OPTIONS"])
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         """Check a connection out of this worker's pool for these parameters."""

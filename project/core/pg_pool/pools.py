@@ -13,7 +13,9 @@ removes them before connecting):
   and ``pool_min_idle``: see ``ConnectionPool``.
 """
 
+import copy
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ..deadline import current_deadline
@@ -115,20 +117,31 @@ def checkout_wait(options: dict[str, Any]) -> float:
     return deadline.timeout(None if cap is None else float(cap))
 
 
-class PoolKeys:
-    """A wrapper's pool key, sorted again only when its parameters change.
+def pool_key(items: dict[str, Any]) -> PoolKey:
+    """The key of the pool serving ``items``, the parameters its connections share."""
+    return tuple(sorted((name, str(value)) for name, value in items.items()))
 
-    Settings rarely change (tests do it): compare, reuse the sorted key.
+
+class SettingsMemo:
+    """The last value derived from some settings, derived again only when they change.
+
+    Django makes a database wrapper per thread, so under gevent one per
+    request: what a wrapper derives from its settings (the connection
+    parameters, the pool key) was derived anew at every checkout, a third of
+    the cost a checkout and checkin add to Django's own (``cyc`` in
+    ``docs/database.md``). Settings rarely change, but tests change them, in
+    place too: a deep copy is what the next call compares with.
     """
 
     def __init__(self) -> None:
-        self._last: tuple[dict[str, Any], PoolKey] | None = None
+        self._last: dict[str, tuple[Any, Any]] = {}
 
-    def key(self, items: dict[str, Any]) -> PoolKey:
-        """The key for ``items``, the parameters a pool's connections share."""
-        last = self._last
-        if last is not None and last[0] == items:
+    def get(self, name: str, source: Any, derive: Callable[[], Any]) -> Any:
+        """``derive()``, or what it returned last for ``name`` (a database
+        alias) if ``source`` is unchanged."""
+        last = self._last.get(name)
+        if last is not None and last[0] == source:
             return last[1]
-        key = tuple(sorted((name, str(value)) for name, value in items.items()))
-        self._last = (items, key)
-        return key
+        value = derive()
+        self._last[name] = (copy.deepcopy(source), value)
+        return value
