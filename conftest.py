@@ -13,7 +13,6 @@ from devtools.processes import Processes
 from tests.helpers import (
     CONTAINER_TESTS,
     LIVE_APPLICATION_NAME,
-    POOL_SIZE,
     STACK_TESTS,
 )
 from tests.redis_server import redis_server  # noqa: F401  (a fixture)
@@ -110,5 +109,4 @@ def gunicorn_server(start_gunicorn, test_database_url, upstream) -> Server:
         workers=1,
         DEMO_UPSTREAM_URL=upstream,
         application_name=LIVE_APPLICATION_NAME,
-        DB_POOL_SIZE=str(POOL_SIZE),
     )

@@ -5,6 +5,8 @@ import os
 import secrets
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from devtools.gunicorn import Server
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -13,8 +15,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 STACK_TESTS = BASE_DIR / "tests" / "stack"
 # Run by `make image-test` and `make kube-test` (they build and run the image).
 CONTAINER_TESTS = BASE_DIR / "tests" / "containers"
-# The live servers' database application_name and pool size (gunicorn_server).
+# The live servers' database application_name (gunicorn_server).
 LIVE_APPLICATION_NAME = "gevent-django-live"
+# The pool size of the live servers that set one (DB_POOL_SIZE) to test it.
 POOL_SIZE = 20
 
 
@@ -38,6 +41,17 @@ def production_env(upstream: str, token: str) -> dict[str, str]:
 def is_shed(status: int, headers) -> bool:
     """Whether an answer is admission control's refusal (a 503 naming its reason)."""
     return status == 503 and "X-Shed-Reason" in headers
+
+
+def served_pool_size(server: Server) -> int:
+    """The connections ``server``'s pools may hold, as its workers report them
+    (``gd_db_pool_size`` on ``/metrics``, which loopback may read outside
+    production): the default sizing read, not assumed."""
+    text = server.get("/metrics").text
+    for family in text_string_to_metric_families(text):
+        if family.name == "gd_db_pool_size":
+            return int(sum(sample.value for sample in family.samples))
+    raise AssertionError("gd_db_pool_size is not on /metrics")
 
 
 def pool_in_use() -> int:

@@ -16,7 +16,13 @@ import requests
 from gevent.pool import Pool
 
 from devtools.processes import stop as stop_process
-from tests.helpers import POOL_SIZE, app_backends, is_shed, socket_count, worker_pid
+from tests.helpers import (
+    app_backends,
+    is_shed,
+    served_pool_size,
+    socket_count,
+    worker_pid,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -369,7 +375,7 @@ def test_deadline_cuts_legs_and_leaves_nothing_behind(gunicorn_server):
     while app_backends(state="active") and time.monotonic() - waited < 1.0:
         gevent.sleep(0.05)
     assert app_backends(state="active") == 0
-    assert app_backends() <= POOL_SIZE
+    assert app_backends() <= served_pool_size(gunicorn_server)
 
 
 def test_bad_input_through_gunicorn_is_a_400(gunicorn_server):
