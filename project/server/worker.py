@@ -93,6 +93,7 @@ from project.server.admission import runtime as admission
 from project.server.admission.loop_busy import HIGHEST_PRIORITY
 from project.server.admission.refusal_budget import came_back_at_once
 from project.server.raw_head import RawHead
+from project.server.send import send_nonblock, send_whole
 
 # New connections a worker accepts each time its listening socket wakes it.
 # gunicorn's own gevent worker accepts 1 when there are several workers; on
@@ -106,7 +107,8 @@ class OneWriteResponse(wsgi.Response):
 
     def write(self, arg: bytes) -> None:
         """The first write of a plain (not chunked) body: headers and body in
-        one ``sendall``, with gunicorn's bookkeeping; any other: gunicorn's."""
+        one write (``send_whole``), with gunicorn's bookkeeping; any other:
+        gunicorn's."""
         if (
             self.headers_sent  # type: ignore[has-type]  # gunicorn is untyped
             or self.chunked
@@ -121,7 +123,7 @@ class OneWriteResponse(wsgi.Response):
         tosend = self.default_headers()
         tosend.extend(f"{key}: {value}\r\n" for key, value in self.headers)
         head = util.to_bytestring("{}\r\n".format("".join(tosend)), "latin-1")
-        util.write(self.sock, head + arg)
+        send_whole(self.sock, head + arg)
         self.headers_sent = True
         self.sent += len(arg)
 
@@ -554,9 +556,7 @@ class GeventWorker(ggevent.GeventWorker):
         if decision.reason is not None:
             # An unread body would be parsed as the next request: close instead.
             close = req.should_close() or has_body(req) or not self.alive
-            util.write_nonblock(
-                sock, gate.refusals.answer(decision.reason, close=close)
-            )
+            send_nonblock(sock, gate.refusals.answer(decision.reason, close=close))
             if close:
                 raise StopIteration()
             setattr(connection, REFUSED_AT, (time.perf_counter(), gate.loop.polls))

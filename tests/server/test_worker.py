@@ -68,10 +68,15 @@ def test_reclaims_are_reported():
 
 
 class _Socket:
-    """Records what a response writes, one entry per sendall."""
+    """Records what a response writes, one entry per send or sendall (each
+    send takes all it is given)."""
 
     def __init__(self) -> None:
         self.writes: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
 
     def sendall(self, data: bytes) -> None:
         self.writes.append(bytes(data))

@@ -61,12 +61,12 @@ class MeteredPoolStats(PoolStats):
 
     A checkout and its checkin change half a dozen counters; hooking each
     assignment to tally it for Prometheus (under a lock) cost about 1 us an
-    assignment, 6 of the 37 us a checkout and checkin took
-    (``python -m loadtests.pool_cost``). Here they are plain attributes and the flush writes
-    the difference from what it wrote last. Gauges move by that difference,
-    not to the value: several pools in one worker add up in the same
-    (unlabelled by pool) series. A pool collected between two flushes has
-    its last differences written by the next.
+    assignment, 6 of the 37 us a checkout and checkin took (``python -m
+    loadtests.pool_cost``). Here they are plain attributes and the flush
+    writes the difference from what it wrote last. Gauges move by that
+    difference, not to the value: several pools in one worker add up in the
+    same (unlabelled by pool) series. A pool collected between two flushes
+    has its last differences written by the next.
     """
 
     def __post_init__(self) -> None:
