@@ -78,12 +78,9 @@ class MeteredPoolStats(PoolStats):
 
 
 # The fields mirrored into a metric (``_metered``'s keys).
-_METERED_FIELDS = ("size", "in_use", "idle", "waiting") + (
-    "timeouts",
-    "rejected",
-    "created",
-    "discarded",
-    "reclaimed",
+_METERED_FIELDS = (
+    *("size", "in_use", "idle", "waiting"),  # gauges
+    *("timeouts", "rejected", "created", "discarded", "reclaimed"),  # events
 )
 
 
