@@ -41,9 +41,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 POOL_SIZE = 32
 GREENLETS = 32
 SIDES = ("ours", "pg3pool")
-OPERATIONS = ("checkout + checkin", "query", "request", "request, in line")
-# Greenlets a connection for "request, in line".
-IN_LINE = 3
+IN_LINE = "request, in line"
+OPERATIONS = ("checkout + checkin", "query", "request", IN_LINE)
+# Greenlets a connection for IN_LINE.
+IN_LINE_SHARE = 3
 # Operations run first and not counted: connections opened, code warm.
 WARMUP_OPS = 500
 
@@ -122,7 +123,7 @@ def child(side: str, ops: int) -> dict[str, float]:
     """One side's CPU per operation (run in a process of its own)."""
     _setup(side)
     return {
-        name: _cpu_us(op, ops, GREENLETS * (IN_LINE if "line" in name else 1))
+        name: _cpu_us(op, ops, GREENLETS * (IN_LINE_SHARE if name == IN_LINE else 1))
         for name, op in _operations().items()
     }
 

@@ -5,8 +5,6 @@ import os
 import secrets
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from devtools.gunicorn import Server
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -41,17 +39,6 @@ def production_env(upstream: str, token: str) -> dict[str, str]:
 def is_shed(status: int, headers) -> bool:
     """Whether an answer is admission control's refusal (a 503 naming its reason)."""
     return status == 503 and "X-Shed-Reason" in headers
-
-
-def served_pool_size(server: Server) -> int:
-    """The connections ``server``'s pools may hold, as its workers report them
-    (``gd_db_pool_size`` on ``/metrics``, which loopback may read outside
-    production): the default sizing read, not assumed."""
-    text = server.get("/metrics").text
-    for family in text_string_to_metric_families(text):
-        if family.name == "gd_db_pool_size":
-            return int(sum(sample.value for sample in family.samples))
-    raise AssertionError("gd_db_pool_size is not on /metrics")
 
 
 def pool_in_use() -> int:

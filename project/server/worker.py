@@ -88,12 +88,12 @@ from project.core.deadline import (
 from project.core.disconnect import client_gone_at_once
 from project.core.request_context import DEADLINE_KEY
 from project.core.route_priority import Priority, RoutePriorities, traffic_class
+from project.core.socket_send import send_nonblock, send_whole
 from project.server import raw_head
 from project.server.admission import runtime as admission
 from project.server.admission.loop_busy import HIGHEST_PRIORITY
 from project.server.admission.refusal_budget import came_back_at_once
 from project.server.raw_head import RawHead
-from project.server.send import send_nonblock, send_whole
 
 # New connections a worker accepts each time its listening socket wakes it.
 # gunicorn's own gevent worker accepts 1 when there are several workers; on

@@ -27,6 +27,7 @@ from geventhttpclient.response import HTTPParseError
 
 from .. import loop_turns
 from ..request_context import current_request_id
+from ..socket_send import send_whole
 from ..status import Status
 from ..upstream_metrics import upstream_meter
 from .pool import Client, get_pool
@@ -169,7 +170,7 @@ def _exchange(client: Client, request: bytes, limits: HeaderLimits) -> LimitedRe
     while True:
         sock, reused = pool.checkout()
         try:
-            _send(sock, request)
+            send_whole(sock, request)
         except BaseException as exc:
             pool.release_socket(sock)
             if reused and isinstance(exc, BrokenPipeError | ConnectionResetError):
@@ -181,16 +182,6 @@ def _exchange(client: Client, request: bytes, limits: HeaderLimits) -> LimitedRe
         except NoAnswer:
             if not reused:
                 raise
-
-
-def _send(sock: Any, data: bytes) -> None:
-    """``sock.sendall(data)``, in one ``send`` when the kernel takes it all (a
-    request always fits an empty socket's buffer): gevent's ``sendall`` asks
-    the kernel for the buffer's size (``SO_SNDBUF``) on every call, a system
-    call that was 0.7 % of a W1 worker."""
-    sent = sock.send(data)
-    if sent < len(data):
-        sock.sendall(memoryview(data)[sent:])
 
 
 def _read_body(answer: LimitedResponse, max_body_bytes: int) -> bytes:

@@ -175,22 +175,3 @@ def test_ten_upstream_calls_run_concurrently(upstream):
 def test_url_and_params_make_the_request_target(url, params, target):
     """The URL is split once; parameters join its query."""
     assert client._split(url, params) == ("http", "h", 1, target)
-
-
-def test_a_request_the_kernel_takes_in_part_is_sent_whole():
-    """What one send() leaves is sent with sendall()."""
-
-    class Sock:
-        def __init__(self) -> None:
-            self.sent = b""
-
-        def send(self, data: bytes) -> int:
-            self.sent += bytes(data[:5])
-            return 5
-
-        def sendall(self, data: bytes) -> None:
-            self.sent += bytes(data)
-
-    sock = Sock()
-    client._send(sock, b"GET / HTTP/1.1\r\n\r\n")
-    assert sock.sent == b"GET / HTTP/1.1\r\n\r\n"

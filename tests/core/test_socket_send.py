@@ -6,7 +6,7 @@ import gevent
 import pytest
 from gevent import socket as gsocket
 
-from project.server.send import send_nonblock, send_whole
+from project.core.socket_send import send_nonblock, send_whole
 
 
 class CountingSocket:
@@ -48,6 +48,25 @@ def test_a_small_answer_is_one_send():
     send_whole(counted, b"HTTP/1.1 200 OK\r\n\r\n{}")
     assert counted.calls == ["send"]
     assert theirs.recv(100) == b"HTTP/1.1 200 OK\r\n\r\n{}"
+
+
+def test_a_request_the_kernel_takes_in_part_is_sent_whole():
+    """What one send() leaves is sent with sendall()."""
+
+    class Sock:
+        def __init__(self) -> None:
+            self.sent = b""
+
+        def send(self, data: bytes) -> int:
+            self.sent += bytes(data[:5])
+            return 5
+
+        def sendall(self, data: bytes) -> None:
+            self.sent += bytes(data)
+
+    sock = Sock()
+    send_whole(sock, b"GET / HTTP/1.1\r\n\r\n")
+    assert sock.sent == b"GET / HTTP/1.1\r\n\r\n"
 
 
 def test_an_answer_larger_than_the_buffer_arrives_whole():
