@@ -17,7 +17,7 @@ sums over tasks), so ``busy_or_waiting`` also takes it off the idle time.
 Two W1 workers at 3x their knee, sharing two cores with the stub upstream and
 h2load, ran 55-60 % of a core each and waited 15-25 % for one: ``sample``
 read 0.63-0.85, ``busy_or_waiting`` 0.9 and more. The gate reads the second
-only while new work piles up (gate.py says why).
+only while new work piles up (congestion.py says why).
 """
 
 import os

@@ -37,7 +37,7 @@ again the concurrency that is being served.
 
 from collections import deque
 
-# The cap binds only while work piles up (gate.py), so below capacity, where a
+# The cap binds only while work piles up (congestion.py), so below capacity, where a
 # busy CPU's in-flight count floats at the need times the slowdown, 1/(1 -
 # utilisation), it is not applied (an open model at 0.8x one worker's W1
 # capacity: 0 refusals). Piling up, it sets what an admitted request waits.

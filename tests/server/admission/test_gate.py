@@ -335,9 +335,9 @@ def test_a_fresh_worker_s_first_reading_is_its_busy_fraction():
     worker saturated from its start reads so at its first tick."""
     gate = Gate(GateConfig(), cpu=lambda: 0.95)
     gate.tick()
-    assert gate.busy == pytest.approx(0.95)
+    assert gate.congestion.busy == pytest.approx(0.95)
     gate.tick()
-    assert gate.busy == pytest.approx(0.95)
+    assert gate.congestion.busy == pytest.approx(0.95)
 
 
 def test_retries_at_once_piling_up_leave_three_times_the_need():
@@ -447,7 +447,7 @@ def test_slowed_answers_on_a_saturated_cpu_are_capped_at_half_again_the_need():
     gate = saturated_gate(now)
     drive(gate, now, 1.0, 0.05, 0)
     drive(gate, now, 2.0, 0.2, 80)
-    assert gate._queueing
+    assert gate.congestion.queueing
     assert gate.limit.value == 30
 
 
