@@ -29,8 +29,9 @@ Per-client fair share: when the limit binds, a client holding fewer than its
 share of the slots (the limit over the clients holding or wanting one) is
 admitted at once, above the limit if need be, while another client holds more
 than its share. One client's 200 connections of ten-second requests then
-cannot keep every other client waiting for a slot; the borrowing is bounded
-by the limit itself (at most twice the limit runs).
+cannot keep every other client waiting for a slot. The borrowing is bounded:
+at most the limit again, or, after the limit fell below what a client's
+requests admitted earlier still hold, what that client holds past its share.
 
 The queue timeout follows CoDel as Facebook's servers use it (Wangle's
 "adaptive LIFO + CoDel"): while the worker is not overloaded a burst may wait
@@ -84,8 +85,6 @@ CLIENT_GONE = "client_gone"
 QUEUED_PRIORITIES = (Priority.CRITICAL, Priority.NORMAL, Priority.SHEDDABLE)
 # Fewer refusals than this in an interval are no storm, whatever follows them.
 STORM_MIN_REFUSALS = 10
-# Fair-share borrowing stops at this multiple of the limit in flight.
-BORROW_CEILING = 2
 
 
 @dataclass(frozen=True)
@@ -484,11 +483,18 @@ class Gate:
     def _under_share(self, client: str) -> bool:
         """Whether ``client`` holds less than its share while another holds more."""
         limit = self.limit.value
-        if self.in_flight >= BORROW_CEILING * limit:
-            return False
         clients = len(self.held) + (client not in self.held)
         share = max(1, limit // clients)
-        return self.held[client] < share < self._top_held
+        if not self.held[client] < share < self._top_held:
+            return False
+        # Borrowing stops at the limit again, or past it by what the busiest
+        # client holds over its share: requests it had admitted before the
+        # limit fell run on, and twice the limit alone kept everyone else
+        # waiting (make fairness, token storm: 200 of the hog's 1.5 s requests
+        # in flight, the limit cut to 51, the victim refused 9 times in the
+        # first 1.5 s). Bounded still: a client over its share gets a slot
+        # only under the limit, so past it what that client holds only falls.
+        return self.in_flight < limit + max(limit, self._top_held - share)
 
     def _ahead(self, priority: Priority) -> int:
         """Waiters that go before a new request of ``priority``."""

@@ -830,6 +830,25 @@ def test_borrowing_stops_at_twice_the_limit():
     assert admitted.count(True) <= 2
 
 
+def test_a_client_under_its_share_gets_in_after_the_limit_fell_below_a_hog():
+    """A hog's slow requests admitted while the limit was high keep running
+    after it falls: another client is still admitted at once (make fairness,
+    token storm: 200 hog requests in flight, the limit cut to 51, the victim
+    refused 9 times in the first second and a half). Newcomers stay bounded
+    by what the hog holds past its share."""
+    gate = small_gate(limit=8, queue_timeout_s=0.01)
+    for _ in range(8):
+        gate.enter(Priority.CRITICAL, FAR, "hog")
+    gate.limit.value = 3
+    assert gate.enter(Priority.CRITICAL, FAR, "victim").reason is None
+    admitted = [
+        gate.enter(Priority.CRITICAL, FAR, f"c{i}").reason is None for i in range(8)
+    ]
+    # limit 3 plus what the hog holds past its share of 1: at most 11 run.
+    assert gate.in_flight <= 11
+    assert admitted.count(True) <= 2
+
+
 def test_a_storm_gets_the_storm_budget_and_its_end_the_base_one():
     """Most refusals of two ticks running answered at once on their
     connection: refusals drop to the storm rate; a tick without: back to the
