@@ -78,6 +78,7 @@ from gunicorn.http import wsgi
 from gunicorn.http.errors import ParseException
 from gunicorn.workers import ggevent
 
+from project.core import loop_turns
 from project.core.caller import caller_scope
 from project.core.deadline import (
     DEADLINE_HEADER,
@@ -567,6 +568,11 @@ class GeventWorker(ggevent.GeventWorker):
             # The client gave up while it waited: do not start the work.
             gate.gate.client_gone(priority, client)
             raise StopIteration()
+        # While the worker sheds, the admitted request's work (Django, the
+        # fan-out's start) runs in gevent's bounded batch of woken greenlets
+        # instead of the turn's IO phase, where the refusals wait
+        # (loop_turns.py). Not timed: the route's latency is its own work.
+        loop_turns.yield_to_loop()
         started = time.monotonic()
         try:
             req = self._parsed(req, sock, addr)

@@ -1,11 +1,22 @@
 """The worker's bookkeeping of connections waiting for a request, in-process."""
 
 import time
+from types import SimpleNamespace
 
 import gevent
 import gevent.socket
+import pytest
+from gunicorn.workers import ggevent
 
-from project.server.worker import OneWriteResponse, WaitingConnections, read_first
+from project.core import loop_turns
+from project.core.route_priority import Priority
+from project.server.admission.gate import Gate, GateConfig
+from project.server.worker import (
+    GeventWorker,
+    OneWriteResponse,
+    WaitingConnections,
+    read_first,
+)
 
 
 def _waiter(registry: WaitingConnections, seconds: float, log: list) -> None:
@@ -132,3 +143,39 @@ def test_a_client_read_runs_first_in_its_loop_turn():
             sock.close()
     assert len(order) == 21
     assert order[0] == "client"
+
+
+@pytest.mark.parametrize("shedding", [True, False])
+def test_while_shedding_an_admitted_request_starts_after_the_turns_other_work(
+    shedding, monkeypatch
+):
+    """While the worker sheds, an admitted request's work goes to the back of
+    gevent's batch of woken greenlets (bounded, loop_turns.py), not into the
+    turn where refusals wait; otherwise it starts at once."""
+    order = []
+    monkeypatch.setattr(
+        ggevent.GeventWorker, "handle_request", lambda self, *args: order.append("app")
+    )
+    worker = GeventWorker.__new__(GeventWorker)
+    admission = SimpleNamespace(gate=Gate(GateConfig()))
+    request = SimpleNamespace(path="/demo/fan-out/")
+    loop_turns.shorten(shedding)
+    try:
+        admitted = gevent.spawn(
+            worker._admitted,
+            admission,
+            Priority.SHEDDABLE,
+            "client",
+            0.0,
+            time.monotonic() + 60,
+            "listener",
+            request,
+            None,
+            None,
+        )
+        other = gevent.spawn(order.append, "other")
+        gevent.joinall([admitted, other], timeout=2)
+    finally:
+        loop_turns.shorten(False)
+    assert order == (["other", "app"] if shedding else ["app", "other"])
+    assert admission.gate.in_flight == 0
