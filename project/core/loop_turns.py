@@ -20,7 +20,10 @@ yields the same way once it has admitted a request, so the request's own work
 (Django, the fan-out's start) leaves the IO phase too: one W1 worker at 3x,
 three alternating pairs (a throwaway probe), refusals' p50 2.0-2.2 ms against
 3.0-3.3 and p99 6.3 / 7.1 / 9.0 against 10.0 / 8.6 / 9.7 ms, goodput the same
-(602-670 against 634-652 req/s). Not while the worker is not shedding: a 1 ms
+(602-670 against 634-652 req/s); not in a storm of retries at once, whose
+refusals wait for the refusal budget's tokens anyway (AGG under wrk: 0.96-0.99
+of admission off with the yield, 0.98-1.00 without). Not while the worker is
+not shedding: a 1 ms
 batch means more loop turns, each a poll and the loop's watchers, and a yield
 is two greenlet switches, for nothing when nobody is refused.
 

@@ -145,19 +145,24 @@ def test_a_client_read_runs_first_in_its_loop_turn():
     assert order[0] == "client"
 
 
-@pytest.mark.parametrize("shedding", [True, False])
+@pytest.mark.parametrize(
+    ("shedding", "storm", "yields"),
+    [(True, False, True), (False, False, False), (True, True, False)],
+)
 def test_while_shedding_an_admitted_request_starts_after_the_turns_other_work(
-    shedding, monkeypatch
+    shedding, storm, yields, monkeypatch
 ):
     """While the worker sheds, an admitted request's work goes to the back of
     gevent's batch of woken greenlets (bounded, loop_turns.py), not into the
-    turn where refusals wait; otherwise it starts at once."""
+    turn where refusals wait; otherwise, and in a storm (whose refusals wait
+    for the budget's tokens anyway), it starts at once."""
     order = []
     monkeypatch.setattr(
         ggevent.GeventWorker, "handle_request", lambda self, *args: order.append("app")
     )
     worker = GeventWorker.__new__(GeventWorker)
     admission = SimpleNamespace(gate=Gate(GateConfig()))
+    admission.gate.budget.adapt(storm=storm)
     request = SimpleNamespace(path="/demo/fan-out/")
     loop_turns.shorten(shedding)
     try:
@@ -177,5 +182,5 @@ def test_while_shedding_an_admitted_request_starts_after_the_turns_other_work(
         gevent.joinall([admitted, other], timeout=2)
     finally:
         loop_turns.shorten(False)
-    assert order == (["other", "app"] if shedding else ["app", "other"])
+    assert order == (["other", "app"] if yields else ["app", "other"])
     assert admission.gate.in_flight == 0

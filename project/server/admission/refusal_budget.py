@@ -105,6 +105,11 @@ class RefusalBudget:
         self._refill(self._clock())
         return max(0.0, (1.0 - self.tokens) / self.rate)
 
+    @property
+    def storm(self) -> bool:
+        """Whether refusals are at the storm rate now."""
+        return self.rate < self.base_rate
+
     def adapt(self, *, storm: bool) -> None:
         """The storm rate during a ``storm``, else the base rate."""
         self._refill(self._clock())
