@@ -15,17 +15,20 @@ turn's IO phase to the queue, where the batch bounds it. Measured alone each
 does little (the batch: 9.2-12.0 ms at p99; the answers moved at a 2 ms
 batch: 8.2-12.5 ms); together, at a 1 ms batch, refusals' p99 was 8.8 / 9.3 /
 8.9 ms and goodput 0.98-1.08x capacity, where the same tree without them gave
-12.1-15.5 ms. The worker
-yields the same way once it has admitted a request, so the request's own work
-(Django, the fan-out's start) leaves the IO phase too: one W1 worker at 3x,
-three alternating pairs (a throwaway probe), refusals' p50 2.0-2.2 ms against
-3.0-3.3 and p99 6.3 / 7.1 / 9.0 against 10.0 / 8.6 / 9.7 ms, goodput the same
-(602-670 against 634-652 req/s); not in a storm of retries at once, whose
-refusals wait for the refusal budget's tokens anyway (AGG under wrk: 0.96-0.99
-of admission off with the yield, 0.98-1.00 without). Not while the worker is
-not shedding: a 1 ms
-batch means more loop turns, each a poll and the loop's watchers, and a yield
-is two greenlet switches, for nothing when nobody is refused.
+12.1-15.5 ms.
+
+The worker yields the same way once it has admitted a request, so the
+request's own work (Django, the fan-out's start) leaves the IO phase too: one
+W1 worker at 3x, three alternating pairs (a throwaway probe), refusals' p50
+2.0-2.2 ms against 3.0-3.3 and p99 6.3 / 7.1 / 9.0 against 10.0 / 8.6 / 9.7
+ms, goodput the same (602-670 against 634-652 req/s). Not in a storm of
+retries at once, whose refusals wait for the refusal budget's tokens anyway
+(AGG under wrk: 0.96-0.99 of admission off with the yield, 0.98-1.00
+without).
+
+Not while the worker is not shedding: a 1 ms batch means more loop turns,
+each a poll and the loop's watchers, and a yield is two greenlet switches,
+for nothing when nobody is refused.
 
 Imports nothing of the project: the server's admission control switches it,
 the toolkit's outbound client and the server's worker consult it.
