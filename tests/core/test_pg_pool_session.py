@@ -52,3 +52,18 @@ def test_session_changes_are_noticed(sql):
 def test_plain_statements_cost_no_reset(sql):
     """ORM statements and transaction-scoped settings leave the connection clean."""
     assert not changes_session(sql)
+
+
+def test_verdicts_are_remembered_for_short_texts_only():
+    """A repeated statement's verdict is looked up; a long text is scanned each
+    time and never kept (its session change still noticed)."""
+    from project.core.pg_pool.session import _text_changes_session
+
+    _text_changes_session.cache_clear()
+    assert not changes_session("SELECT %s::int")
+    assert not changes_session("SELECT %s::int")
+    assert _text_changes_session.cache_info().hits == 1
+    rows = ", ".join(["(%s, %s)"] * 1000)
+    assert not changes_session(f"INSERT INTO t (a, b) VALUES {rows}")
+    assert changes_session(f"INSERT INTO t (a, b) VALUES {rows}; SET work_mem = '1GB'")
+    assert _text_changes_session.cache_info().currsize == 1
