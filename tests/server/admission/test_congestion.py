@@ -43,6 +43,16 @@ def test_a_burst_of_arrivals_alone_is_not_work_piling_up():
     assert not piling_up([(300, 0)])
 
 
+def test_the_interval_left_out_is_the_burst_not_a_steady_one_of_as_many():
+    """A flow two W1 workers read under wrk (2 x 100 connections, fresh workers,
+    2026-12-06): the burst of first requests (51 arrived, none served) and a
+    steady interval with as many arrivals. Left out by arrivals, the steady one
+    went and the burst read as piling for half a second."""
+    assert not piling_up([(51, 0), (11, 11), (46, 46), (51, 51), (32, 32)])
+    # The same burst with work piling up after it still reads as piling.
+    assert piling_up([(51, 0), (40, 11), (46, 30), (51, 30), (32, 20)])
+
+
 def test_retries_at_once_are_not_new_work():
     """Arrivals that are retries at once pile up as work, not as new work
     (which alone holds CoDel mode and the open model's tighter cap)."""
