@@ -59,13 +59,15 @@ def changes_session(query: Any, connection: Any = None) -> bool:
             return True
         query = query.as_string(connection)
     if len(query) > _LONGEST_KEPT:
-        return _SESSION_CHANGES.search(query) is not None
+        return _scan(query)
     return _text_changes_session(query)
 
 
-@functools.lru_cache(maxsize=_VERDICTS_KEPT)
-def _text_changes_session(query: str) -> bool:
+def _scan(query: str) -> bool:
     return _SESSION_CHANGES.search(query) is not None
+
+
+_text_changes_session = functools.lru_cache(maxsize=_VERDICTS_KEPT)(_scan)
 
 
 class TrackingCursor(extensions.cursor):
