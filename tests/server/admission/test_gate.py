@@ -330,6 +330,48 @@ def test_a_closed_loop_s_later_burst_of_clients_is_not_capped():
         assert gate.limit.value >= 200, tick
 
 
+def test_a_cap_a_split_burst_set_does_not_outlast_it():
+    """A fresh worker starved of CPU gets a closed loop of 48 whose opening
+    burst an interval's end splits: (32, 0) then (33, 17), as logged under
+    wrk. The second half reads as work piling up and the cap cuts the limit
+    below the clients; after it each answer brings the next request. Two
+    seconds on, the 65 connections of the next run on this worker fit under
+    the limit (it stayed at 52 when it grew only while binding, and 7
+    refusals followed)."""
+    now = [0.0]
+    gate = starved_gate(now)
+    waiting = 0
+
+    def arrive(count: int) -> None:
+        nonlocal waiting
+        for _ in range(count):
+            if gate.in_flight < gate.limit.value and not waiting:
+                gate.enter(Priority.NORMAL, FAR)
+            else:  # would wait for a slot
+                gate._arrivals += 1
+                gate._contended = True
+                waiting += 1
+
+    def answer(count: int) -> None:
+        nonlocal waiting
+        for _ in range(count):
+            gate.leave("", "/w1", 0.09)
+            if waiting and gate.in_flight < gate.limit.value:
+                waiting -= 1
+                gate._take_slot("")
+        arrive(count)  # each answer brings its client's next request
+
+    lowest = gate.limit.value
+    for tick, (new, answered) in enumerate([(32, 0), (16, 17)] + [(0, 48)] * 18):
+        arrive(new)
+        answer(min(answered, gate.in_flight))
+        now[0] = (tick + 1) * 0.1
+        gate.tick()
+        lowest = min(lowest, gate.limit.value)
+    assert lowest < 48  # the misreading this is about
+    assert gate.limit.value >= 65
+
+
 def test_a_fresh_worker_s_first_reading_is_its_busy_fraction():
     """The smoothed busy fraction starts at the first reading, not at 0: a
     worker saturated from its start reads so at its first tick."""
