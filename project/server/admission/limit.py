@@ -2,21 +2,14 @@
 
 Once per control interval the gate says whether the worker was congested (its
 event loop busy past the target, or a standing line at the database pool) and
-whether the limit was binding (requests waited or were refused). Congested:
-the limit drops below the busiest in-flight count seen, so it bites at once
-even when it had drifted far above it. Not congested and in use (binding, or
-at least half of it in flight at the peak, Netflix's concurrency-limits'
-AIMDLimit rule): it grows by a fraction of itself, so a worker full of cheap
-slow requests (thousands of upstream waits) reaches its ``maximum`` within
-seconds. Otherwise it stays put: an application-limited caller gives no
-evidence that more would be served.
-
-Growing while merely in use, not only while binding: a cap set on a
-misreading (a closed loop's burst of new connections split across two
-intervals, read as work piling up) left the limit a few slots above that
-loop's clients for good, and the next burst of connections over it waited or
-was refused (W1 2 x 100 under wrk: 7 refusals while admission off met its
-SLO). Grown while in use, the limit settles at up to twice the peak.
+whether the limit was binding (requests waited or were refused, or, with no
+work piling up, half of it or more ran: the gate's reading). Congested: the
+limit drops below the busiest in-flight count seen, so it bites at once even
+when it had drifted far above it. Binding and not congested: it grows by a
+fraction of itself, so a worker full of cheap slow requests (thousands of
+upstream waits) reaches its ``maximum`` within seconds. Neither: it stays put,
+as Netflix's concurrency-limits does for an application-limited caller (no
+evidence that more would be served).
 """
 
 import math
@@ -72,7 +65,7 @@ class AdaptiveLimit:
             base = min(self.value, max(peak_in_flight, cfg.minimum))
             lowered = max(cfg.minimum, math.floor(base * cfg.backoff))
             self.value = max(lowered, min(floor, self.value))
-        elif binding or 2 * peak_in_flight >= self.value:
+        elif binding:
             step = max(1, math.floor(self.value * cfg.growth))
             self.value = min(cfg.maximum, self.value + step)
         if cap is not None:

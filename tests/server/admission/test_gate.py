@@ -372,6 +372,25 @@ def test_a_cap_a_split_burst_set_does_not_outlast_it():
     assert gate.limit.value >= 65
 
 
+@pytest.mark.parametrize(("arriving", "grows"), [(40, True), (120, False)])
+def test_a_limit_half_used_grows_only_while_nothing_piles_up(arriving, grows):
+    """60 in flight under a limit of 100, nothing waiting, the CPU idle: with
+    arrivals matching completions the limit grows (it is in use); with three
+    times as many arriving it stays, left to the caps while work piles up."""
+    now = [0.0]
+    gate = Gate(GateConfig(), cpu=lambda: 0.3, clock=lambda: now[0])
+    gate.limit.value = 100
+    for _ in range(60):
+        gate.enter(Priority.NORMAL, FAR)
+    for tick in range(1, 11):
+        served(gate, "/w1", 40, 0.05)
+        gate._arrivals += arriving - 40
+        now[0] = tick * 0.1
+        gate.tick()
+    # One interval alone never reads as piling up: the first tick grows it.
+    assert (gate.limit.value > 110) is grows
+
+
 def test_a_fresh_worker_s_first_reading_is_its_busy_fraction():
     """The smoothed busy fraction starts at the first reading, not at 0: a
     worker saturated from its start reads so at its first tick."""

@@ -38,24 +38,11 @@ def test_binding_without_congestion_grows_by_a_fraction_up_to_the_maximum():
     assert limit.value == 30
 
 
-def test_neither_congested_nor_in_use_leaves_it_alone():
-    """Less than half of it in flight and nothing waiting: no evidence either
-    way, the limit stays where it is."""
+def test_neither_congested_nor_binding_leaves_it_alone():
+    """No evidence either way: the limit stays where it is."""
     limit = AdaptiveLimit(LimitConfig(minimum=4, maximum=100))
     limit.update(congested=True, binding=True, peak_in_flight=20)
     assert limit.update(congested=False, binding=False, peak_in_flight=3) == 18
-    assert limit.update(congested=False, binding=False, peak_in_flight=8) == 18
-
-
-def test_in_use_without_binding_grows_to_twice_the_peak():
-    """Half of it or more in flight, nothing waiting: it grows as when binding
-    (Netflix's AIMDLimit rule), until the peak is under half of it. A cap
-    that cut it a few slots above a closed loop's clients does not stay."""
-    limit = AdaptiveLimit(LimitConfig(minimum=4, maximum=1000, growth=0.1))
-    limit.update(congested=False, binding=False, peak_in_flight=0, cap=52)
-    for _ in range(20):
-        limit.update(congested=False, binding=False, peak_in_flight=48)
-    assert 96 < limit.value <= 106
 
 
 def test_recovers_from_the_minimum_to_the_maximum_within_seconds():
