@@ -364,9 +364,10 @@ class Gate:
         # that loop's clients for good, and the next run's connections over
         # it were refused (W1 2 x 100 under wrk: 7 refusals while admission
         # off met its SLO); in use, it settles at up to twice the peak. Not
-        # while work piles up: there the cap decides, and growing between
-        # caps let more of an open model at 3x in (one W1 worker, goodput
-        # within 250 ms lower in 4 of 4 alternating pairs, 862 against 894).
+        # while work piles up: there the caps decide. Grown then too, one W1
+        # worker at 3x an open model kept less goodput within 250 ms than the
+        # tree before in 4 of 4 alternating pairs (862 against 894 req/s);
+        # grown only so, more in 6 of 6 (871 against 849).
         in_use = not read.piling and 2 * self._peak >= self.limit.value
         self.limit.update(
             congested=read.pool_line,
