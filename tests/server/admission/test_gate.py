@@ -336,8 +336,8 @@ def test_a_cap_a_split_burst_set_does_not_outlast_it():
     wrk. The second half reads as work piling up and the cap cuts the limit
     below the clients; after it each answer brings the next request. Two
     seconds on, the 65 connections of the next run on this worker fit under
-    the limit (it stayed at 52 when it grew only while binding, and 7
-    refusals followed)."""
+    the limit (grown only while binding, it stayed at 52; in the run this
+    replays, that next run got 7 refusals)."""
     now = [0.0]
     gate = starved_gate(now)
     waiting = 0
