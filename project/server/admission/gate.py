@@ -357,22 +357,11 @@ class Gate:
         if read.pool_line and self._pool_size:
             # Below the pool's size the pool idles while requests wait here.
             floor = self._pool_size()
-        # In use with nothing piling up: half of the limit or more ran at the
-        # peak (Netflix's AIMDLimit grows then, not only once it binds). A cap
-        # set on a misreading (a closed loop's opening burst split across two
-        # intervals read as work piling up) left the limit a few slots above
-        # that loop's clients for good, and the next run's connections over
-        # it were refused (W1 2 x 100 under wrk: 7 refusals while admission
-        # off met its SLO); in use, it settles at up to twice the peak. Not
-        # while work piles up: there the caps decide. Grown then too, one W1
-        # worker at 3x an open model kept less goodput within 250 ms than the
-        # tree before in 4 of 4 alternating pairs (862 against 894 req/s);
-        # grown only so, more in 6 of 6 (871 against 849).
-        in_use = not read.piling and 2 * self._peak >= self.limit.value
         self.limit.update(
             congested=read.pool_line,
-            binding=binding or in_use,
+            binding=binding,
             peak_in_flight=self._peak,
+            piling_up=read.piling,
             floor=floor,
             # A saturated CPU serves no more for more in flight: 1.5 times what
             # the current mix needs (needed.py) when new work piles up (twice

@@ -71,3 +71,17 @@ def test_bad_bounds_are_refused(kwargs, message):
     """Impossible bounds raise ValueError naming the field."""
     with pytest.raises(ValueError, match=message):
         LimitConfig(**kwargs)
+
+
+@pytest.mark.parametrize(("piling_up", "expected"), [(False, 97), (True, 52)])
+def test_half_of_it_in_flight_grows_it_unless_work_piles_up(piling_up, expected):
+    """Not binding, 48 in flight under 52: in use, it grows until the peak is
+    under half of it (Netflix's AIMDLimit rule); while work piles up it stays,
+    left to the caps."""
+    limit = AdaptiveLimit(LimitConfig(minimum=4, maximum=1000, growth=0.1))
+    limit.update(congested=False, binding=False, peak_in_flight=0, cap=52)
+    for _ in range(20):
+        limit.update(
+            congested=False, binding=False, peak_in_flight=48, piling_up=piling_up
+        )
+    assert limit.value == expected
