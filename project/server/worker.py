@@ -95,6 +95,7 @@ from project.server.admission import runtime as admission
 from project.server.admission.loop_busy import HIGHEST_PRIORITY
 from project.server.admission.refusal_budget import came_back_at_once
 from project.server.raw_head import RawHead
+from project.server.settled_config import SettledConfig, SettledEnviron
 
 # New connections a worker accepts each time its listening socket wakes it.
 # gunicorn's own gevent worker accepts 1 when there are several workers; on
@@ -452,6 +453,7 @@ class GeventWorker(ggevent.GeventWorker):
     admission control in front of the application."""
 
     wsgi: Callable[..., Any]  # gunicorn's application (load_wsgi)
+    cfg: Any  # gunicorn's Config, then SettledConfig (run)
     waiting_connections: WaitingConnections
     client_keys: ClientKeys
     _route_priorities: RoutePriorities | None = None
@@ -587,6 +589,9 @@ class GeventWorker(ggevent.GeventWorker):
 
     def run(self) -> None:
         """Serve like gunicorn's worker, accepting in batches, errors in JSON."""
+        # Every read of a setting from here on is an attribute lookup.
+        self.cfg = SettledConfig(self.cfg)
+        wsgi.base_environ = SettledEnviron(self.cfg)  # looked up per request
         self.waiting_connections = WaitingConnections(self._log_reclaim)
         self.client_keys = ClientKeys(list(self.cfg.forwarded_allow_ips or ()))
         BatchAcceptServer.waiting = self.waiting_connections
