@@ -51,13 +51,13 @@ def activate_caller(caller: Caller | None) -> None:
     _current.set(caller)
 
 
-class caller_scope:  # noqa: N801 (used as a function: ``with caller_scope(...)``)
+class caller_scope:  # lower case: used as a call, ``with caller_scope(...)``
     """Run a block for ``client`` in ``traffic_class``; the previous caller is
     restored afterwards.
 
     A class, not a ``@contextmanager`` generator: it runs twice a request (the
-    worker, then ``CallerMiddleware``), and the generator's machinery cost
-    0.8 µs of the 1.7 each time.
+    worker, then ``CallerMiddleware``): 0.5 µs each, where the generator took
+    1.7.
     """
 
     __slots__ = ("caller", "_token")
