@@ -84,3 +84,31 @@ def test_wsgi_errors_writes_to_the_error_logs_stream_of_the_moment():
         assert handler.stream.getvalue() == "after\n"
     finally:
         errorlog.removeHandler(handler)
+
+
+def test_a_worker_serves_with_its_settings_and_base_environ_settled(monkeypatch):
+    from gunicorn import http, util
+    from gunicorn.workers import ggevent
+
+    from project.server import worker as worker_module
+
+    # run() swaps module-level names for the worker process; put them back after.
+    for owner, name in (
+        (wsgi, "base_environ"),
+        (wsgi, "Response"),
+        (util, "write_error"),
+        (util, "http_date"),
+        (http, "get_parser"),
+        (ggevent, "StreamServer"),
+        (worker_module.BatchAcceptServer, "waiting"),
+    ):
+        monkeypatch.setattr(owner, name, getattr(owner, name))
+    served_with = []
+    monkeypatch.setattr(
+        ggevent.GeventWorker, "run", lambda self: served_with.append(self.cfg)
+    )
+    worker = worker_module.GeventWorker.__new__(worker_module.GeventWorker)
+    worker.cfg = Config()
+    worker.run()
+    assert isinstance(served_with[0], SettledConfig)
+    assert isinstance(wsgi.base_environ, SettledEnviron)
