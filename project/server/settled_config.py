@@ -26,7 +26,6 @@ class SettledConfig:
 
     def __init__(self, cfg: Any) -> None:
         self._cfg = cfg
-        self._settings = cfg.settings
 
     def __getattr__(self, name: str) -> Any:
         # Called only when ``name`` is not kept yet. Special names are the
@@ -34,7 +33,7 @@ class SettledConfig:
         if name.startswith("__"):
             raise AttributeError(name)
         value = getattr(self._cfg, name)
-        if name in self._settings:
+        if name in self._cfg.settings:
             self.__dict__[name] = value
         return value
 
